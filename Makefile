@@ -1,0 +1,27 @@
+# The README's two commands: `make run` (the default experiment on real offline data) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: env lock lint test test-all run
+
+env:  ## build or reuse the pinned virtualenv (cached outside the checkout) and link it as .venv
+	scripts/setup-env
+
+lock:  ## re-resolve requirements.in into constraints.txt
+	scripts/setup-env --lock
+
+lint: env
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint  ## lint, format check and the default (non-slow) test suite
+	$(PY) -m pytest -q
+
+test-all: lint  ## every test, the slow ones included
+	$(PY) -m pytest -q -m ''
+
+run: env  ## train and test a small FFNet on Fashion-MNIST (installs the Debian dataset if missing)
+	scripts/fetch-data fashion-mnist
+	$(PY) -m metamixer.vision fit --config experiments/vision/fashion_mnist.yaml

@@ -1,0 +1,226 @@
+"""The MetaMixer instances of the paper, each defined once for every modality.
+
+Each constructor takes an ops bundle (``DenseOps(ndim)``, ``TokenOps()`` or a modality's own, e.g.
+sparse 3D) that realises the pointwise / depthwise / norm / pool operations.
+
+=====================  ==================  =====================  ========  ==================
+instance               query               key                    act       value
+=====================  ==================  =====================  ========  ==================
+self_attention         W_q x               q (W_k x)^T / sqrt(d)  softmax   coef (W_v x) W_o
+ffn                    identity            W1                     gelu      W2
+convnext_mixer         depthwise k + norm  W1 (expand)            gelu      W2 (project)
+ffnified_attention     pointwise (+BN)     depthwise k1           gelu      depthwise k2
+pooling_mixer          identity            avgpool(q) - q         identity  identity
+=====================  ==================  =====================  ========  ==================
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from .mixer import MetaMixer, UsesInput
+from .ops import PoolMinusInput, TokenOps
+
+
+class SpatialOps(Protocol):
+    """What a modality provides to build mixers (see ``metamixer.core.ops.DenseOps``)."""
+
+    channel_axis: int
+
+    def pointwise(
+        self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
+    ) -> nn.Module: ...
+
+    def depthwise(
+        self,
+        dim: int,
+        kernel_size: int,
+        *,
+        out_dim: int | None = None,
+        stride: int = 1,
+        small_kernel: int | None = None,
+        norm: bool = False,
+    ) -> nn.Module: ...
+
+    def norm(self, dim: int, kind: str = ...) -> nn.Module: ...
+
+    def avg_pool(self, kernel_size: int) -> nn.Module: ...
+
+    def as_tokens(self, mixer: nn.Module) -> nn.Module: ...
+
+
+TOKEN_OPS = TokenOps()
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """``(B, N, C)`` -> ``(B, heads, N, C / heads)``."""
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+class AttentionKey(UsesInput, nn.Module):
+    """Q-K interaction of self-attention: ``softmax``-ready logits ``q (W_k x)^T / sqrt(d_head)``.
+
+    Input ``q, x``: ``(B, N, C)``.  Output: ``(B, heads, N_q, N_k)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, q: Tensor, x: Tensor) -> Tensor:
+        q = _split_heads(q, self.num_heads)
+        k = _split_heads(self.proj(x), self.num_heads)
+        return (q * self.scale) @ k.transpose(-2, -1)
+
+
+class AttentionValue(UsesInput, nn.Module):
+    """Coef-V interaction: ``coef (W_v x)``, heads merged, then the output projection ``W_o``."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, coef: Tensor, x: Tensor) -> Tensor:
+        v = _split_heads(self.proj(x), self.num_heads)
+        mixed = self.attn_drop(coef) @ v  # (B, heads, N, d)
+        return self.out(mixed.transpose(1, 2).flatten(2))
+
+
+def self_attention(
+    dim: int,
+    *,
+    num_heads: int = 8,
+    ops: SpatialOps = TOKEN_OPS,
+    bias: bool = True,
+    attn_drop: float = 0.0,
+    act: str | nn.Module = "softmax",
+) -> nn.Module:
+    """Multi-head self-attention as a MetaMixer; with dense ops it mixes all spatial positions."""
+    mixer = MetaMixer(
+        dim,
+        query=nn.Linear(dim, dim, bias=bias),
+        key=AttentionKey(dim, num_heads, bias),
+        act=act,
+        value=AttentionValue(dim, num_heads, bias, attn_drop),
+        act_axis=-1,
+    )
+    return ops.as_tokens(mixer)
+
+
+def _with_dropout(module: nn.Module, drop: float) -> nn.Module:
+    return module if drop == 0.0 else nn.Sequential(nn.Dropout(drop), module, nn.Dropout(drop))
+
+
+def ffn(
+    dim: int,
+    *,
+    ops: SpatialOps = TOKEN_OPS,
+    expansion: float = 4.0,
+    act: str | nn.Module = "gelu",
+    drop: float = 0.0,
+) -> MetaMixer:
+    """The feed-forward network: static keys ``W1`` and values ``W2`` over channels.
+
+    ``drop`` applies dropout to the coefficients and to the output.
+    """
+    hidden = int(dim * expansion)
+    return MetaMixer(
+        dim,
+        query=None,
+        key=ops.pointwise(dim, hidden),
+        act=act,
+        value=_with_dropout(ops.pointwise(hidden, dim), drop),
+        act_axis=ops.channel_axis,
+    )
+
+
+def convnext_mixer(
+    dim: int,
+    *,
+    ops: SpatialOps,
+    kernel_size: int = 7,
+    small_kernel: int | None = None,
+    expansion: float = 4.0,
+    query_norm: str | None = "layer",
+    act: str | nn.Module = "gelu",
+    drop: float = 0.0,
+) -> MetaMixer:
+    """ConvNeXt block as a MetaMixer: depthwise conv (+norm) queries an FFN.
+
+    ``query_norm``: "layer" (ConvNeXt: conv with bias then LayerNorm), "batch" (FFNet: bias-free conv
+    + BN, foldable; with ``small_kernel`` a parallel small branch), or ``None``.
+    """
+    if query_norm == "batch":
+        query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=True)
+    elif query_norm is None or query_norm == "layer":
+        query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel)
+        if query_norm == "layer":
+            query = nn.Sequential(query, ops.norm(dim, "layer"))
+    else:
+        raise ValueError(f"query_norm must be 'layer', 'batch' or None, got {query_norm!r}")
+    hidden = int(dim * expansion)
+    return MetaMixer(
+        dim,
+        query=query,
+        key=ops.pointwise(dim, hidden),
+        act=act,
+        value=_with_dropout(ops.pointwise(hidden, dim), drop),
+        act_axis=ops.channel_axis,
+    )
+
+
+def ffnified_attention(
+    dim: int,
+    *,
+    ops: SpatialOps,
+    kernel_size: int = 7,
+    value_kernel_size: int | None = None,
+    small_kernel: int | None = None,
+    conv_norm: bool = False,
+    query: nn.Module | None = None,
+    query_norm: bool = True,
+    act: str | nn.Module = "gelu",
+) -> MetaMixer:
+    """FFNified attention: static depthwise-conv keys and values over tokens.
+
+    Args:
+        kernel_size: key kernel (the Q-K interaction); ``value_kernel_size`` defaults to it.
+        small_kernel: train key and value as large + small parallel branches, each with BN.
+        conv_norm: BN after each single-branch depthwise conv (implied by ``small_kernel``).
+        query: a custom query projection; default a pointwise projection, bias-free + BN if
+            ``query_norm`` else with bias.
+    """
+    value_kernel_size = kernel_size if value_kernel_size is None else value_kernel_size
+    if query is None:
+        query = ops.pointwise(dim, dim, norm=query_norm, bias=not query_norm)
+    conv = dict(small_kernel=small_kernel, norm=conv_norm)
+    return MetaMixer(
+        dim,
+        query=query,
+        key=ops.depthwise(dim, kernel_size, **conv),
+        act=act,
+        value=ops.depthwise(dim, value_kernel_size, **conv),
+        act_axis=ops.channel_axis,
+    )
+
+
+def pooling_mixer(dim: int, *, ops: SpatialOps, pool_size: int = 3) -> MetaMixer:
+    """PoolFormer's token mixer: ``avgpool(x) - x`` with identity query, activation and value."""
+    return MetaMixer(
+        dim,
+        query=None,
+        key=PoolMinusInput(ops.avg_pool(pool_size)),
+        act="identity",
+        value=None,
+        act_axis=ops.channel_axis,
+    )

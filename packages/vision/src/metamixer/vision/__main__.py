@@ -1,0 +1,26 @@
+"""``python -m metamixer.vision {fit,validate,test,predict} --config …`` (LightningCLI)."""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+
+from metamixer.core.train import MetaMixerCLI
+
+from .lit import ImageClassifier
+
+LINKS = (("data.num_classes", "model.num_classes"), ("data.in_chans", "model.in_chans"))
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
+    return MetaMixerCLI(
+        ImageClassifier,
+        LightningDataModule,
+        links=LINKS,
+        args=args,
+        run=run,
+        default_root_dir="runs/vision",
+    )
+
+
+if __name__ == "__main__":
+    main()

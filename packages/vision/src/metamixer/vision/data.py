@@ -1,0 +1,353 @@
+"""Image classification data: ImageNet-style folders (timm transforms) and Fashion-MNIST idx files."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import create_transform
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class ImageFolder(Dataset):
+    """``root/<class>/<image>``: classes are the sorted sub-folder names.
+
+    An unreadable image does not stop training: the sample comes back as ``None``, a warning names
+    the file, and ``collate_skipping`` drops it from its batch and counts it.
+    """
+
+    def __init__(self, root: Path, transform: Callable[[Image.Image], Tensor]) -> None:
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"image folder {root} does not exist; expected <root>/<split>/<class>/<image> "
+                "(the ImageNet layout)"
+            )
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise ValueError(f"{root} holds no class folders; expected {root}/<class>/<image>")
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files = sorted(
+                p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not files:
+                raise ValueError(
+                    f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                    "remove it or add its images"
+                )
+            self.samples += [(f, label) for f in files]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=1)
+            return None
+        return self.transform(image), label
+
+
+def collate_skipping(batch: Sequence[tuple[Tensor, int] | None]) -> dict[str, Tensor]:
+    """Collate the readable samples; ``skipped`` counts the unreadable ones of this batch."""
+    good = [s for s in batch if s is not None]
+    if not good:
+        return {
+            "image": torch.empty(0),
+            "label": torch.empty(0, dtype=torch.long),
+            "skipped": torch.tensor(len(batch)),
+        }
+    images, labels = default_collate(good)
+    return {"image": images, "label": labels, "skipped": torch.tensor(len(batch) - len(good))}
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """ImageNet layout ``root/{train,validation}/<class>/<image>`` with timm's training transforms.
+
+    Args:
+        root: dataset root.
+        batch_size: per-device batch size.
+        num_workers: data-loading processes per device.
+        img_size: training / evaluation resolution.
+        crop_pct: evaluation centre-crop fraction (FFNet: 0.9 for 1/2, 0.95 for 3/4).
+        interpolation: resize interpolation.
+        auto_augment: timm RandAugment policy ("" = none).
+        re_prob: RandomErasing probability.
+        hflip: horizontal-flip probability.
+        mean: normalisation mean per channel.
+        std: normalisation std per channel.
+        train_split: training sub-folder.
+        val_split: validation sub-folder (also used for ``test``).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 128,
+        num_workers: int = 8,
+        img_size: int = 256,
+        crop_pct: float = 0.9,
+        interpolation: str = "bicubic",
+        auto_augment: str = "rand-m9-mstd0.5-inc1",
+        re_prob: float = 0.25,
+        hflip: float = 0.5,
+        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        train_split: str = "train",
+        val_split: str = "validation",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.in_chans = 3
+        self.train_set: ImageFolder | None = None
+        self.val_set: ImageFolder | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        train = self.root / self.hparams.train_split
+        if not train.is_dir():
+            raise FileNotFoundError(
+                f"dataset root {self.root} has no '{self.hparams.train_split}' folder; expected "
+                f"{self.root}/{self.hparams.train_split}/<class>/<image> (the ImageNet layout)"
+            )
+        return sorted(p.name for p in train.iterdir() if p.is_dir())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _transform(self, training: bool) -> Callable:
+        h = self.hparams
+        common = dict(mean=h.mean, std=h.std, interpolation=h.interpolation)
+        if training:
+            return create_transform(
+                h.img_size,
+                is_training=True,
+                auto_augment=h.auto_augment or None,
+                re_prob=h.re_prob,
+                hflip=h.hflip,
+                **common,
+            )
+        return create_transform(h.img_size, is_training=False, crop_pct=h.crop_pct, **common)
+
+    def setup(self, stage: str) -> None:
+        h = self.hparams
+        if stage == "fit":
+            self.train_set = ImageFolder(self.root / h.train_split, self._transform(True))
+        self.val_set = ImageFolder(self.root / h.val_split, self._transform(False))
+        if self.train_set is not None and self.train_set.classes != self.val_set.classes:
+            raise ValueError(
+                f"{h.train_split} and {h.val_split} have different class folders; "
+                "both splits need the same <class> sub-folders"
+            )
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=collate_skipping,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fashion-MNIST (Debian package dataset-fashion-mnist), the embedded default.
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx-ubyte(.gz) file (the MNIST format) into an array, checking its header."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; install Fashion-MNIST with `apt-get install dataset-fashion-mnist` "
+            "(or `scripts/fetch-data fashion-mnist`), or point `root` at a folder with the idx files"
+        )
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable idx file: {err}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} has no idx header (magic 0x0000 08 NN); is it an MNIST idx file?")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(
+            f"{path} is truncated: header says {shape} ({int(np.prod(shape))} values), "
+            f"file holds {data.size}"
+        )
+    return data.reshape(shape)
+
+
+class TensorImages(Dataset):
+    """Uint8 images ``(N, H, W)`` + labels, padded and optionally augmented on the fly."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        pad: int,
+        augment: bool,
+        mean: float,
+        std: float,
+    ) -> None:
+        self.images = torch.from_numpy(images.copy())
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.pad, self.augment, self.mean, self.std = pad, augment, mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = (self.images[index].float() / 255.0 - self.mean) / self.std
+        image = torch.nn.functional.pad(image[None], [self.pad] * 4, value=-self.mean / self.std)
+        if self.augment:
+            image = _random_shift_flip(image, self.pad)
+        return image, self.labels[index]
+
+
+def _random_shift_flip(image: Tensor, max_shift: int) -> Tensor:
+    dx, dy = torch.randint(-max_shift, max_shift + 1, (2,)).tolist()
+    image = torch.roll(image, (dy, dx), dims=(1, 2))
+    return image.flip(2) if torch.rand(()) < 0.5 else image
+
+
+def collate_images(batch: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    images, labels = default_collate(batch)
+    return {"image": images, "label": labels, "skipped": torch.tensor(0)}
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Fashion-MNIST from its idx files (60k train / 10k test, 28×28 grey, 10 classes).
+
+    The last ``val_size`` training images are held out for validation; ``test`` is the official
+    10k test set.  Images are padded to 32×32 (FFNet's total stride); training adds random shifts
+    of up to ``pad`` pixels and horizontal flips.
+
+    Args:
+        root: folder with ``{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)``.
+        batch_size: per-device batch size.
+        num_workers: data-loading processes.
+        val_size: training images held out for validation.
+        pad: zero padding on each side (2 makes 32×32).
+        augment: random shift + flip for training.
+    """
+
+    mean, std = 0.2860, 0.3530
+
+    def __init__(
+        self,
+        root: str = FASHION_MNIST_ROOT,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        pad: int = 2,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.classes = FASHION_MNIST_CLASSES
+        self.num_classes = len(FASHION_MNIST_CLASSES)
+        self.in_chans = 1
+        self.splits: dict[str, TensorImages] = {}
+
+    def _read(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        def find(kind: str) -> Path:
+            for name in (f"{prefix}-{kind}-ubyte.gz", f"{prefix}-{kind}-ubyte"):
+                if (self.root / name).exists():
+                    return self.root / name
+            return self.root / f"{prefix}-{kind}-ubyte.gz"
+
+        images, labels = read_idx(find("images-idx3")), read_idx(find("labels-idx1"))
+        if images.ndim != 3 or len(images) != len(labels):
+            raise ValueError(
+                f"{self.root}: {prefix} images {images.shape} and labels {labels.shape} disagree"
+            )
+        return images, labels
+
+    def setup(self, stage: str) -> None:
+        if self.splits:
+            return
+        h = self.hparams
+        images, labels = self._read("train")
+        if not 0 < h.val_size < len(images):
+            raise ValueError(f"val_size must be in (0, {len(images)}), got {h.val_size}")
+        test_images, test_labels = self._read("t10k")
+        norm = dict(pad=h.pad, mean=self.mean, std=self.std)
+        cut = len(images) - h.val_size
+        self.splits = {
+            "train": TensorImages(images[:cut], labels[:cut], augment=h.augment, **norm),
+            "val": TensorImages(images[cut:], labels[cut:], augment=False, **norm),
+            "test": TensorImages(test_images, test_labels, augment=False, **norm),
+        }
+        log.info("Fashion-MNIST: %s", {k: len(v) for k, v in self.splits.items()})
+
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=split == "train",
+            drop_last=split == "train",
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=collate_images,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

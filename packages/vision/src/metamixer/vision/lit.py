@@ -1,0 +1,279 @@
+"""LightningModule for image classification with the FFNet training recipe."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_weight_decay
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
+from .weights import convert_official_state_dict, load_state_dict_strict, unwrap_state_dict
+
+
+def load_weights_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a local file: official release, our export or a Lightning checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path} (only local paths are read)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {err}") from err
+    state = unwrap_state_dict(checkpoint)
+    if any(k.startswith("model.") for k in state):  # a Lightning checkpoint of ImageClassifier
+        state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+def classifier_from_checkpoint(path: str | Path) -> nn.Module:
+    """The network of an ``ImageClassifier`` Lightning checkpoint, rebuilt from its hyperparameters."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hp = checkpoint.get("hyper_parameters")
+    if not isinstance(hp, dict) or "arch" not in hp:
+        raise ValueError(f"{path} is not an ImageClassifier checkpoint (no hyper_parameters.arch)")
+    model = timm.create_model(
+        hp["arch"],
+        num_classes=hp["num_classes"],
+        in_chans=hp["in_chans"],
+        **(hp.get("arch_kwargs") or {}),
+    )
+    load_state_dict_strict(model, load_weights_file(path), str(path))
+    return model
+
+
+def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup from 0, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ImageClassifier(L.LightningModule):
+    """Train / evaluate a timm image classifier (FFNet by default).
+
+    Args:
+        arch: timm model name (``ffnet_1`` … ``ffnet_4``, ``ffnet_test``, or any timm model).
+        num_classes: classifier outputs (linked from the data module by the CLI).
+        in_chans: input channels (linked from the data module by the CLI).
+        drop_path_rate: stochastic depth; ``None`` keeps the variant's default.
+        arch_kwargs: further keyword arguments of the architecture (e.g. ``depths``, ``dims``).
+        init_weights: local weights to start from (authors' release, our export or a Lightning
+            checkpoint, e.g. for fine-tuning at 384); the head is re-initialised if its size differs.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay (not applied to norms, biases and layer-scales).
+        betas: AdamW betas.
+        warmup_epochs: linear warmup length.
+        min_lr: final learning rate of the cosine schedule.
+        label_smoothing: label smoothing (also inside mixup / cutmix targets).
+        mixup: mixup alpha (0 = off).
+        cutmix: cutmix alpha (0 = off).
+        mixup_prob: probability of applying mixup or cutmix to a batch.
+        ema_decay: keep an exponential moving average of the weights (evaluated as ``val_ema/*``);
+            ``None`` = off.
+        teacher: timm model name of a hard-distillation teacher (``None`` = no distillation).
+        teacher_weights: local weights of the teacher (required with ``teacher``).
+        distillation_weight: share of the distillation loss (DeiT hard distillation: 0.5).
+        channels_last: run the network in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        arch: str = "ffnet_1",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_path_rate: float | None = None,
+        arch_kwargs: dict[str, Any] | None = None,
+        init_weights: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_epochs: float = 5.0,
+        min_lr: float = 1e-5,
+        label_smoothing: float = 0.1,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        ema_decay: float | None = None,
+        teacher: str | None = None,
+        teacher_weights: str | None = None,
+        distillation_weight: float = 0.5,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        kwargs = dict(arch_kwargs or {})
+        if drop_path_rate is not None:
+            kwargs["drop_path_rate"] = drop_path_rate
+        self.model = timm.create_model(arch, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        if init_weights is not None:
+            self._load_initial_weights(init_weights)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                prob=mixup_prob,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.teacher = None
+        if teacher is not None:
+            if teacher_weights is None:
+                raise ValueError("distillation needs teacher_weights: a local file of the teacher")
+            self.teacher = timm.create_model(teacher, num_classes=num_classes, in_chans=in_chans)
+            self.teacher.load_state_dict(load_weights_file(teacher_weights))
+            self.teacher.requires_grad_(False).eval()
+            self.head_dist = nn.Linear(self.model.num_features, num_classes)
+        self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay is not None else None
+
+        def metrics(prefix: str) -> MetricCollection:
+            top = {"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+            if num_classes > 5:
+                top["acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+            return MetricCollection(top, prefix=prefix)
+
+        self.val_metrics = metrics("val/")
+        self.val_ema_metrics = metrics("val_ema/") if self.ema is not None else None
+        self.test_metrics = metrics("test/")
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.class_names: list[str] | None = None
+
+    def _load_initial_weights(self, path: str) -> None:
+        state = convert_official_state_dict(load_weights_file(path))
+        head = self.model.get_classifier()
+        own = self.model.state_dict()
+        for name in ("weight", "bias"):
+            key = f"head.{name}"
+            if key in state and key in own and state[key].shape != own[key].shape:
+                state[key] = getattr(head, name).detach().clone()  # new task: keep the fresh head
+        load_state_dict_strict(self.model, state, path)
+
+    # --- forward / steps --------------------------------------------------------------------------
+    def _prepare(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or images.shape[1] != self.hparams.in_chans:
+            raise ValueError(
+                f"expected image batches of shape (B, {self.hparams.in_chans}, H, W), got "
+                f"{tuple(images.shape)}: the data's channels and model.in_chans must agree"
+            )
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def forward(self, images: Tensor) -> Tensor:
+        images = self._prepare(images)
+        if self.teacher is None:
+            return self.model(images)
+        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        return (self.model.get_classifier()(features) + self.head_dist(features)) / 2
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        images, labels = self._prepare(batch["image"]), batch["label"]
+        self.log(
+            "train/skipped_images",
+            batch["skipped"].float(),
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+        )
+        if images.shape[0] == 0:
+            return None  # every image of this batch was unreadable
+        targets = labels
+        if self.mixup is not None and images.shape[0] % 2 == 0:
+            images, targets = self.mixup(images, labels)
+        if self.teacher is None:
+            loss = self._classification_loss(self.model(images), targets)
+        else:
+            features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+            with torch.no_grad():
+                teacher_labels = self.teacher(images).argmax(1)
+            w = self.hparams.distillation_weight
+            loss = (1 - w) * self._classification_loss(
+                self.model.get_classifier()(features), targets
+            ) + w * F.cross_entropy(self.head_dist(features), teacher_labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}; lower the "
+                "learning rate or check the inputs for NaN/inf"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if targets.dim() == 2:  # soft targets from mixup / cutmix
+            return SoftTargetCrossEntropy()(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images, labels = self._prepare(batch["image"]), batch["label"]
+        if images.shape[0] == 0:
+            return
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True)
+        self.val_metrics.update(logits, labels)
+        self.log_dict(self.val_metrics, prog_bar=True)
+        if self.ema is not None:
+            self.val_ema_metrics.update(self.ema.module(images), labels)
+            self.log_dict(self.val_ema_metrics)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images, labels = self._prepare(batch["image"]), batch["label"]
+        if images.shape[0] == 0:
+            return
+        logits = self(images)
+        self.test_metrics.update(logits, labels)
+        self.confusion.update(logits, labels)
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.confusion.compute().cpu()
+        self.confusion.reset()
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if log_dir is None or not self.trainer.is_global_zero:
+            return
+        from metamixer.core.train import plot_confusion_matrix
+
+        names = getattr(self.trainer.datamodule, "classes", None)
+        plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        probs = self(batch["image"]).softmax(1)
+        return {"prob": probs, "pred": probs.argmax(1)}
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        params = param_groups_weight_decay(self, h.weight_decay)  # 1-D params: no decay
+        optimizer = torch.optim.AdamW(params, lr=h.lr, betas=h.betas)
+        total = self.trainer.estimated_stepping_batches
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(h.warmup_epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: cosine_with_warmup(
+                step, warmup=warmup, total=int(total), min_ratio=h.min_lr / h.lr
+            ),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

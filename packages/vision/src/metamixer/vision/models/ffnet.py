@@ -1,0 +1,357 @@
+"""FFNet-1…4 for image classification, built from ``metamixer.core`` and registered with timm.
+
+Stem (two stride-2 3×3 conv+BN) → 4 stages → BatchNorm → global average pool → linear head.
+Stages 2–4 start with a downsample: a 7×7 stride-2 depthwise-style conv (trained with a parallel 3×3
+branch) then BN → 1×1 conv with an identity shortcut.  A block is an FFNified-attention token mixer
+followed by a ConvNeXt-style channel mixer, each a residual ``MetaBlock``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TypeVar
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch import Tensor, nn
+
+from metamixer.core import (
+    ConvBN,
+    DenseOps,
+    MetaBlock,
+    PointwiseShortcut,
+    convnext_mixer,
+    ffnified_attention,
+    init_trunc_normal,
+)
+
+T = TypeVar("T")
+OPS = DenseOps(ndim=2)
+
+
+def per_stage(value: T | Sequence[T], name: str, num_stages: int = 4) -> tuple[T, ...]:
+    """Broadcast a scalar to every stage, or check that a sequence has one entry per stage."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(f"{name} needs {num_stages} entries (one per stage), got {len(value)}")
+        return tuple(value)
+    return (value,) * num_stages
+
+
+def ffnet_block(
+    dim: int,
+    *,
+    token_kernel: int,
+    token_small_kernel: int | None,
+    channel_kernel: int,
+    channel_small_kernel: int | None,
+    expansion: float,
+    act: str,
+    drop_path: float,
+    layer_scale: float | None,
+) -> nn.Sequential:
+    """One FFNet block: FFNified attention (tokens) then a ConvNeXt-style mixer (channels)."""
+    token = ffnified_attention(
+        dim, ops=OPS, kernel_size=token_kernel, small_kernel=token_small_kernel, act=act
+    )
+    channel = convnext_mixer(
+        dim,
+        ops=OPS,
+        kernel_size=channel_kernel,
+        small_kernel=channel_small_kernel,
+        expansion=expansion,
+        query_norm="batch",
+        act=act,
+    )
+    residual = dict(drop_path=drop_path, layer_scale=layer_scale)
+    return nn.Sequential(
+        OrderedDict(
+            token=MetaBlock(dim, token, **residual), channel=MetaBlock(dim, channel, **residual)
+        )
+    )
+
+
+class FFNet(nn.Module):
+    """FFNet image classifier (timm interface: ``forward_features`` / ``forward_head`` /
+    ``forward_intermediates``; input ``(B, in_chans, H, W)`` with H, W multiples of 32 recommended).
+
+    Args:
+        depths: blocks per stage.
+        dims: channels per stage.
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 = no head, features only).
+        stem_dim: channels after the first stem conv.
+        token_kernels: FFNified-attention key/value depthwise kernel per stage.
+        token_small_kernels: parallel small kernel per stage (``None`` = a plain conv with bias).
+        channel_kernels: channel-mixer depthwise kernel per stage.
+        channel_small_kernels: parallel small kernel per stage (``None`` = conv + BN).
+        expansion: channel-mixer hidden width / dim.
+        down_kernel: downsample depthwise kernel; ``down_small_kernel`` its parallel branch.
+        act: coefficient activation of both mixers (a name from ``metamixer.core.ACTIVATIONS``).
+        layer_scale: initial layer-scale, ``None`` = none.
+        drop_rate: dropout before the head.
+        drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
+        global_pool: timm pool type of the head ("avg", "max", …, "" = none).
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int] = (2, 2, 8, 2),
+        dims: Sequence[int] = (80, 160, 320, 640),
+        *,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        stem_dim: int = 64,
+        token_kernels: int | Sequence[int] = (3, 3, 7, 7),
+        token_small_kernels: int | Sequence[int | None] | None = (None, None, 3, 3),
+        channel_kernels: int | Sequence[int] = 3,
+        channel_small_kernels: int | Sequence[int | None] | None = None,
+        expansion: float = 3.0,
+        down_kernel: int = 7,
+        down_small_kernel: int = 3,
+        act: str = "gelu",
+        layer_scale: float | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        n = len(depths)
+        if len(dims) != n:
+            raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
+        token_kernels = per_stage(token_kernels, "token_kernels", n)
+        token_small = per_stage(token_small_kernels, "token_small_kernels", n)
+        channel_kernels = per_stage(channel_kernels, "channel_kernels", n)
+        channel_small = per_stage(channel_small_kernels, "channel_small_kernels", n)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        self.stem = nn.Sequential(
+            ConvBN(in_chans, stem_dim, 3, stride=2),
+            nn.GELU(),
+            ConvBN(stem_dim, dims[0], 3, stride=2),
+        )
+        rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
+        self.stages = nn.ModuleList()
+        self.feature_info = []
+        for i in range(n):
+            if i == 0:
+                downsample: nn.Module = nn.Identity()
+            else:
+                downsample = nn.Sequential(
+                    OPS.depthwise(
+                        dims[i - 1],
+                        down_kernel,
+                        out_dim=dims[i],
+                        stride=2,
+                        small_kernel=down_small_kernel,
+                    ),
+                    PointwiseShortcut(dims[i]),
+                )
+            blocks = [
+                ffnet_block(
+                    dims[i],
+                    token_kernel=token_kernels[i],
+                    token_small_kernel=token_small[i],
+                    channel_kernel=channel_kernels[i],
+                    channel_small_kernel=channel_small[i],
+                    expansion=expansion,
+                    act=act,
+                    drop_path=next(rates),
+                    layer_scale=layer_scale,
+                )
+                for _ in range(depths[i])
+            ]
+            self.stages.append(
+                nn.Sequential(OrderedDict(downsample=downsample, blocks=nn.Sequential(*blocks)))
+            )
+            self.feature_info.append(
+                dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}")
+            )
+        self.norm = nn.BatchNorm2d(dims[-1])
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_trunc_normal)
+
+    # --- timm interface -------------------------------------------------------------------------
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"FFNet expects images of shape (batch, {self.in_chans}, height, width), got "
+                f"{tuple(x.shape)}; convert grey/RGBA inputs or build the model with "
+                f"in_chans={x.shape[1] if x.dim() == 4 else '?'}"
+            )
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} is too small: FFNet downsamples by 32, so height and "
+                "width must be at least 32 (resize or pad the images)"
+            )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs at strides 4/8/16/32 (``indices`` as in timm: last n if int, None = all)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"FFNet intermediates are NCHW only, got output_fmt={output_fmt!r}")
+        self.check_input(x)
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages[: max_index + 1] if stop_early else self.stages
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(self.norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x) if i == last else x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants (paper Table: FFNet-1…4) and timm registration.
+
+VARIANTS: dict[str, dict] = {
+    "ffnet_1": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), channel_kernels=3),
+    "ffnet_2": dict(
+        depths=(3, 3, 15, 3), dims=(88, 176, 352, 704), channel_kernels=7, channel_small_kernels=3
+    ),
+    "ffnet_3": dict(
+        depths=(4, 4, 22, 5),
+        dims=(96, 192, 384, 768),
+        channel_kernels=7,
+        channel_small_kernels=3,
+        layer_scale=1e-6,
+    ),
+    "ffnet_4": dict(
+        depths=(4, 4, 27, 3),
+        dims=(128, 256, 512, 1024),
+        channel_kernels=7,
+        channel_small_kernels=3,
+        layer_scale=1e-6,
+    ),
+    # A tiny model with every module kind, for CI and CPU smoke runs.
+    "ffnet_test": dict(
+        depths=(1, 1, 2, 1),
+        dims=(16, 32, 64, 128),
+        stem_dim=16,
+        channel_kernels=7,
+        channel_small_kernels=3,
+        layer_scale=1e-6,
+    ),
+}
+DEFAULT_DROP_PATH = {"ffnet_1": 0.1, "ffnet_2": 0.15, "ffnet_3": 0.35, "ffnet_4": 0.4}
+
+
+def _cfg(**kwargs: object) -> dict:
+    return {
+        "num_classes": 1000,
+        "input_size": (3, 256, 256),
+        "pool_size": (8, 8),
+        "crop_pct": 0.9,
+        "crop_mode": "center",
+        "interpolation": "bicubic",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "stem.0.conv",
+        "classifier": "head",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "ffnet_1.in1k": _cfg(),
+        "ffnet_2.in1k": _cfg(),
+        "ffnet_3.in1k": _cfg(crop_pct=0.95),
+        "ffnet_4.in1k": _cfg(crop_pct=0.95, input_size=(3, 384, 384), pool_size=(12, 12)),
+        "ffnet_test.untrained": _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
+    }
+)
+
+
+def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
+    from ..weights import convert_official_state_dict
+
+    args = {"drop_path_rate": DEFAULT_DROP_PATH.get(variant, 0.0), **VARIANTS[variant], **kwargs}
+    return build_model_with_cfg(
+        FFNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=convert_official_state_dict,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+        **args,
+    )
+
+
+@register_model
+def ffnet_1(pretrained: bool = False, **kwargs: object) -> FFNet:
+    return _create("ffnet_1", pretrained, **kwargs)
+
+
+@register_model
+def ffnet_2(pretrained: bool = False, **kwargs: object) -> FFNet:
+    return _create("ffnet_2", pretrained, **kwargs)
+
+
+@register_model
+def ffnet_3(pretrained: bool = False, **kwargs: object) -> FFNet:
+    return _create("ffnet_3", pretrained, **kwargs)
+
+
+@register_model
+def ffnet_4(pretrained: bool = False, **kwargs: object) -> FFNet:
+    return _create("ffnet_4", pretrained, **kwargs)
+
+
+@register_model
+def ffnet_test(pretrained: bool = False, **kwargs: object) -> FFNet:
+    return _create("ffnet_test", pretrained, **kwargs)
