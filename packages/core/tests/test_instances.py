@@ -125,7 +125,7 @@ INSTANCES = {  # name: (constructor, input shape, channel axis)
     "convnext_2d": (lambda: convnext_mixer(16, ops=DenseOps(2)), (2, 16, 8, 8), CHANNELS_FIRST),
     "convnext_bn_rep_1d": (
         lambda: convnext_mixer(
-            16, ops=DenseOps(1), kernel_size=9, small_kernel=3, query_norm="batch"
+            16, ops=DenseOps(1), kernel_size=9, small_kernel=3, conv_norm=True, query_norm=None
         ),
         (2, 16, 20),
         CHANNELS_FIRST,
@@ -169,5 +169,5 @@ def test_token_ops_refuse_depthwise_with_a_clear_error():
 
 
 def test_convnext_rejects_unknown_query_norm():
-    with pytest.raises(ValueError, match="query_norm"):
+    with pytest.raises(ValueError, match="unknown norm kind"):
         convnext_mixer(8, ops=DenseOps(2), query_norm="group")

@@ -116,7 +116,12 @@ def build_core_model(ndim, dim=8, kernel=7, small=3):
             MetaBlock(
                 dim,
                 convnext_mixer(
-                    dim, ops=ops, kernel_size=kernel, small_kernel=small, query_norm="batch"
+                    dim,
+                    ops=ops,
+                    kernel_size=kernel,
+                    small_kernel=small,
+                    conv_norm=True,
+                    query_norm=None,
                 ),
             )
         )

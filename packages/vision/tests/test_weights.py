@@ -5,11 +5,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from ffnet_official_reference import official_forward, official_layout, random_checkpoint, read_tsv
 
 import metamixer.vision  # noqa: F401
 from metamixer.vision import VARIANTS, load_official_weights
-
-from .official_reference import official_forward, official_layout, random_checkpoint, read_tsv
 
 TSV = Path(__file__).parent / "data" / "ffnet_1_official_keys.tsv"
 

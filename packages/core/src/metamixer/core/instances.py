@@ -150,31 +150,35 @@ def convnext_mixer(
     ops: SpatialOps,
     kernel_size: int = 7,
     small_kernel: int | None = None,
-    expansion: float = 4.0,
+    conv_norm: bool = False,
     query_norm: str | None = "layer",
+    expansion: float = 4.0,
     act: str | nn.Module = "gelu",
     drop: float = 0.0,
+    key: nn.Module | None = None,
+    value: nn.Module | None = None,
 ) -> MetaMixer:
-    """ConvNeXt block as a MetaMixer: depthwise conv (+norm) queries an FFN.
+    """ConvNeXt block as a MetaMixer: a depthwise conv (+ norm) queries an FFN.
 
-    ``query_norm``: "layer" (ConvNeXt: conv with bias then LayerNorm), "batch" (FFNet: bias-free conv
-    + BN, foldable; with ``small_kernel`` a parallel small branch), or ``None``.
+    Args:
+        kernel_size: depthwise kernel of the query.
+        small_kernel: train the query conv with a parallel small kernel (each branch with BN).
+        conv_norm: bias-free conv followed by BN, foldable (FFNet); implied by ``small_kernel``.
+        query_norm: a norm after the query conv: "layer" (ConvNeXt), "batch", or ``None``.
+        expansion: hidden width / dim of the FFN.
+        drop: dropout on the coefficients and on the output.
+        key, value: custom expand / project operations (default: ``ops.pointwise``).
     """
-    if query_norm == "batch":
-        query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=True)
-    elif query_norm is None or query_norm == "layer":
-        query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel)
-        if query_norm == "layer":
-            query = nn.Sequential(query, ops.norm(dim, "layer"))
-    else:
-        raise ValueError(f"query_norm must be 'layer', 'batch' or None, got {query_norm!r}")
+    query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=conv_norm)
+    if query_norm is not None:
+        query = nn.Sequential(query, ops.norm(dim, query_norm))
     hidden = int(dim * expansion)
     return MetaMixer(
         dim,
         query=query,
-        key=ops.pointwise(dim, hidden),
+        key=ops.pointwise(dim, hidden) if key is None else key,
         act=act,
-        value=_with_dropout(ops.pointwise(hidden, dim), drop),
+        value=_with_dropout(ops.pointwise(hidden, dim) if value is None else value, drop),
         act_axis=ops.channel_axis,
     )
 

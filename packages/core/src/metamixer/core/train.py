@@ -7,6 +7,7 @@ not import it, so the core stays torch-only.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class MetaMixerCLI(LightningCLI):
 
     * ``links``: ``(data attribute, model argument)`` pairs resolved after the data module is built,
       e.g. ``("data.num_classes", "model.num_classes")``, so a value is never written twice.
+    * ``subclass_mode_data``: the data module is chosen by ``class_path`` (any subclass).
     * ``fit --test_after_fit true`` tests the best checkpoint of the run right after training.
     * the resolved config is saved as ``config.yaml`` in every run directory; seed 0 by default.
     """
@@ -34,12 +36,13 @@ class MetaMixerCLI(LightningCLI):
         args: list[str] | None = None,
         run: bool = True,
         default_root_dir: str = "runs",
+        subclass_mode_data: bool = True,
     ) -> None:
         self.links = tuple(links)
         super().__init__(
             model_class,
             datamodule_class,
-            subclass_mode_data=True,
+            subclass_mode_data=subclass_mode_data,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": default_root_dir},
@@ -57,6 +60,18 @@ class MetaMixerCLI(LightningCLI):
             default=False,
             help="fit only: test the best checkpoint (or the last weights) once training ends",
         )
+
+    def before_instantiate_classes(self) -> None:
+        """Give every logger of the run the same version, so CSV and TensorBoard share one folder."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        loggers = config.trainer.get("logger")
+        if not isinstance(loggers, list):
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for logger in loggers:
+            init = getattr(logger, "init_args", None)
+            if init is not None and "version" in init and init.version is None:
+                init.version = stamp
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):

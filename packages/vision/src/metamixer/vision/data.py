@@ -225,42 +225,44 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 class TensorImages(Dataset):
-    """Uint8 images ``(N, H, W)`` + labels, padded and optionally augmented on the fly."""
+    """Uint8 images ``(N, H, W)`` with integer labels; ``PadShiftFlip`` turns batches into tensors."""
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        *,
-        pad: int,
-        augment: bool,
-        mean: float,
-        std: float,
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.images = torch.from_numpy(images.copy())
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.pad, self.augment, self.mean, self.std = pad, augment, mean, std
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = (self.images[index].float() / 255.0 - self.mean) / self.std
-        image = torch.nn.functional.pad(image[None], [self.pad] * 4, value=-self.mean / self.std)
-        if self.augment:
-            image = _random_shift_flip(image, self.pad)
-        return image, self.labels[index]
+        return self.images[index], self.labels[index]
 
 
-def _random_shift_flip(image: Tensor, max_shift: int) -> Tensor:
-    dx, dy = torch.randint(-max_shift, max_shift + 1, (2,)).tolist()
-    image = torch.roll(image, (dy, dx), dims=(1, 2))
-    return image.flip(2) if torch.rand(()) < 0.5 else image
+class PadShiftFlip:
+    """Collate uint8 grey images into a normalised ``(B, 1, H + 2 pad, W + 2 pad)`` batch.
 
+    With ``augment``, each image is shifted by up to ``pad`` pixels and flipped horizontally with
+    probability 0.5 (vectorised over the batch, so data loading stays cheap on CPU).
+    """
 
-def collate_images(batch: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    images, labels = default_collate(batch)
-    return {"image": images, "label": labels, "skipped": torch.tensor(0)}
+    def __init__(self, *, pad: int, augment: bool, mean: float, std: float) -> None:
+        self.pad, self.augment, self.mean, self.std = pad, augment, mean, std
+
+    def __call__(self, batch: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        images, labels = default_collate(batch)
+        x = (images.float() / 255.0 - self.mean) / self.std
+        p = self.pad
+        x = torch.nn.functional.pad(x, [p] * 4, value=-self.mean / self.std)
+        if self.augment and p > 0:
+            b, h, w = x.shape[0], x.shape[1] - 2 * p, x.shape[2] - 2 * p
+            dy, dx = torch.randint(0, 2 * p + 1, (2, b, 1))
+            rows = (torch.arange(h) + dy)[:, :, None]  # (B, h, 1), shifted crop of the padded image
+            cols = torch.arange(w) + dx  # (B, w)
+            flip = torch.rand(b, 1) < 0.5
+            cols = torch.where(flip, cols.flip(1), cols)[:, None, :]
+            shifted = x[torch.arange(b)[:, None, None], rows, cols]
+            x = torch.nn.functional.pad(shifted, [p] * 4, value=-self.mean / self.std)
+        return {"image": x[:, None], "label": labels, "skipped": torch.tensor(0)}
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
@@ -320,12 +322,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if not 0 < h.val_size < len(images):
             raise ValueError(f"val_size must be in (0, {len(images)}), got {h.val_size}")
         test_images, test_labels = self._read("t10k")
-        norm = dict(pad=h.pad, mean=self.mean, std=self.std)
         cut = len(images) - h.val_size
         self.splits = {
-            "train": TensorImages(images[:cut], labels[:cut], augment=h.augment, **norm),
-            "val": TensorImages(images[cut:], labels[cut:], augment=False, **norm),
-            "test": TensorImages(test_images, test_labels, augment=False, **norm),
+            "train": TensorImages(images[:cut], labels[:cut]),
+            "val": TensorImages(images[cut:], labels[cut:]),
+            "test": TensorImages(test_images, test_labels),
         }
         log.info("Fashion-MNIST: %s", {k: len(v) for k, v in self.splits.items()})
 
@@ -337,7 +338,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
             drop_last=split == "train",
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=collate_images,
+            collate_fn=PadShiftFlip(
+                pad=self.hparams.pad,
+                augment=self.hparams.augment and split == "train",
+                mean=self.mean,
+                std=self.std,
+            ),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -190,6 +190,7 @@ class ImageClassifier(L.LightningModule):
             reduce_fx="sum",
             on_step=False,
             on_epoch=True,
+            batch_size=1,
         )
         if images.shape[0] == 0:
             return None  # every image of this batch was unreadable
@@ -211,7 +212,7 @@ class ImageClassifier(L.LightningModule):
                 f"non-finite training loss {loss.item()} at step {self.global_step}; lower the "
                 "learning rate or check the inputs for NaN/inf"
             )
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
     def _classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -228,12 +229,13 @@ class ImageClassifier(L.LightningModule):
         if images.shape[0] == 0:
             return
         logits = self(images)
-        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True)
+        n = len(labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, batch_size=n)
         self.val_metrics.update(logits, labels)
-        self.log_dict(self.val_metrics, prog_bar=True)
+        self.log_dict(self.val_metrics, prog_bar=True, batch_size=n)
         if self.ema is not None:
             self.val_ema_metrics.update(self.ema.module(images), labels)
-            self.log_dict(self.val_ema_metrics)
+            self.log_dict(self.val_ema_metrics, batch_size=n)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = self._prepare(batch["image"]), batch["label"]
@@ -242,7 +244,7 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         self.test_metrics.update(logits, labels)
         self.confusion.update(logits, labels)
-        self.log_dict(self.test_metrics)
+        self.log_dict(self.test_metrics, batch_size=len(labels))
 
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute().cpu()
@@ -263,7 +265,7 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
         params = param_groups_weight_decay(self, h.weight_decay)  # 1-D params: no decay
-        optimizer = torch.optim.AdamW(params, lr=h.lr, betas=h.betas)
+        optimizer = torch.optim.AdamW(params, lr=h.lr, betas=h.betas, foreach=True)
         total = self.trainer.estimated_stepping_batches
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(h.warmup_epochs * steps_per_epoch)

@@ -63,7 +63,8 @@ def ffnet_block(
         kernel_size=channel_kernel,
         small_kernel=channel_small_kernel,
         expansion=expansion,
-        query_norm="batch",
+        conv_norm=True,
+        query_norm=None,
         act=act,
     )
     residual = dict(drop_path=drop_path, layer_scale=layer_scale)

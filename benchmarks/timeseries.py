@@ -1,0 +1,155 @@
+"""Forecasting peer table on real offline data: FFNet vs gluonts PatchTST / DLinear vs seasonal naive.
+
+    .venv/bin/python benchmarks/timeseries.py            # elecdemand, horizons 96 192 336 720
+    .venv/bin/python benchmarks/timeseries.py --epochs 2 --horizons 96   # quick look
+
+Protocol (TSLib's): the Demand series of fpp2/elecdemand (half-hourly, 2014), custom 70/10/20
+split, standardised with training statistics, look-back 96, every test window (stride 1) scored
+by MSE / MAE on the scaled values.  Every trained model sees the same training windows: the same
+number of epochs over the training split at the same batch size, Adam at the same learning rate,
+no early stopping.  gluonts' models are probabilistic (Student-t); their point forecast is the
+distribution mean.  Train time is the fitting wall time; inference time covers all test windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from gluonts.dataset.common import ListDataset
+from gluonts.torch.model.d_linear import DLinearEstimator
+from gluonts.torch.model.patch_tst import PatchTSTEstimator
+
+from metamixer.timeseries.data import TSLibDataModule
+from metamixer.timeseries.lit import Forecaster
+from metamixer.timeseries.prepare import elecdemand_frame, write_csv
+
+SEASON = 48  # one day of half-hours
+
+
+def seasonal_naive(history: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Repeat the last day: ``history (B, L)`` -> ``(B, H)``."""
+    last = history[:, -SEASON:]
+    reps = math.ceil(horizon / SEASON)
+    return last.repeat(1, reps)[:, :horizon]
+
+
+def score(predict, windows, batch: int = 512) -> tuple[float, float, float]:
+    """MSE, MAE over all windows and the inference seconds of ``predict((B, L)) -> (B, H)``."""
+    se = ae = n = 0.0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(windows), batch):
+            items = [windows[j] for j in range(i, min(i + batch, len(windows)))]
+            history = torch.stack([h[:, 0] for h, _ in items])
+            future = torch.stack([f[:, 0] for _, f in items])
+            error = predict(history) - future
+            se += float(error.square().sum())
+            ae += float(error.abs().sum())
+            n += error.numel()
+    return se / n, ae / n, time.perf_counter() - start
+
+
+def gluonts_point_predictor(module):
+    model = module.model.eval()
+
+    def predict(history: torch.Tensor) -> torch.Tensor:
+        args, loc, scale = model(past_target=history, past_observed_values=torch.ones_like(history))
+        return model.distr_output.distribution(args, loc, scale).mean
+
+    return predict
+
+
+def fit_gluonts(estimator_cls, series: np.ndarray, horizon: int, args, run_dir: Path, **kw):
+    steps = math.ceil((len(series) - 96 - horizon + 1) / args.batch_size)
+    estimator = estimator_cls(
+        prediction_length=horizon, context_length=96, lr=args.lr, batch_size=args.batch_size,
+        num_batches_per_epoch=steps,
+        trainer_kwargs={
+            "max_epochs": args.epochs, "accelerator": "cpu", "enable_progress_bar": False,
+            "default_root_dir": str(run_dir), "logger": False, "enable_checkpointing": False,
+        },
+        **kw,
+    )  # fmt: skip
+    data = ListDataset(
+        [{"start": pd.Period("2014-01-01 00:00", freq="30min"), "target": series}], freq="30min"
+    )
+    start = time.perf_counter()
+    predictor = estimator.train(data)
+    return gluonts_point_predictor(predictor.prediction_net), time.perf_counter() - start
+
+
+def fit_ffnet(dm: TSLibDataModule, horizon: int, args, run_dir: Path):
+    model = Forecaster(
+        num_vars=1, seq_len=96, horizon=horizon, lr=args.lr, patience=0, plot_series=0
+    )
+    trainer = L.Trainer(
+        max_epochs=args.epochs, accelerator="cpu", enable_progress_bar=False, logger=False,
+        enable_checkpointing=False, default_root_dir=str(run_dir), limit_val_batches=0,
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(model, dm)
+    model.eval()
+    return (lambda history: model(history[..., None])[..., 0]), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--data", default="data/timeseries", help="folder for elecdemand.csv")
+    parser.add_argument("--run_dir", default="runs/benchmarks/timeseries")
+    args = parser.parse_args()
+    csv = Path(args.data) / "elecdemand.csv"
+    if not csv.exists():
+        write_csv(elecdemand_frame(), csv)
+    run_dir = Path(args.run_dir)
+    rows = []
+    for horizon in args.horizons:
+        L.seed_everything(0, workers=True)
+        dm = TSLibDataModule(
+            str(csv.parent), csv.name, "custom", features="S", target="Demand",
+            seq_len=96, pred_len=horizon, batch_size=args.batch_size,
+        )  # fmt: skip
+        dm.setup("fit")
+        train_series = dm.windows["train"].values[:, 0].numpy()
+        test = dm.windows["test"]
+        results = {"seasonal naive": (partial(seasonal_naive, horizon=horizon), 0.0)}
+        results["FFNet"] = fit_ffnet(dm, horizon, args, run_dir)
+        results["PatchTST"] = fit_gluonts(
+            PatchTSTEstimator, train_series, horizon, args, run_dir, patch_len=16, stride=8
+        )
+        results["DLinear"] = fit_gluonts(DLinearEstimator, train_series, horizon, args, run_dir)
+        for name, (predict, train_s) in results.items():
+            mse, mae, infer_s = score(predict, test)
+            rows.append((horizon, name, mse, mae, train_s, infer_s))
+            print(
+                f"H={horizon:4d} {name:15s} MSE {mse:.4f} MAE {mae:.4f} "
+                f"train {train_s:6.1f}s infer {infer_s:5.2f}s",
+                flush=True,
+            )
+    print(
+        f"\nelecdemand (Demand, scaled), look-back 96, {args.epochs} epochs, batch "
+        f"{args.batch_size}, Adam lr {args.lr}, {torch.get_num_threads()} CPU threads\n"
+    )
+    print("| horizon | model | MSE | MAE | train (s) | inference (s) |")
+    print("|---|---|---|---|---|---|")
+    for horizon, name, mse, mae, train_s, infer_s in rows:
+        best = min(r[2] for r in rows if r[0] == horizon)
+        mark = "**" if mse == best else ""
+        print(
+            f"| {horizon} | {name} | {mark}{mse:.4f}{mark} | {mae:.4f} | {train_s:.1f} | {infer_s:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

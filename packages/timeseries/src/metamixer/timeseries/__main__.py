@@ -1,0 +1,30 @@
+"""``python -m metamixer.timeseries {fit,validate,test,predict} --config …`` (LightningCLI)."""
+
+from __future__ import annotations
+
+from metamixer.core.train import MetaMixerCLI
+
+from .data import TSLibDataModule
+from .lit import Forecaster
+
+LINKS = (
+    ("data.num_vars", "model.num_vars"),
+    ("data.seq_len", "model.seq_len"),
+    ("data.pred_len", "model.horizon"),
+)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
+    return MetaMixerCLI(
+        Forecaster,
+        TSLibDataModule,
+        links=LINKS,
+        args=args,
+        run=run,
+        default_root_dir="runs/timeseries",
+        subclass_mode_data=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""LightningModule for long-term forecasting with the authors' recipe (Adam, MSE, lr held then ×0.9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+from .models import FFNetForecaster
+
+
+def held_then_decayed(epoch: int, *, hold: int, gamma: float) -> float:
+    """LR multiplier: 1 for the first ``hold`` epochs, then ``gamma`` per epoch."""
+    return 1.0 if epoch < hold else gamma ** (epoch - hold + 1)
+
+
+class Forecaster(L.LightningModule):
+    """Train / evaluate ``FFNetForecaster`` on ``(history, future)`` windows.
+
+    Args:
+        num_vars: variables M (linked from the data module by the CLI).
+        seq_len: look-back window (linked from the data module).
+        horizon: forecast length (linked from the data module's ``pred_len``).
+        dim: features per variable.
+        depth: number of blocks.
+        ffn_ratio: channel-mixer expansion.
+        large_kernel: depthwise kernel along patches.
+        small_kernel: parallel small kernel of the channel mixer (``None`` = none).
+        patch_size: stem patch length.
+        patch_stride: stem stride.
+        dropout: backbone dropout.
+        head_dropout: head dropout.
+        revin: reversible instance normalisation.
+        lr: Adam learning rate.
+        lr_hold_epochs: epochs at the initial learning rate before decaying.
+        lr_gamma: per-epoch decay factor afterwards.
+        patience: early-stopping patience on the validation MSE (epochs; 0 = no early stopping).
+        plot_series: test forecasts drawn into ``forecasts.png`` (0 = none).
+    """
+
+    def __init__(
+        self,
+        num_vars: int = 7,
+        seq_len: int = 96,
+        horizon: int = 96,
+        dim: int = 64,
+        depth: int = 1,
+        ffn_ratio: int = 2,
+        large_kernel: int = 51,
+        small_kernel: int | None = 5,
+        patch_size: int = 4,
+        patch_stride: int = 2,
+        dropout: float = 0.1,
+        head_dropout: float = 0.0,
+        revin: bool = True,
+        lr: float = 1e-4,
+        lr_hold_epochs: int = 2,
+        lr_gamma: float = 0.9,
+        patience: int = 20,
+        plot_series: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = FFNetForecaster(
+            num_vars, seq_len, horizon, dim=dim, depth=depth, ffn_ratio=ffn_ratio,
+            large_kernel=large_kernel, small_kernel=small_kernel, patch_size=patch_size,
+            patch_stride=patch_stride, dropout=dropout, head_dropout=head_dropout, revin=revin,
+        )  # fmt: skip
+
+        def metrics(prefix: str) -> MetricCollection:
+            return MetricCollection(
+                {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, prefix=prefix
+            )
+
+        self.val_metrics = metrics("val/")
+        self.test_metrics = metrics("test/")
+        self.test_metrics_original = metrics("test/original_")
+        self._plot: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def forward(self, history: Tensor) -> Tensor:
+        return self.model(history)
+
+    def _check_batch(self, history: Tensor, future: Tensor) -> None:
+        if not torch.isfinite(history).all():
+            raise ValueError("the input window holds NaN or inf values; clean the series first")
+        if future.shape[1] != self.hparams.horizon:
+            raise ValueError(
+                f"data pred_len ({future.shape[1]}) differs from the model horizon "
+                f"({self.hparams.horizon})"
+            )
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        h = self.hparams
+        if datamodule is None or not hasattr(datamodule, "num_vars"):
+            return
+        found = (datamodule.num_vars, datamodule.seq_len, datamodule.pred_len)
+        if found != (h.num_vars, h.seq_len, h.horizon):
+            raise ValueError(
+                f"the data has {found[0]} variables, seq_len {found[1]}, pred_len {found[2]} but the "
+                f"model was built with num_vars={h.num_vars}, seq_len={h.seq_len}, "
+                f"horizon={h.horizon}; let the CLI link them or build the model to match"
+            )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        history, future = batch
+        self._check_batch(history, future)
+        loss = F.mse_loss(self(history), future)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step}; lower the lr")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(history))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        history, future = batch
+        prediction = self(history)
+        self.val_metrics.update(prediction.flatten(), future.flatten())
+        self.log_dict(self.val_metrics, prog_bar=True, batch_size=len(history))
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        history, future = batch
+        prediction = self(history)
+        self.test_metrics.update(prediction.flatten(), future.flatten())
+        self.log_dict(self.test_metrics, batch_size=len(history))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "inverse_transform"):
+            inverse = datamodule.inverse_transform
+            self.test_metrics_original.update(
+                inverse(prediction).flatten(), inverse(future).flatten()
+            )
+            self.log_dict(self.test_metrics_original, batch_size=len(history))
+        if batch_idx == 0:
+            self._plot = (history.cpu(), future.cpu(), prediction.cpu())
+
+    def on_test_epoch_end(self) -> None:
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if self._plot is None or log_dir is None or not self.trainer.is_global_zero:
+            return
+        if self.hparams.plot_series > 0:
+            from .plots import plot_forecasts
+
+            plot_forecasts(*self._plot, Path(log_dir) / "forecasts.png", self.hparams.plot_series)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0])
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Keep the best checkpoint by validation MSE (and the last); stop after ``patience``."""
+        callbacks: list[L.Callback] = [
+            ModelCheckpoint(monitor="val/mse", mode="min", save_last=True, filename="best-{epoch}")
+        ]
+        if self.hparams.patience > 0:
+            callbacks.append(EarlyStopping("val/mse", patience=self.hparams.patience, mode="min"))
+        return callbacks
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=h.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda epoch: held_then_decayed(epoch, hold=h.lr_hold_epochs, gamma=h.lr_gamma),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -1,0 +1,5 @@
+"""Pure ``nn.Module`` forecasting models."""
+
+from .ffnet import FFNetForecaster
+
+__all__ = ["FFNetForecaster"]

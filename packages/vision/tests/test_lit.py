@@ -1,0 +1,136 @@
+"""Lightning training: the CLI end to end, EMA / mixup / distillation, fine-tuning, export."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import timm
+import torch
+import yaml
+from ffnet_official_reference import official_layout, random_checkpoint
+
+from metamixer.vision.__main__ import main
+from metamixer.vision.data import ImageFolderDataModule
+from metamixer.vision.export import export_onnx
+from metamixer.vision.lit import ImageClassifier, classifier_from_checkpoint
+
+
+def cli_args(root, out, *extra):
+    return [
+        "fit",
+        "--model.arch=ffnet_test",
+        "--data=metamixer.vision.data.ImageFolderDataModule",
+        f"--data.root={root}",
+        "--data.img_size=64",
+        "--data.batch_size=6",
+        "--data.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={out}",
+        *extra,
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_cli_fit_then_test_leaves_a_complete_run_directory(image_folder, tmp_path):
+    out = tmp_path / "runs"
+    cli = main(cli_args(image_folder, out, "--test_after_fit=true"))
+    log_dir = cli.trainer.log_dir
+    config = yaml.safe_load(Path(log_dir, "config.yaml").read_text())
+    assert config["model"]["arch"] == "ffnet_test"
+    assert config["data"]["class_path"].endswith("ImageFolderDataModule")
+    hparams = yaml.safe_load(Path(log_dir, "hparams.yaml").read_text())
+    assert hparams["num_classes"] == 3 and hparams["in_chans"] == 3  # linked from the data
+    assert list((out / "lightning_logs").glob("*/checkpoints/*.ckpt"))
+    assert (tmp_path / "runs" / "lightning_logs").exists()
+    assert "test/acc1" in cli.trainer.callback_metrics
+    assert (Path(log_dir) / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_cli_rejects_a_misspelled_key(image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(cli_args(image_folder, tmp_path, "--model.lerning_rate=0.1"))
+    assert "lerning_rate" in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_model_arguments():
+    out = subprocess.run(
+        [sys.executable, "-m", "metamixer.vision", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for arg in ("--model.arch", "--model.ema_decay", "--model.teacher", "--test_after_fit"):
+        assert arg in out
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_ema_mixup_and_distillation_train(image_folder, tmp_path):
+    teacher_path = tmp_path / "teacher.pth"
+    torch.save(timm.create_model("ffnet_test", num_classes=3).state_dict(), teacher_path)
+    model = ImageClassifier(
+        arch="ffnet_test",
+        num_classes=3,
+        mixup=0.2,
+        cutmix=1.0,
+        ema_decay=0.9,
+        teacher="ffnet_test",
+        teacher_weights=str(teacher_path),
+        warmup_epochs=0.5,
+    )
+    dm = ImageFolderDataModule(str(image_folder), batch_size=6, num_workers=0, img_size=64)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    before = [p.detach().clone() for p in model.ema.module.parameters()]
+    trainer.fit(model, dm)
+    assert {"val/acc1", "val_ema/acc1", "train/loss"} <= set(trainer.callback_metrics)
+    after = list(model.ema.module.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_distillation_needs_local_teacher_weights():
+    with pytest.raises(ValueError, match="teacher_weights"):
+        ImageClassifier(arch="ffnet_test", num_classes=3, teacher="ffnet_test")
+
+
+def test_fine_tuning_from_official_weights_keeps_a_fresh_head(tmp_path):
+    shapes = official_layout(
+        (1, 1, 2, 1), (16, 32, 64, 128), channel_kernel=7, layer_scale=True, stem=16
+    )
+    state = random_checkpoint(shapes)
+    path = tmp_path / "in1k.pth"
+    torch.save({"model": state}, path)
+    model = ImageClassifier(arch="ffnet_test", num_classes=10, init_weights=str(path))
+    stem = model.model.stem[0].conv.weight
+    torch.testing.assert_close(stem, state["patch_embed.0.c.weight"])
+    assert model.model.head.weight.shape == (10, 128)
+
+
+def test_rejects_images_with_the_wrong_channel_count():
+    model = ImageClassifier(arch="ffnet_test", num_classes=3, in_chans=1)
+    with pytest.raises(ValueError, match="in_chans"):
+        model(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_checkpoint_to_onnx_round_trip(image_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    cli = main(cli_args(image_folder, tmp_path, "--trainer.limit_val_batches=1"))
+    ckpt = (
+        cli.trainer.checkpoint_callback.best_model_path
+        or cli.trainer.checkpoint_callback.last_model_path
+    )
+    model = classifier_from_checkpoint(ckpt)
+    diff = export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 3, 64, 64))
+    assert diff < 1e-4 and (tmp_path / "m.onnx").stat().st_size > 10_000
