@@ -1,13 +1,18 @@
 """CPU inference throughput of FFNet vs timm peers, measured side by side in one run.
 
-    .venv/bin/python benchmarks/vision.py                # the README table (batch 1 and 32)
-    .venv/bin/python benchmarks/vision.py --quick        # fewer iterations
+    .venv/bin/python benchmarks/vision.py                        # the README table
+    .venv/bin/python benchmarks/vision.py --modes jit --batch 1  # one column only
 
-Every model runs in float32, channels-last, under ``torch.inference_mode``, at its native resolution,
-in its deployment form: FFNet and FastViT re-parameterized. ``--freeze`` (default on) traces each model
-with ``torch.jit`` and freezes it (constant-folds weights, fuses conv + bias/add/ReLU for oneDNN);
-``--no-freeze`` measures eager mode. Images/s is the median of timed repetitions, each at least
-``--min_time`` seconds; the ratio column is relative to fused FFNet-1.
+Every model runs in float32, channels-last, under ``torch.inference_mode``, at its native
+resolution, in its deployment form (FFNet and FastViT re-parameterized), in each requested mode:
+
+* ``eager``: plain PyTorch;
+* ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference`` (oneDNN conv fusion);
+* ``compile``: ``torch.compile`` (Inductor) with weight freezing.
+
+The models are timed round-robin (``--rounds`` rounds of ``--seconds`` each), so that drift of
+the machine's speed hits all of them alike; images/s is the median over rounds and the ratio is
+the median of the per-round ratios to fused FFNet-1 in the same mode.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import copy
 import statistics
 import time
+import warnings
 
 import timm
 import torch
@@ -24,7 +30,7 @@ from timm.utils.model import reparameterize_model as timm_reparameterize
 import metamixer.vision  # noqa: F401  (registers FFNet)
 from metamixer.core import count_macs, count_params, reparameterize_model
 
-# name, timm model, resolution, fused
+# name, timm model, resolution, deployment-fused
 MODELS = [
     ("ffnet_1 (fused)", "ffnet_1", 256, True),
     ("ffnet_1", "ffnet_1", 256, False),
@@ -37,75 +43,78 @@ MODELS = [
     ("efficientformer_l1", "efficientformer_l1", 224, False),
     ("resnet50", "resnet50", 224, False),
 ]
+BASE = "ffnet_1 (fused)"
 
 
 def build(arch: str, fused: bool) -> torch.nn.Module:
     model = timm.create_model(arch, num_classes=1000).eval()
     if fused:
-        model = (
-            reparameterize_model(model) if arch.startswith("ffnet") else timm_reparameterize(model)
-        )
+        model = reparameterize_model(model) if arch.startswith("ffnet") else timm_reparameterize(model)
     return model.to(memory_format=torch.channels_last)
 
 
-def prepare(model: torch.nn.Module, x: torch.Tensor, freeze: bool) -> torch.nn.Module:
-    if not freeze:
-        return model
+def deploy(model: torch.nn.Module, x: torch.Tensor, mode: str):
     with torch.no_grad():
-        traced = torch.jit.trace(model, x, check_trace=False)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        if mode == "jit":
+            traced = torch.jit.trace(model, x, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        if mode == "compile":
+            import torch._inductor.config as inductor
 
-
-def images_per_second(model, x: torch.Tensor, min_time: float, repeats: int) -> float:
-    with torch.inference_mode():
-        for _ in range(3):  # warm-up (and oneDNN kernel selection)
-            model(x)
-        rates = []
-        for _ in range(repeats):
-            n, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < min_time:
-                model(x)
-                n += 1
-            rates.append(n * x.shape[0] / elapsed)
-    return statistics.median(rates)
+            inductor.freezing = True
+            return torch.compile(model)
+    return model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--min_time", type=float, default=2.0, help="seconds per repetition")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--quick", action="store_true", help="min_time 0.5, 3 repeats")
+    parser.add_argument("--modes", nargs="+", default=["eager", "jit", "compile"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per model per round")
     parser.add_argument("--models", nargs="+", help="subset of names (default: all)")
     args = parser.parse_args()
-    if args.quick:
-        args.min_time, args.repeats = 0.5, 3
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     torch.manual_seed(0)
-    rows = []
-    for name, arch, res, fused in MODELS:
-        if args.models and name not in args.models and arch not in args.models:
-            continue
-        model = build(arch, fused)
+    chosen = [m for m in MODELS if not args.models or m[0] in args.models or m[1] in args.models]
+    info, rates, ratios = {}, {}, {}
+    models = {name: build(arch, fused) for name, arch, _, fused in chosen}
+    for name, _, res, _ in chosen:
         probe = torch.randn(1, 3, res, res)
-        macs = count_macs(copy.deepcopy(model), probe) / 1e9
-        row = {"name": name, "res": res, "params": count_params(model) / 1e6, "gmacs": macs}
+        info[name] = (res, count_params(models[name]) / 1e6, count_macs(copy.deepcopy(models[name]), probe) / 1e9)
+    for mode in args.modes:
         for b in args.batch:
-            x = torch.randn(b, 3, res, res).contiguous(memory_format=torch.channels_last)
-            runner = prepare(model, x, args.freeze)
-            row[b] = images_per_second(runner, x, args.min_time, args.repeats)
-            print(f"  {name:22s} batch {b:3d}: {row[b]:8.1f} img/s", flush=True)
-        rows.append(row)
-    base = next((r for r in rows if r["name"] == "ffnet_1 (fused)"), rows[0])
-    mode = "jit-frozen" if args.freeze else "eager"
-    print(f"\nCPU inference, float32, channels-last, {mode}, {torch.get_num_threads()} threads\n")
-    header = "| model | res | params (M) | GMACs |"
-    header += "".join(f" img/s @{b} | ratio @{b} |" for b in args.batch)
-    print(header)
-    print("|" + "---|" * (4 + 2 * len(args.batch)))
-    for r in rows:
-        cells = "".join(f" {r[b]:.1f} | {r[b] / base[b]:.2f} |" for b in args.batch)
-        print(f"| {r['name']} | {r['res']} | {r['params']:.2f} | {r['gmacs']:.2f} |{cells}")
+            runners = {}
+            for name, _, res, _ in chosen:
+                x = torch.randn(b, 3, res, res).contiguous(memory_format=torch.channels_last)
+                runner = deploy(models[name], x, mode)
+                with torch.inference_mode():
+                    for _ in range(2):  # warm-up, compilation, oneDNN kernel selection
+                        runner(x)
+                runners[name] = (runner, x)
+            per_round = {name: [] for name in runners}
+            with torch.inference_mode():
+                for _ in range(args.rounds):
+                    for name, (runner, x) in runners.items():
+                        n, start = 0, time.perf_counter()
+                        while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
+                            runner(x)
+                            n += 1
+                        per_round[name].append(n * b / elapsed)
+            base = per_round.get(BASE, next(iter(per_round.values())))
+            for name, values in per_round.items():
+                rates[name, mode, b] = statistics.median(values)
+                ratios[name, mode, b] = statistics.median(v / r for v, r in zip(values, base, strict=True))
+                print(f"  {mode:7s} batch {b:3d} {name:22s} {rates[name, mode, b]:8.1f} img/s", flush=True)
+    print(f"\nCPU inference, float32, channels-last, {torch.get_num_threads()} threads; "
+          f"img/s (ratio to fused FFNet-1 in the same mode)\n")
+    cols = [(m, b) for m in args.modes for b in args.batch]
+    print("| model | res | params (M) | GMACs |" + "".join(f" {m} @{b} |" for m, b in cols))
+    print("|" + "---|" * (4 + len(cols)))
+    for name, (res, params, gmacs) in info.items():
+        cells = "".join(f" {rates[name, m, b]:.1f} ({ratios[name, m, b]:.2f}) |" for m, b in cols)
+        print(f"| {name} | {res} | {params:.2f} | {gmacs:.2f} |{cells}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from .ops import (
     init_trunc_normal,
 )
 from .profile import count_macs, count_params
-from .reparam import FusableConv, reparameterize_model
+from .reparam import ConvFamily, DenseConvs, FusableConv, reparameterize_model
 
 __all__ = [
     "ACTIVATIONS",
@@ -39,6 +39,8 @@ __all__ = [
     "BNConv",
     "ChannelsFirstAsTokens",
     "ConvBN",
+    "ConvFamily",
+    "DenseConvs",
     "DenseOps",
     "DropPath",
     "FusableConv",

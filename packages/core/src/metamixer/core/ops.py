@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from .reparam import (
     BATCHNORM_CLASSES,
     CONV_CLASSES,
+    ConvFamily,
+    DenseConvs,
     FusableConv,
     fuse_bn_pointwise,
     fuse_conv_bn,
@@ -27,7 +29,10 @@ POOL_CLASSES: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3:
 
 
 class ConvBN(FusableConv):
-    """``BN(conv(x))`` with a bias-free conv; folds into one conv with bias."""
+    """``BN(conv(x))`` with a bias-free conv; folds into one conv with bias.
+
+    ``convs`` chooses the conv family (default: dense with ``ndim`` spatial dimensions).
+    """
 
     def __init__(
         self,
@@ -38,20 +43,16 @@ class ConvBN(FusableConv):
         ndim: int = 2,
         stride: int = 1,
         groups: int = 1,
+        convs: ConvFamily | None = None,
     ) -> None:
+        convs = DenseConvs(ndim) if convs is None else convs
         super().__init__(
-            in_channels, out_channels, kernel_size, ndim=ndim, stride=stride, groups=groups
+            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=groups
         )
-        self.conv = CONV_CLASSES[ndim](
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            kernel_size // 2,
-            groups=groups,
-            bias=False,
+        self.conv = convs.conv(
+            in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False
         )
-        self.bn = BATCHNORM_CLASSES[ndim](out_channels)
+        self.bn = convs.batch_norm(out_channels)
 
     def forward_branches(self, x: Tensor) -> Tensor:
         return self.bn(self.conv(x))
@@ -66,7 +67,7 @@ class BNConv(FusableConv):
     def __init__(
         self, in_channels: int, out_channels: int, *, ndim: int = 2, bias: bool = False
     ) -> None:
-        super().__init__(in_channels, out_channels, 1, ndim=ndim)
+        super().__init__(in_channels, out_channels, 1, convs=DenseConvs(ndim))
         self.bn = BATCHNORM_CLASSES[ndim](in_channels)
         self.conv = CONV_CLASSES[ndim](in_channels, out_channels, 1, bias=bias)
 
@@ -81,7 +82,7 @@ class PointwiseShortcut(FusableConv):
     """``x + conv1x1(BN(x))``: the identity shortcut folds into the pointwise kernel."""
 
     def __init__(self, dim: int, *, ndim: int = 2) -> None:
-        super().__init__(dim, dim, 1, ndim=ndim)
+        super().__init__(dim, dim, 1, convs=DenseConvs(ndim))
         self.proj = BNConv(dim, dim, ndim=ndim)
 
     def forward_branches(self, x: Tensor) -> Tensor:
@@ -98,7 +99,8 @@ class RepDWConv(FusableConv):
     """Depthwise conv trained as a large and a small parallel kernel, each followed by BN.
 
     ``out_channels`` may be a multiple of ``in_channels`` (groups = in_channels), as in FFNet's
-    downsampling layer.  Folds into one ``kernel_size`` depthwise conv with bias.
+    downsampling layer.  Folds into one ``kernel_size`` depthwise conv with bias.  ``convs``
+    chooses the conv family (default: dense with ``ndim`` spatial dimensions).
     """
 
     def __init__(
@@ -110,7 +112,9 @@ class RepDWConv(FusableConv):
         out_channels: int | None = None,
         ndim: int = 2,
         stride: int = 1,
+        convs: ConvFamily | None = None,
     ) -> None:
+        convs = DenseConvs(ndim) if convs is None else convs
         out_channels = in_channels if out_channels is None else out_channels
         if out_channels % in_channels:
             raise ValueError(f"out_channels ({out_channels}) must be a multiple of {in_channels}")
@@ -120,9 +124,9 @@ class RepDWConv(FusableConv):
                 f"got {small_kernel}"
             )
         super().__init__(
-            in_channels, out_channels, kernel_size, ndim=ndim, stride=stride, groups=in_channels
+            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=in_channels
         )
-        branch = dict(ndim=ndim, stride=stride, groups=in_channels)
+        branch = dict(convs=convs, stride=stride, groups=in_channels)
         self.large = ConvBN(in_channels, out_channels, kernel_size, **branch)
         self.small = ConvBN(in_channels, out_channels, small_kernel, **branch)
 

@@ -7,6 +7,9 @@ spatial dimensions; the weight layout is PyTorch's ``(out, in / groups, *kernel)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,12 +76,52 @@ def identity_kernel(channels: int, in_per_group: int, kernel_size: int, ndim: in
     return weight
 
 
+class ConvFamily(Protocol):
+    """Builds the convolutions and BatchNorms of one tensor layout (dense 1D/2D/3D, sparse 3D).
+
+    ``conv`` returns a module with ``weight (out, in / groups, *k)`` and ``bias``; ``batch_norm``
+    a BatchNorm over the conv's output channels.
+    """
+
+    ndim: int
+
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, groups: int,
+        bias: bool,
+    ) -> nn.Module: ...
+
+    def batch_norm(self, channels: int) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class DenseConvs:
+    """``nn.Conv{1,2,3}d`` with padding ``k // 2`` and the matching ``nn.BatchNorm{1,2,3}d``."""
+
+    ndim: int = 2
+
+    def __post_init__(self) -> None:
+        if self.ndim not in CONV_CLASSES:
+            raise ValueError(f"ndim must be 1, 2 or 3, got {self.ndim}")
+
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+        groups: int = 1, bias: bool = True,
+    ) -> nn.Module:
+        return CONV_CLASSES[self.ndim](
+            in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups,
+            bias=bias,
+        )
+
+    def batch_norm(self, channels: int) -> nn.Module:
+        return BATCHNORM_CLASSES[self.ndim](channels)
+
+
 class FusableConv(nn.Module):
     """Base for training-time blocks that equal one convolution in eval mode.
 
-    Subclasses build their branches, set the geometry of the equivalent conv and implement
-    ``forward_branches`` and ``equivalent_kernel_bias``.  After ``reparameterize()`` the branches are
-    gone and ``self.fused`` (a plain ``nn.Conv{1,2,3}d`` with bias) does the work.
+    Subclasses build their branches with ``self.convs`` and implement ``forward_branches`` and
+    ``equivalent_kernel_bias``.  After ``reparameterize()`` the branches are gone and ``self.fused``
+    (one conv of the same family, with bias) does the work.
     """
 
     def __init__(
@@ -87,7 +130,7 @@ class FusableConv(nn.Module):
         out_channels: int,
         kernel_size: int,
         *,
-        ndim: int,
+        convs: ConvFamily,
         stride: int = 1,
         groups: int = 1,
     ) -> None:
@@ -96,11 +139,11 @@ class FusableConv(nn.Module):
             raise ValueError(
                 f"kernel_size must be odd (got {kernel_size}) so that padding is k // 2"
             )
-        if ndim not in CONV_CLASSES:
-            raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.groups, self.ndim = kernel_size, stride, groups, ndim
+        self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
+        self.convs, self.ndim = convs, convs.ndim
         self.fused: nn.Module | None = None
+        self.repeat = 1  # after folding: input channels repeated for a pure depthwise conv
 
     def forward_branches(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -115,22 +158,25 @@ class FusableConv(nn.Module):
         return self.equivalent_kernel_bias()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused is not None:
-            return self.fused(x)
-        return self.forward_branches(x)
+        if self.fused is None:
+            return self.forward_branches(x)
+        if self.repeat > 1:
+            x = x.repeat_interleave(self.repeat, dim=1)
+        return self.fused(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.fused is not None:
             return
         weight, bias = self.equivalent_kernel_bias()
-        conv = CONV_CLASSES[self.ndim](
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.kernel_size // 2,
-            groups=self.groups,
+        in_channels, groups = self.in_channels, self.groups
+        if groups == in_channels and self.out_channels > in_channels:
+            # A depthwise conv with a channel multiplier equals a pure depthwise conv on the input
+            # channels repeated in place (oneDNN has fast kernels only for the latter).
+            self.repeat = self.out_channels // in_channels
+            in_channels = groups = self.out_channels
+        conv = self.convs.conv(
+            in_channels, self.out_channels, self.kernel_size, stride=self.stride, groups=groups,
             bias=True,
         ).to(weight)
         conv.weight.copy_(weight)

@@ -1,1 +1,6 @@
-"""placeholder"""
+"""metamixer.pointcloud: sparse 3D FFNet (spconv) for point-cloud semantic segmentation."""
+
+from .models import SparseFFNet
+from .sparse import SparseDepthwiseConv, SparseStructure, StructureSlot
+
+__all__ = ["SparseDepthwiseConv", "SparseFFNet", "SparseStructure", "StructureSlot"]

@@ -1,0 +1,183 @@
+"""Sparse voxel structure and true depthwise submanifold convolutions on spconv's neighbour maps.
+
+A ``SparseStructure`` holds the voxels of one resolution level (integer coordinates, scene index)
+and caches, per kernel size, the neighbour table computed once from spconv's submanifold indice
+pairs.  Modules of a stage read the current structure from a shared ``StructureSlot`` that the
+stage fills before running its blocks, so channel-wise ops act on plain ``(N, C)`` features and
+every block of the stage reuses the same maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ._spconv import spconv
+
+
+@dataclass
+class SparseStructure:
+    """Active voxels of a batch of scenes at one resolution.
+
+    Attributes:
+        coords: ``(N, 3)`` integer voxel coordinates (non-negative).
+        batch: ``(N,)`` scene index of each voxel.
+        batch_size: number of scenes.
+    """
+
+    coords: Tensor
+    batch: Tensor
+    batch_size: int
+    _neighbours: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    indice_dict: dict = field(default_factory=dict, repr=False)  # spconv's cache for full convs
+
+    def __post_init__(self) -> None:
+        if self.coords.dim() != 2 or self.coords.shape[1] != 3:
+            raise ValueError(f"coords must be (N, 3), got {tuple(self.coords.shape)}")
+        if len(self.coords) == 0:
+            raise ValueError("empty point cloud: a scene needs at least one voxel")
+        if (self.coords < 0).any():
+            raise ValueError("voxel coordinates must be non-negative (shift the scene first)")
+
+    @property
+    def num_voxels(self) -> int:
+        return len(self.coords)
+
+    @property
+    def spatial_shape(self) -> list[int]:
+        return (self.coords.max(0).values + 1).tolist()
+
+    def spconv_indices(self) -> Tensor:
+        """``(N, 4)`` int32 ``[batch, x, y, z]`` as spconv expects."""
+        return torch.cat([self.batch[:, None], self.coords], 1).int()
+
+    def neighbours(self, kernel_size: int) -> Tensor:
+        """``(K³, N)`` table: input voxel at offset ``k`` of each output voxel, ``N`` if absent.
+
+        Offsets are ordered like a dense ``conv3d`` kernel (x slowest), so ``weight.view(C, K³)``
+        of a ``(C, 1, k, k, k)`` depthwise kernel lines up.  Built from spconv's submanifold pairs.
+        """
+        if kernel_size % 2 != 1:
+            raise ValueError(f"sparse kernels must be odd, got {kernel_size}")
+        if kernel_size not in self._neighbours:
+            self._neighbours[kernel_size] = self._build_neighbours(kernel_size)
+        return self._neighbours[kernel_size]
+
+    def _build_neighbours(self, k: int) -> Tensor:
+        n, volume = self.num_voxels, k**3
+        _, pairs, _ = spconv.ops.get_indice_pairs(
+            self.spconv_indices(), self.batch_size, self.spatial_shape,
+            spconv.ConvAlgo.Native, [k] * 3, [1] * 3, [k // 2] * 3, [1] * 3, [0] * 3, subm=True,
+        )  # fmt: skip
+        pairs = pairs.long()
+        table = torch.full((volume, n), n, dtype=torch.long, device=self.coords.device)
+        centre = volume // 2
+        table[centre] = torch.arange(n, device=self.coords.device)
+        for offset in range(volume):
+            if offset == centre:
+                continue
+            src, dst = pairs[0, offset], pairs[1, offset]
+            valid = (src >= 0) & (dst >= 0)
+            if valid.any():
+                table[offset, dst[valid]] = src[valid]
+        # spconv fills one offset of each mirrored pair only; submanifold maps are symmetric:
+        # voxel i is at offset k of voxel o exactly when o is at offset K³-1-k of voxel i.
+        for offset in range(volume):
+            mirror = volume - 1 - offset
+            if offset != centre and (table[offset] == n).all() and (table[mirror] < n).any():
+                has = table[mirror] < n
+                table[offset, table[mirror][has]] = torch.arange(n, device=table.device)[has]
+        return table
+
+
+class StructureSlot:
+    """The structure of the level a stage is currently running on (shared by its modules)."""
+
+    def __init__(self) -> None:
+        self.structure: SparseStructure | None = None
+
+    def get(self) -> SparseStructure:
+        if self.structure is None:
+            raise RuntimeError("no sparse structure set: run sparse modules through their stage")
+        return self.structure
+
+
+class _DepthwiseGather(torch.autograd.Function):
+    """``out[o] = Σ_k w[k] ⊙ x[table[k, o]]`` (zero where absent); gathers only, no scatter.
+
+    The backward pass uses the symmetry of submanifold maps: the input gradient is the same
+    operation with the mirrored kernel, so it also needs gathers only.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, table: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x, weight, table)
+        return _gather_conv(x, weight, table)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001
+        x, weight, table = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _gather_conv(grad, weight.flip(0), table)
+        if ctx.needs_input_grad[1]:
+            padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+            grad_w = torch.stack([(padded.index_select(0, t) * grad).sum(0) for t in table])
+        return grad_x, grad_w, None
+
+
+def _gather_conv(x: Tensor, weight: Tensor, table: Tensor, chunk: int = 16384) -> Tensor:
+    """Blocked over output rows so that each block's accumulator stays in cache."""
+    padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+    n = table.shape[1]
+    out = x.new_empty(n, x.shape[1])
+    for start in range(0, n, chunk):
+        rows = table[:, start : start + chunk]
+        acc = out[start : start + chunk]
+        torch.mul(padded.index_select(0, rows[0]), weight[0], out=acc)
+        for k in range(1, len(weight)):
+            acc.addcmul_(padded.index_select(0, rows[k]), weight[k])
+    return out
+
+
+def sparse_depthwise(x: Tensor, weight: Tensor, table: Tensor) -> Tensor:
+    """Depthwise submanifold conv of features ``x (N, C)`` with ``weight (K³, C)``."""
+    return _DepthwiseGather.apply(x, weight, table)
+
+
+class SparseDepthwiseConv(nn.Module):
+    """Depthwise submanifold 3D conv: per-channel ``k³`` weights, ``(C, 1, k, k, k)`` like
+    ``nn.Conv3d(C, C, k, groups=C)``, on the structure of the slot's current level."""
+
+    def __init__(self, channels: int, kernel_size: int, slot: StructureSlot, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.channels, self.kernel_size, self.slot = channels, kernel_size, slot
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.channels:
+            raise ValueError(f"expected features (N, {self.channels}), got {tuple(x.shape)}")
+        table = self.slot.get().neighbours(self.kernel_size)
+        if table.shape[1] != len(x):
+            raise ValueError(f"{len(x)} feature rows for {table.shape[1]} voxels")
+        out = sparse_depthwise(x, self.weight.view(self.channels, -1).t(), table)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
+
+
+__all__ = [
+    "SparseDepthwiseConv",
+    "SparseStructure",
+    "StructureSlot",
+    "sparse_depthwise",
+]

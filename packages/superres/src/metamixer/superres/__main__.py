@@ -1,0 +1,19 @@
+"""``python -m metamixer.superres {fit,validate,test,predict} --config …`` (LightningCLI)."""
+
+from __future__ import annotations
+
+from metamixer.core.train import MetaMixerCLI
+
+from .data import PairedImageDataModule
+from .lit import SuperResolution
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
+    return MetaMixerCLI(
+        SuperResolution, PairedImageDataModule, links=(("data.scale", "model.scale"),),
+        args=args, run=run, default_root_dir="runs/superres", subclass_mode_data=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

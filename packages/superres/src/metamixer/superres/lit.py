@@ -1,0 +1,149 @@
+"""LightningModule for super-resolution with the authors' recipe (L1 + 0.02·FFT loss, Adam, cosine)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .inference import psnr_ssim_y, upscale
+from .models import FFNetSR
+
+
+def fft_l1_loss(sr: Tensor, hr: Tensor) -> Tensor:
+    """L1 distance between the 2D FFTs (real and imaginary parts) of output and target."""
+    a, b = torch.fft.fft2(sr.float()), torch.fft.fft2(hr.float())
+    return F.l1_loss(torch.view_as_real(a), torch.view_as_real(b))
+
+
+class SuperResolution(L.LightningModule):
+    """Train / evaluate FFNet-SR.
+
+    Args:
+        scale: upscaling factor (linked from the data module by the CLI).
+        dim: feature channels.
+        depth: blocks (36 = FFNet_sr-light, 48 = FFNet_sr).
+        expansion_ratio: channel-mixer expansion.
+        norm: None, "LN" or "BN".
+        lr: Adam learning rate (cosine-annealed to ``min_lr`` over the run).
+        min_lr: final learning rate.
+        betas: Adam betas.
+        fft_weight: weight of the FFT L1 loss.
+        ema_decay: evaluate an exponential moving average of the weights (``None`` = off).
+        tile: LR tile size for validation / test inference (``None`` = whole images).
+        save_images: write SR images and LR-bicubic / ours / HR crops of the test sets as PNG.
+        channels_last: channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        scale: int = 2,
+        dim: int = 96,
+        depth: int = 36,
+        expansion_ratio: float = 2.0,
+        norm: str | None = None,
+        lr: float = 1e-3,
+        min_lr: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.99),
+        fft_weight: float = 0.02,
+        ema_decay: float | None = None,
+        tile: int | None = None,
+        save_images: bool = False,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = FFNetSR(scale, dim, depth, expansion_ratio, norm)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self._scores: dict[str, list[tuple[float, float, float, float]]] = {}
+
+    def forward(self, lr: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        return self.model(lr)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        sr = self(batch["lr"])
+        l1 = F.l1_loss(sr, batch["hr"])
+        loss = l1 + self.hparams.fft_weight * fft_l1_loss(sr, batch["hr"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step}; lower the lr")
+        self.log_dict({"train/loss": loss, "train/l1": l1}, prog_bar=True, batch_size=len(sr))
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            d = self.hparams.ema_decay
+            pairs = zip(self.ema.state_dict().values(), self.model.state_dict().values(), strict=True)
+            for ema, live in pairs:
+                if ema.is_floating_point():
+                    ema.lerp_(live, 1 - d)
+                else:
+                    ema.copy_(live)
+
+    def _evaluate(self, batch: dict[str, Tensor], split: str, names: list[str], idx: int) -> None:
+        net = self.ema if self.ema is not None else self.model
+        lr, hr = batch["lr"], batch["hr"]
+        if self.hparams.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        s = self.hparams.scale
+        sr = upscale(net, lr, s, tile=self.hparams.tile).clamp(0, 1)
+        bicubic = F.interpolate(lr, scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1)
+        name = names[idx] if idx < len(names) else f"set{idx}"
+        for i in range(len(sr)):
+            psnr, ssim = psnr_ssim_y(sr[i], hr[i], s)
+            base_psnr, base_ssim = psnr_ssim_y(bicubic[i], hr[i], s)
+            self._scores.setdefault(f"{split}/{name}", []).append((psnr, ssim, base_psnr, base_ssim))
+            if split == "test" and self.hparams.save_images and self.trainer.log_dir:
+                from .plots import save_comparison
+
+                out = Path(self.trainer.log_dir) / "images" / name
+                save_comparison(out, batch["name"][i], bicubic[i], sr[i], hr[i])
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        names = getattr(self.trainer.datamodule, "val_names", [])
+        self._evaluate(batch, "val", names, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        names = getattr(self.trainer.datamodule, "test_names", [])
+        self._evaluate(batch, "test", names, dataloader_idx)
+
+    def _log_scores(self) -> None:
+        for key, rows in self._scores.items():
+            t = torch.tensor(rows, dtype=torch.float64).mean(0)
+            metrics = {f"{key}/psnr": t[0], f"{key}/ssim": t[1], f"{key}/bicubic_psnr": t[2],
+                       f"{key}/bicubic_ssim": t[3]}  # fmt: skip
+            self.log_dict({k: v.float() for k, v in metrics.items()}, prog_bar=key.endswith("psnr"))
+        self._scores.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return upscale(self.model, batch["lr"], self.hparams.scale, tile=self.hparams.tile).clamp(0, 1)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=h.lr, betas=h.betas, foreach=True)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        ratio = h.min_lr / h.lr
+
+        def cosine(step: int) -> float:
+            return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,144 @@
+"""Command-line tools: benchmark evaluation, folder prediction and ONNX export.
+
+    python -m metamixer.superres.tools evaluate --checkpoint CKPT --benchmark_root B --datasets Set5 Set14
+    python -m metamixer.superres.tools predict --checkpoint CKPT --input photos/ --output sr/ --tile 256
+    python -m metamixer.superres.tools export --checkpoint CKPT --out ffnet_sr.onnx
+
+``--checkpoint`` is a Lightning checkpoint of ``SuperResolution`` (architecture read from it) or an
+authors' basicsr release (then give ``--arch`` and ``--scale``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metamixer.core import reparameterize_model
+
+from .data import IMAGE_EXTENSIONS, PairedImages, ensure_lr, read_image, to_tensor, write_image
+from .inference import psnr_ssim_y, upscale
+from .models import VARIANTS, FFNetSR
+from .plots import save_comparison
+from .weights import load_sr_weights
+
+ARCH_KEYS = ("scale", "dim", "depth", "expansion_ratio", "norm")
+
+
+def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> FFNetSR:
+    """FFNetSR from a Lightning checkpoint (hyperparameters inside) or a basicsr release file."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    hp = state.get("hyper_parameters") if isinstance(state, dict) else None
+    if isinstance(hp, dict):
+        model = FFNetSR(**{k: hp[k] for k in ARCH_KEYS if k in hp})
+    else:
+        if arch not in VARIANTS or scale is None:
+            raise ValueError(
+                f"{path} is a plain weights file: give --arch ({', '.join(VARIANTS)}) and --scale"
+            )
+        model = FFNetSR(scale=scale, **VARIANTS[arch])
+    return load_sr_weights(model, path).eval()
+
+
+def evaluate(
+    model: nn.Module, roots: list[Path], scale: int, *, tile: int | None, save: Path | None
+) -> list[tuple[str, float, float, float, float]]:
+    """Mean PSNR / SSIM (Y, border = scale) of the model and of bicubic per benchmark folder."""
+    rows = []
+    for root in roots:
+        ensure_lr(root, scale)
+        data = PairedImages(root, scale)
+        scores = []
+        for i in range(len(data)):
+            item = data[i]
+            lr, hr = item["lr"][None], item["hr"]
+            sr = upscale(model, lr, scale, tile=tile)[0].clamp(0, 1)
+            bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+            scores.append((*psnr_ssim_y(sr, hr, scale), *psnr_ssim_y(bicubic, hr, scale)))
+            if save is not None:
+                save_comparison(save / root.name, item["name"], bicubic, sr, hr)
+        rows.append((root.name, *np.mean(scores, axis=0).tolist()))
+    return rows
+
+
+def predict_folder(model: nn.Module, src: Path, dst: Path, scale: int, tile: int | None) -> list[Path]:
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    out = []
+    for f in files:
+        lr = to_tensor(read_image(f))[None]
+        with torch.inference_mode():
+            sr = upscale(model, lr, scale, tile=tile)[0]
+        out.append(write_image(dst / f"{f.stem}_x{scale}.png", sr))
+    return out
+
+
+def export_onnx(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
+    """Fold and export with dynamic image size; check onnxruntime against PyTorch."""
+    import onnxruntime as ort
+
+    model = reparameterize_model(model.eval())
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.onnx.export(
+            model, (torch.rand(1, 3, 32, 32),), tmp, input_names=["lr"], output_names=["sr"],
+            dynamic_axes={"lr": {0: "b", 2: "h", 3: "w"}, "sr": {0: "b", 2: "H", 3: "W"}},
+            opset_version=18, dynamo=False,
+        )  # fmt: skip
+        x = torch.rand(1, 3, 40, 56)
+        (ours,) = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"lr": x.numpy()})
+        with torch.no_grad():
+            diff = float(np.abs(ours - model(x).numpy()).max())
+        if diff > atol:
+            raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} > {atol:.0e}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="FFNet-SR tools (see module docstring)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoint", required=True)
+    common.add_argument("--arch", choices=sorted(VARIANTS), help="for basicsr release files")
+    common.add_argument("--scale", type=int, help="for basicsr release files")
+    common.add_argument("--tile", type=int, help="LR tile size (default: whole images)")
+    ev = sub.add_parser("evaluate", parents=[common], help="PSNR/SSIM on benchmark folders")
+    ev.add_argument("--benchmark_root", required=True)
+    ev.add_argument("--datasets", nargs="+", default=["Set5", "Set14", "B100", "Urban100", "Manga109"])
+    ev.add_argument("--save_images", help="folder for SR images and comparison crops")
+    pr = sub.add_parser("predict", parents=[common], help="upscale a folder of images")
+    pr.add_argument("--input", required=True)
+    pr.add_argument("--output", required=True)
+    ex = sub.add_parser("export", parents=[common], help="ONNX export (checked with onnxruntime)")
+    ex.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    model = load_model(args.checkpoint, args.arch, args.scale)
+    if args.command == "evaluate":
+        roots = [Path(args.benchmark_root) / d for d in args.datasets]
+        save = Path(args.save_images) if args.save_images else None
+        rows = evaluate(model, roots, model.scale, tile=args.tile, save=save)
+        print(f"| dataset (×{model.scale}) | PSNR | SSIM | bicubic PSNR | bicubic SSIM |")
+        print("|---|---|---|---|---|")
+        for name, psnr, ssim, bpsnr, bssim in rows:
+            print(f"| {name} | {psnr:.2f} | {ssim:.4f} | {bpsnr:.2f} | {bssim:.4f} |")
+    elif args.command == "predict":
+        files = predict_folder(model, Path(args.input), Path(args.output), model.scale, args.tile)
+        print(f"wrote {len(files)} images to {args.output}")
+    else:
+        print(f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_onnx(model, Path(args.out)):.2e}")
+
+
+if __name__ == "__main__":
+    main()

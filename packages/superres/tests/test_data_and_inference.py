@@ -1,0 +1,87 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchmetrics
+from conftest import smooth_image
+
+from metamixer.superres import FFNetSR
+from metamixer.superres.data import PairedImages, bicubic_downscale, ensure_lr, read_image
+from metamixer.superres.inference import psnr_ssim_y, receptive_radius, upscale
+
+
+def test_missing_lr_folder_is_generated_with_matlab_bicubic(hr_folder):
+    ensure_lr(hr_folder, 2)
+    lr = read_image(hr_folder / "LR_bicubic" / "X2" / "img1x2.png")
+    hr = read_image(hr_folder / "HR" / "img1.png")[:50, :66]  # cropped to a multiple of 2
+    assert lr.shape == (25, 33, 3)
+    expected = np.round(bicubic_downscale(hr, 2) * 255) / 255
+    np.testing.assert_allclose(lr, expected, atol=1 / 255 + 1e-6)
+    pairs = PairedImages(hr_folder, 2)
+    assert pairs[1]["hr"].shape == (3, 50, 66)  # mod-crop of a 51×67 image
+
+
+def test_missing_lr_file_names_it(hr_folder):
+    ensure_lr(hr_folder, 2)
+    (hr_folder / "LR_bicubic" / "X2" / "img2x2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="img2x2.png"):
+        ensure_lr(hr_folder, 2)
+
+
+def test_corrupt_image_names_the_file(hr_folder):
+    (hr_folder / "HR" / "img0.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="img0.png"):
+        read_image(hr_folder / "HR" / "img0.png")
+
+
+def test_grey_rgba_and_16_bit_images_become_rgb(tmp_path):
+    grey = smooth_image(8, 8, channels=1)[..., 0]
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    rgba = np.dstack([smooth_image(8, 8), np.full((8, 8), 7, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    deep = (smooth_image(8, 8).astype(np.uint16) * 257 + 3)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    g, a, d = (read_image(tmp_path / f"{n}.png") for n in "gad")
+    assert g.shape == a.shape == d.shape == (8, 8, 3)
+    np.testing.assert_allclose(g[..., 0], g[..., 2])
+    np.testing.assert_allclose(a, rgba[..., 2::-1] / 255, atol=1e-6)  # alpha dropped, BGR -> RGB
+    np.testing.assert_allclose(d, deep[..., ::-1] / 65535, atol=1e-6)  # 16-bit precision kept
+
+
+def test_tiled_inference_equals_whole_image():
+    torch.manual_seed(0)
+    model = FFNetSR(scale=2, dim=8, depth=2).eval()
+    lr = torch.rand(1, 3, 50, 70)
+    assert receptive_radius(model) == 1 + 2 * 3 + 1
+    with torch.no_grad():
+        whole = model(lr)
+        tiled = upscale(model, lr, 2, tile=16)
+    torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=0)
+
+
+def test_small_halo_blends_without_seams():
+    torch.manual_seed(0)
+    model = FFNetSR(scale=2, dim=8, depth=2).eval()
+    lr = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        approx = upscale(model, lr, 2, tile=16, halo=2)
+        whole = model(lr)
+    assert (approx - whole).abs().max() < 0.2 and torch.isfinite(approx).all()
+
+
+def test_psnr_ssim_agree_with_torchmetrics_on_the_y_channel():
+    torch.manual_seed(0)
+    hr = torch.from_numpy(smooth_image(40, 48)).permute(2, 0, 1).float() / 255
+    sr = (hr + 0.03 * torch.randn_like(hr)).clamp(0, 1)
+    psnr, ssim = psnr_ssim_y(sr, hr, crop_border=2)
+
+    def y(img):  # 8-bit quantisation, then BT.601 luma in [16, 235]
+        q = (img * 255).round() / 255
+        return (16 + 65.481 * q[0] + 128.553 * q[1] + 24.966 * q[2])[None, None, 2:-2, 2:-2]
+
+    ref_psnr = torchmetrics.functional.peak_signal_noise_ratio(y(sr), y(hr), data_range=255.0)
+    assert psnr == pytest.approx(float(ref_psnr), abs=0.02)
+    ref_ssim = torchmetrics.functional.structural_similarity_index_measure(
+        y(sr).double(), y(hr).double(), data_range=255.0, gaussian_kernel=True, sigma=1.5, kernel_size=11
+    )
+    assert ssim == pytest.approx(float(ref_ssim), abs=0.01)
