@@ -49,7 +49,9 @@ BASE = "ffnet_1 (fused)"
 def build(arch: str, fused: bool) -> torch.nn.Module:
     model = timm.create_model(arch, num_classes=1000).eval()
     if fused:
-        model = reparameterize_model(model) if arch.startswith("ffnet") else timm_reparameterize(model)
+        model = (
+            reparameterize_model(model) if arch.startswith("ffnet") else timm_reparameterize(model)
+        )
     return model.to(memory_format=torch.channels_last)
 
 
@@ -82,7 +84,11 @@ def main() -> None:
     models = {name: build(arch, fused) for name, arch, _, fused in chosen}
     for name, _, res, _ in chosen:
         probe = torch.randn(1, 3, res, res)
-        info[name] = (res, count_params(models[name]) / 1e6, count_macs(copy.deepcopy(models[name]), probe) / 1e9)
+        info[name] = (
+            res,
+            count_params(models[name]) / 1e6,
+            count_macs(copy.deepcopy(models[name]), probe) / 1e9,
+        )
     for mode in args.modes:
         for b in args.batch:
             runners = {}
@@ -105,10 +111,17 @@ def main() -> None:
             base = per_round.get(BASE, next(iter(per_round.values())))
             for name, values in per_round.items():
                 rates[name, mode, b] = statistics.median(values)
-                ratios[name, mode, b] = statistics.median(v / r for v, r in zip(values, base, strict=True))
-                print(f"  {mode:7s} batch {b:3d} {name:22s} {rates[name, mode, b]:8.1f} img/s", flush=True)
-    print(f"\nCPU inference, float32, channels-last, {torch.get_num_threads()} threads; "
-          f"img/s (ratio to fused FFNet-1 in the same mode)\n")
+                ratios[name, mode, b] = statistics.median(
+                    v / r for v, r in zip(values, base, strict=True)
+                )
+                print(
+                    f"  {mode:7s} batch {b:3d} {name:22s} {rates[name, mode, b]:8.1f} img/s",
+                    flush=True,
+                )
+    print(
+        f"\nCPU inference, float32, channels-last, {torch.get_num_threads()} threads; "
+        f"img/s (ratio to fused FFNet-1 in the same mode)\n"
+    )
     cols = [(m, b) for m in args.modes for b in args.batch]
     print("| model | res | params (M) | GMACs |" + "".join(f" {m} @{b} |" for m, b in cols))
     print("|" + "---|" * (4 + len(cols)))

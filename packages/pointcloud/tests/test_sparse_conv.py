@@ -90,6 +90,8 @@ def test_bad_inputs():
     conv = SparseDepthwiseConv(4, 3, slot)
     with pytest.raises(RuntimeError, match="no sparse structure"):
         conv(torch.zeros(3, 4))
-    slot.structure = SparseStructure(torch.tensor([[0, 0, 0], [0, 0, 1]]), torch.zeros(2, dtype=torch.long), 1)
+    slot.structure = SparseStructure(
+        torch.tensor([[0, 0, 0], [0, 0, 1]]), torch.zeros(2, dtype=torch.long), 1
+    )
     with pytest.raises(ValueError, match=r"features \(N, 4\)"):
         conv(torch.zeros(2, 5))

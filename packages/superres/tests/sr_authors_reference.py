@@ -18,7 +18,11 @@ def read_tsv(path):
 
 def random_state(shapes, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(s, generator=gen) * (0.3 / max(1, int(torch.tensor(s[1:]).prod())) ** 0.5 if len(s) > 1 else 0.05) for k, s in shapes.items()}
+    return {
+        k: torch.randn(s, generator=gen)
+        * (0.3 / max(1, int(torch.tensor(s[1:]).prod())) ** 0.5 if len(s) > 1 else 0.05)
+        for k, s in shapes.items()
+    }
 
 
 def authors_forward(sd, x, scale):

@@ -5,7 +5,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import smooth_image
+from sr_test_images import smooth_image
 
 from metamixer.superres.__main__ import main
 from metamixer.superres.tools import evaluate, export_onnx, load_model, predict_folder
@@ -37,7 +37,10 @@ def test_cli_fit_test_and_tools(train_root, hr_folder, tmp_path):
     assert {"test/Set3/psnr", "test/Set3/ssim", "test/Set3/bicubic_psnr"} <= set(metrics)
     strips = list(Path(cli.trainer.log_dir, "images", "Set3").glob("*_bicubic_ours_hr.png"))
     assert len(strips) == 3
-    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    ckpt = (
+        cli.trainer.checkpoint_callback.last_model_path
+        or cli.trainer.checkpoint_callback.best_model_path
+    )
     model = load_model(ckpt)
     rows = evaluate(model, [hr_folder], 2, tile=None, save=None)
     assert rows[0][0] == "Set3"
@@ -55,19 +58,23 @@ def test_bicubic_psnr_follows_the_published_protocol(hr_folder):
         scale = 2
 
         def forward(self, x):
-            return torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+            return torch.nn.functional.interpolate(
+                x, scale_factor=2, mode="bicubic", align_corners=False
+            )
 
     rows = evaluate(Bicubic(), [hr_folder], 2, tile=None, save=None)
     assert rows[0][1] == pytest.approx(rows[0][3])  # the model *is* bicubic
     from metamixer.superres.data import PairedImages
+
+    def luma(t):  # 8-bit quantisation, BT.601 Y in [16, 235], border of 2 cropped
+        q = (t * 255).round()
+        return (16 + (65.481 * q[0] + 128.553 * q[1] + 24.966 * q[2]) / 255)[2:-2, 2:-2].double()
 
     pairs = PairedImages(hr_folder, 2)
     scores = []
     for i in range(len(pairs)):
         lr, hr = pairs[i]["lr"][None], pairs[i]["hr"]
         sr = Bicubic()(lr)[0].clamp(0, 1)
-        q = lambda t: (t * 255).round()  # noqa: E731
-        y = lambda t: (16 + (65.481 * q(t)[0] + 128.553 * q(t)[1] + 24.966 * q(t)[2]) / 255)[2:-2, 2:-2]  # noqa: E731
-        mse = float(((y(sr).double() - y(hr).double()) ** 2).mean())
+        mse = float(((luma(sr) - luma(hr)) ** 2).mean())
         scores.append(10 * np.log10(255**2 / mse))
     assert rows[0][3] == pytest.approx(float(np.mean(scores)), abs=0.01)

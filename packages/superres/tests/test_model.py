@@ -10,7 +10,9 @@ from metamixer.superres import VARIANTS, FFNetSR, load_sr_weights
 TSV = Path(__file__).parent / "data" / "ffnetsr_light_x2_official_keys.tsv"
 
 
-@pytest.mark.parametrize("variant,expected", [("ffnet_sr", 2_381_580), ("ffnet_sr_light", 1_789_452)])
+@pytest.mark.parametrize(
+    "variant,expected", [("ffnet_sr", 2_381_580), ("ffnet_sr_light", 1_789_452)]
+)
 def test_parameter_counts_at_x2(variant, expected):
     assert count_params(FFNetSR(scale=2, **VARIANTS[variant])) == expected
 
@@ -32,7 +34,9 @@ def test_basicsr_builds_it_from_the_authors_option_dict():
 
     import metamixer.superres  # noqa: F401
 
-    net = build_network({"type": "FFNetSR", "dim": 96, "depth": 36, "expansion_ratio": 2, "scale": 2, "norm": None})
+    net = build_network(
+        {"type": "FFNetSR", "dim": 96, "depth": 36, "expansion_ratio": 2, "scale": 2, "norm": None}
+    )
     assert isinstance(net, FFNetSR) and count_params(net) == 1_789_452
 
 

@@ -86,7 +86,13 @@ class ConvFamily(Protocol):
     ndim: int
 
     def conv(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, groups: int,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int,
+        groups: int,
         bias: bool,
     ) -> nn.Module: ...
 
@@ -104,11 +110,22 @@ class DenseConvs:
             raise ValueError(f"ndim must be 1, 2 or 3, got {self.ndim}")
 
     def conv(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-        groups: int = 1, bias: bool = True,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
     ) -> nn.Module:
         return CONV_CLASSES[self.ndim](
-            in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=groups,
             bias=bias,
         )
 
@@ -176,7 +193,11 @@ class FusableConv(nn.Module):
             self.repeat = self.out_channels // in_channels
             in_channels = groups = self.out_channels
         conv = self.convs.conv(
-            in_channels, self.out_channels, self.kernel_size, stride=self.stride, groups=groups,
+            in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            groups=groups,
             bias=True,
         ).to(weight)
         conv.weight.copy_(weight)

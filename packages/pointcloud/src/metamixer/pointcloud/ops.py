@@ -31,8 +31,14 @@ class SparseDepthwiseConvs:
     ndim: int = 3
 
     def conv(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-        groups: int = 1, bias: bool = True,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
     ) -> nn.Module:
         if not in_channels == out_channels == groups or stride != 1:
             raise ValueError(
@@ -49,7 +55,11 @@ class FullSubMConv(nn.Module):
     convs (``C → C``) and the stem (6 → C)."""
 
     def __init__(
-        self, in_channels: int, kernel_size: int, slot: StructureSlot, bias: bool = True,
+        self,
+        in_channels: int,
+        kernel_size: int,
+        slot: StructureSlot,
+        bias: bool = True,
         out_channels: int | None = None,
     ) -> None:
         super().__init__()

@@ -113,12 +113,12 @@ class _DepthwiseGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, table: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor, weight: Tensor, table: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight, table)
         return _gather_conv(x, weight, table)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, weight, table = ctx.saved_tensors
         grad = grad.contiguous()
         grad_x = grad_w = None
@@ -153,7 +153,9 @@ class SparseDepthwiseConv(nn.Module):
     """Depthwise submanifold 3D conv: per-channel ``k³`` weights, ``(C, 1, k, k, k)`` like
     ``nn.Conv3d(C, C, k, groups=C)``, on the structure of the slot's current level."""
 
-    def __init__(self, channels: int, kernel_size: int, slot: StructureSlot, bias: bool = True) -> None:
+    def __init__(
+        self, channels: int, kernel_size: int, slot: StructureSlot, bias: bool = True
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")

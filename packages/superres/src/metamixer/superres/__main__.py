@@ -10,8 +10,13 @@ from .lit import SuperResolution
 
 def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
     return MetaMixerCLI(
-        SuperResolution, PairedImageDataModule, links=(("data.scale", "model.scale"),),
-        args=args, run=run, default_root_dir="runs/superres", subclass_mode_data=False,
+        SuperResolution,
+        PairedImageDataModule,
+        links=(("data.scale", "model.scale"),),
+        args=args,
+        run=run,
+        default_root_dir="runs/superres",
+        subclass_mode_data=False,
     )
 
 

@@ -86,7 +86,9 @@ def ensure_lr(root: Path, scale: int) -> None:
     hr_files = image_files(root / "HR")
     lr_dir = root / "LR_bicubic" / f"X{scale}"
     if lr_dir.is_dir():
-        missing = [lr_path(root, p, scale).name for p in hr_files if not lr_path(root, p, scale).exists()]
+        missing = [
+            lr_path(root, p, scale).name for p in hr_files if not lr_path(root, p, scale).exists()
+        ]
         if missing:
             raise FileNotFoundError(
                 f"{lr_dir} lacks the LR files of {len(missing)} HR images, e.g. {missing[:3]}; "
@@ -129,7 +131,11 @@ class PairedImages(Dataset):
         if gt_size is not None:
             if gt_size % scale:
                 raise ValueError(f"gt_size ({gt_size}) must be a multiple of the scale ({scale})")
-            small = [f.name for f, (_, hr) in zip(self.files, self.pairs, strict=True) if min(hr.shape[:2]) < gt_size]
+            small = [
+                f.name
+                for f, (_, hr) in zip(self.files, self.pairs, strict=True)
+                if min(hr.shape[:2]) < gt_size
+            ]
             if small:
                 raise ValueError(f"HR images smaller than gt_size={gt_size}: {small[:3]}")
 
@@ -210,11 +216,15 @@ class PairedImageDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         h = self.hparams
         if stage == "fit" and "train" not in self.sets:
-            self.sets["train"] = [PairedImages(Path(h.train_root), h.scale, gt_size=h.gt_size, repeat=h.repeat)]
+            self.sets["train"] = [
+                PairedImages(Path(h.train_root), h.scale, gt_size=h.gt_size, repeat=h.repeat)
+            ]
         if "val" not in self.sets:
             self.sets["val"] = [PairedImages(Path(r), h.scale) for r in h.val_roots]
         if stage in ("test", "predict") and "test" not in self.sets:
-            self.sets["test"] = [PairedImages(Path(r), h.scale) for r in h.test_roots or h.val_roots]
+            self.sets["test"] = [
+                PairedImages(Path(r), h.scale) for r in h.test_roots or h.val_roots
+            ]
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
@@ -222,7 +232,10 @@ class PairedImageDataModule(L.LightningDataModule):
                           drop_last=True, num_workers=h.num_workers)  # fmt: skip
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
-        return [DataLoader(d, batch_size=1, num_workers=self.hparams.num_workers) for d in self.sets[split]]
+        return [
+            DataLoader(d, batch_size=1, num_workers=self.hparams.num_workers)
+            for d in self.sets[split]
+        ]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

@@ -85,7 +85,9 @@ class SuperResolution(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             d = self.hparams.ema_decay
-            pairs = zip(self.ema.state_dict().values(), self.model.state_dict().values(), strict=True)
+            pairs = zip(
+                self.ema.state_dict().values(), self.model.state_dict().values(), strict=True
+            )
             for ema, live in pairs:
                 if ema.is_floating_point():
                     ema.lerp_(live, 1 - d)
@@ -104,14 +106,18 @@ class SuperResolution(L.LightningModule):
         for i in range(len(sr)):
             psnr, ssim = psnr_ssim_y(sr[i], hr[i], s)
             base_psnr, base_ssim = psnr_ssim_y(bicubic[i], hr[i], s)
-            self._scores.setdefault(f"{split}/{name}", []).append((psnr, ssim, base_psnr, base_ssim))
+            self._scores.setdefault(f"{split}/{name}", []).append(
+                (psnr, ssim, base_psnr, base_ssim)
+            )
             if split == "test" and self.hparams.save_images and self.trainer.log_dir:
                 from .plots import save_comparison
 
                 out = Path(self.trainer.log_dir) / "images" / name
                 save_comparison(out, batch["name"][i], bicubic[i], sr[i], hr[i])
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         names = getattr(self.trainer.datamodule, "val_names", [])
         self._evaluate(batch, "val", names, dataloader_idx)
 
@@ -134,7 +140,9 @@ class SuperResolution(L.LightningModule):
         self._log_scores()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return upscale(self.model, batch["lr"], self.hparams.scale, tile=self.hparams.tile).clamp(0, 1)
+        return upscale(self.model, batch["lr"], self.hparams.scale, tile=self.hparams.tile).clamp(
+            0, 1
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
@@ -146,4 +154,7 @@ class SuperResolution(L.LightningModule):
             return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -10,7 +10,9 @@ from torch import Tensor
 from .data import write_image
 
 
-def comparison_strip(bicubic: Tensor, sr: Tensor, hr: Tensor, crop: int = 128, gap: int = 4) -> Tensor:
+def comparison_strip(
+    bicubic: Tensor, sr: Tensor, hr: Tensor, crop: int = 128, gap: int = 4
+) -> Tensor:
     """A ``(3, crop, 3·crop + 2·gap)`` strip of the same crop (image centre, or the whole image if
     smaller) of the three ``(3, H, W)`` images."""
     h, w = hr.shape[-2:]

@@ -17,7 +17,14 @@ import numpy as np
 
 from .data import write_image
 
-TRAIN = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+TRAIN = (
+    "astronaut",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "stereo_motorcycle",
+)
 TEST = ("chelsea", "rocket")
 
 

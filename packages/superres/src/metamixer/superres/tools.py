@@ -61,7 +61,9 @@ def evaluate(
             item = data[i]
             lr, hr = item["lr"][None], item["hr"]
             sr = upscale(model, lr, scale, tile=tile)[0].clamp(0, 1)
-            bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+            bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)[
+                0
+            ].clamp(0, 1)
             scores.append((*psnr_ssim_y(sr, hr, scale), *psnr_ssim_y(bicubic, hr, scale)))
             if save is not None:
                 save_comparison(save / root.name, item["name"], bicubic, sr, hr)
@@ -69,7 +71,9 @@ def evaluate(
     return rows
 
 
-def predict_folder(model: nn.Module, src: Path, dst: Path, scale: int, tile: int | None) -> list[Path]:
+def predict_folder(
+    model: nn.Module, src: Path, dst: Path, scale: int, tile: int | None
+) -> list[Path]:
     files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ValueError(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -95,7 +99,9 @@ def export_onnx(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
             opset_version=18, dynamo=False,
         )  # fmt: skip
         x = torch.rand(1, 3, 40, 56)
-        (ours,) = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"lr": x.numpy()})
+        (ours,) = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(
+            None, {"lr": x.numpy()}
+        )
         with torch.no_grad():
             diff = float(np.abs(ours - model(x).numpy()).max())
         if diff > atol:
@@ -116,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--tile", type=int, help="LR tile size (default: whole images)")
     ev = sub.add_parser("evaluate", parents=[common], help="PSNR/SSIM on benchmark folders")
     ev.add_argument("--benchmark_root", required=True)
-    ev.add_argument("--datasets", nargs="+", default=["Set5", "Set14", "B100", "Urban100", "Manga109"])
+    ev.add_argument(
+        "--datasets", nargs="+", default=["Set5", "Set14", "B100", "Urban100", "Manga109"]
+    )
     ev.add_argument("--save_images", help="folder for SR images and comparison crops")
     pr = sub.add_parser("predict", parents=[common], help="upscale a folder of images")
     pr.add_argument("--input", required=True)
@@ -137,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         files = predict_folder(model, Path(args.input), Path(args.output), model.scale, args.tile)
         print(f"wrote {len(files)} images to {args.output}")
     else:
-        print(f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_onnx(model, Path(args.out)):.2e}")
+        print(
+            f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_onnx(model, Path(args.out)):.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,12 @@ class Stage(nn.Module):
     """FFNet blocks on one resolution level; sets the level's structure for its sparse ops."""
 
     def __init__(
-        self, dim: int, drop_paths: Sequence[float], *, kernel_size: int, mlp_ratio: float,
+        self,
+        dim: int,
+        drop_paths: Sequence[float],
+        *,
+        kernel_size: int,
+        mlp_ratio: float,
         full_convs: bool,
     ) -> None:
         super().__init__()
@@ -109,7 +114,13 @@ class Stage(nn.Module):
             )  # fmt: skip
             for mixer in (token, channel):
                 blocks.append(
-                    MetaBlock(dim, mixer, norm=nn.LayerNorm(dim), drop_path=SceneDropPath(p, self.slot), channel_axis=-1)
+                    MetaBlock(
+                        dim,
+                        mixer,
+                        norm=nn.LayerNorm(dim),
+                        drop_path=SceneDropPath(p, self.slot),
+                        channel_axis=-1,
+                    )
                 )
         self.blocks = nn.Sequential(*blocks)
 
@@ -161,14 +172,20 @@ class SparseFFNet(nn.Module):
             )
         self.in_channels, self.num_classes = in_channels, num_classes
         self.stem_slot = StructureSlot()
-        self.stem = FullSubMConv(in_channels, 5, self.stem_slot, bias=False, out_channels=enc_channels[0])
+        self.stem = FullSubMConv(
+            in_channels, 5, self.stem_slot, bias=False, out_channels=enc_channels[0]
+        )
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
         stage = dict(kernel_size=kernel_size, mlp_ratio=mlp_ratio, full_convs=full_convs)
         enc_rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
         dec_rates = torch.linspace(0, drop_path, sum(dec_depths)).tolist()
-        self.pools = nn.ModuleList(Pool(enc_channels[s - 1], enc_channels[s]) for s in range(1, levels))
+        self.pools = nn.ModuleList(
+            Pool(enc_channels[s - 1], enc_channels[s]) for s in range(1, levels)
+        )
         self.encoder = nn.ModuleList(
-            Stage(enc_channels[s], enc_rates[sum(enc_depths[:s]) : sum(enc_depths[: s + 1])], **stage)
+            Stage(
+                enc_channels[s], enc_rates[sum(enc_depths[:s]) : sum(enc_depths[: s + 1])], **stage
+            )
             for s in range(levels)
         )
         widths = [*dec_channels, enc_channels[-1]]
@@ -176,7 +193,9 @@ class SparseFFNet(nn.Module):
             Unpool(widths[s + 1], enc_channels[s], widths[s]) for s in range(levels - 1)
         )
         self.decoder = nn.ModuleList(
-            Stage(widths[s], dec_rates[sum(dec_depths[:s]) : sum(dec_depths[: s + 1])][::-1], **stage)
+            Stage(
+                widths[s], dec_rates[sum(dec_depths[:s]) : sum(dec_depths[: s + 1])][::-1], **stage
+            )
             for s in range(levels - 1)
         )
         self.head = nn.Linear(widths[0], num_classes)
