@@ -95,3 +95,24 @@ def test_bad_inputs():
     )
     with pytest.raises(ValueError, match=r"features \(N, 4\)"):
         conv(torch.zeros(2, 5))
+
+
+def test_full_sparse_conv_matches_dense_conv3d():
+    from metamixer.pointcloud.sparse import SparseFullConv
+
+    size = 8
+    coords, batch = random_voxels(120, size, seed=5)
+    slot = StructureSlot()
+    slot.structure = SparseStructure(coords, batch, 2)
+    conv = SparseFullConv(4, 6, 3, slot).double()
+    torch.nn.init.normal_(conv.weight)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(len(coords), 4, dtype=torch.float64)
+    # (k³, in, out) -> dense (out, in, k, k, k)
+    dense_w = conv.weight.detach().view(3, 3, 3, 4, 6).permute(4, 3, 0, 1, 2)
+    grid = x.new_zeros(2, 4, size, size, size)
+    grid[batch, :, coords[:, 0], coords[:, 1], coords[:, 2]] = x
+    ref = F.conv3d(grid, dense_w, conv.bias.detach(), padding=1)[
+        batch, :, coords[:, 0], coords[:, 1], coords[:, 2]
+    ]
+    torch.testing.assert_close(conv(x), ref)

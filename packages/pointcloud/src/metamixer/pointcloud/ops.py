@@ -1,7 +1,7 @@
 """The sparse ops bundle: ``metamixer.core``'s mixers on voxel features ``(N, C)``.
 
 ``SparseOps(slot)`` realises depthwise convs as true sparse depthwise submanifold convs (or, with
-``full=True``, as the authors' full ``C → C`` spconv ``SubMConv3d``), pointwise projections as
+``full=True``, as the authors' full ``C → C`` submanifold convs), pointwise projections as
 linear layers, and norms as BatchNorm1d / LayerNorm over the features.
 """
 
@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 from metamixer.core import ConvBN, RepDWConv
 
-from ._spconv import spconv
-from .sparse import SparseDepthwiseConv, StructureSlot
+from .sparse import SparseDepthwiseConv, SparseFullConv, StructureSlot
 
 
 def batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -48,33 +47,6 @@ class SparseDepthwiseConvs:
 
     def batch_norm(self, channels: int) -> nn.Module:
         return batch_norm(channels)
-
-
-class FullSubMConv(nn.Module):
-    """A full (dense-channel) spconv ``SubMConv3d`` on the features: the authors' token and channel
-    convs (``C → C``) and the stem (6 → C)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel_size: int,
-        slot: StructureSlot,
-        bias: bool = True,
-        out_channels: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.slot = slot
-        self.conv = spconv.SubMConv3d(
-            in_channels, out_channels or in_channels, kernel_size, padding=kernel_size // 2,
-            bias=bias, indice_key=f"subm{kernel_size}",
-        )  # fmt: skip
-
-    def forward(self, x: Tensor) -> Tensor:
-        s = self.slot.get()
-        tensor = spconv.SparseConvTensor(
-            x, s.spconv_indices(), s.spatial_shape, s.batch_size, indice_dict=s.indice_dict
-        )
-        return self.conv(tensor).features
 
 
 class SparseAvgPool(nn.Module):
@@ -137,7 +109,7 @@ class SparseOps:
             raise ValueError("sparse depthwise convs keep the channels and the voxels (stride 1)")
         convs = SparseDepthwiseConvs(self.slot)
         if self.full:
-            conv = FullSubMConv(dim, kernel_size, self.slot, bias=True)
+            conv = SparseFullConv(dim, dim, kernel_size, self.slot, bias=True)
             return nn.Sequential(conv, batch_norm(dim)) if norm or small_kernel else conv
         if small_kernel is not None:
             return RepDWConv(dim, kernel_size, small_kernel, convs=convs)

@@ -177,8 +177,46 @@ class SparseDepthwiseConv(nn.Module):
         return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
 
 
+class SparseFullConv(nn.Module):
+    """Submanifold 3D conv with full channel mixing per offset (``C_in → C_out``, ``k³`` weights):
+    ``out = Σ_k x[neighbour k] @ W_k``, on the same neighbour maps as the depthwise conv.
+
+    Used for the stem and for the authors' full-conv blocks.  (spconv's own CPU ``SubMConv3d`` is
+    not deterministic with more than one thread, so it is not used in the forward pass.)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        slot: StructureSlot,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.kernel_size, self.slot = kernel_size, slot
+        self.weight = nn.Parameter(torch.empty(kernel_size**3, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        table = self.slot.get().neighbours(self.kernel_size)
+        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+        out = (
+            x.new_zeros(len(x), self.weight.shape[2])
+            if self.bias is None
+            else self.bias.expand(len(x), -1)
+        )
+        for k in range(len(table)):
+            out = torch.addmm(out, padded.index_select(0, table[k]), self.weight[k])
+        return out
+
+
 __all__ = [
     "SparseDepthwiseConv",
+    "SparseFullConv",
     "SparseStructure",
     "StructureSlot",
     "sparse_depthwise",

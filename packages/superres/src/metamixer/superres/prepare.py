@@ -3,7 +3,7 @@
     python -m metamixer.superres.prepare skimage --out data/superres/skimage
 
 Writes ``train/HR`` (astronaut, coffee, hubble_deep_field, immunohistochemistry, retina,
-motorcycle_left) and ``test/HR`` (chelsea, rocket) as PNG; the LR images are made by the data
+motorcycle_left) and ``heldout/HR`` (chelsea, rocket) as PNG; the LR images are made by the data
 module with MATLAB bicubic.  ``motorcycle_right`` (the other half of the stereo pair) is left out
 so that no test scene is seen in training.
 """
@@ -39,7 +39,7 @@ def skimage_photo(name: str) -> np.ndarray:
 
 def write_skimage(out: Path) -> list[Path]:
     written = []
-    for split, names in (("train", TRAIN), ("test", TEST)):
+    for split, names in (("train", TRAIN), ("heldout", TEST)):
         for name in names:
             stem = "motorcycle_left" if name == "stereo_motorcycle" else name
             written.append(write_image(out / split / "HR" / f"{stem}.png", skimage_photo(name)))

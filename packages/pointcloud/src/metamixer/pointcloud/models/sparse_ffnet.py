@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from metamixer.core import MetaBlock, convnext_mixer, ffnified_attention
 
-from ..ops import FullSubMConv, SceneDropPath, SparseOps, batch_norm
-from ..sparse import SparseStructure, StructureSlot
+from ..ops import SceneDropPath, SparseOps, batch_norm
+from ..sparse import SparseFullConv, SparseStructure, StructureSlot
 
 try:
     from torch_scatter import segment_csr
@@ -172,9 +172,7 @@ class SparseFFNet(nn.Module):
             )
         self.in_channels, self.num_classes = in_channels, num_classes
         self.stem_slot = StructureSlot()
-        self.stem = FullSubMConv(
-            in_channels, 5, self.stem_slot, bias=False, out_channels=enc_channels[0]
-        )
+        self.stem = SparseFullConv(in_channels, enc_channels[0], 5, self.stem_slot, bias=False)
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
         stage = dict(kernel_size=kernel_size, mlp_ratio=mlp_ratio, full_convs=full_convs)
         enc_rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()

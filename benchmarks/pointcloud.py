@@ -1,0 +1,200 @@
+"""Sparse depthwise conv vs spconv's full SubMConv3d, and whole-network throughput, side by side.
+
+    .venv/bin/python benchmarks/pointcloud.py                  # CPU table (README)
+    python benchmarks/pointcloud.py --device cuda              # on a GPU machine (spconv-cu120)
+
+The voxel set is surface-like (a room: floor, four walls, boxes on the floor), ~100k active voxels
+with ~9 neighbours each in a 3³ window, as real indoor scans have.  Per channel count C it times
+forward and forward+backward of
+
+* ``spconv SubMConv3d``: spconv's full C → C submanifold conv (what the authors use);
+* ``depthwise (gather)``: our depthwise conv, gathers only (the one the package uses);
+* ``depthwise (scatter, torch-scatter)`` / ``(scatter, index_add)``: the textbook alternative,
+  gather → per-channel multiply → scatter-add over spconv's pairs, for comparison.
+
+Then whole ``SparseFFNet`` inference (fused, eval) on a 100k-point scene: points/s and peak memory
+for the depthwise and the full-conv model.  Times are medians of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from functools import partial
+
+import torch
+
+from metamixer.core import reparameterize_model
+from metamixer.pointcloud import SparseFFNet
+from metamixer.pointcloud._spconv import spconv
+from metamixer.pointcloud.sparse import SparseDepthwiseConv, SparseStructure, StructureSlot
+
+try:
+    import torch_scatter
+except ImportError:  # pragma: no cover
+    torch_scatter = None
+
+
+def room(target: int = 100_000, device: str = "cpu") -> SparseStructure:
+    """Voxel surfaces of a room: floor, walls and boxes (1 voxel thick)."""
+    side = int((target / 2.2) ** 0.5)
+    height = side // 4
+    a = torch.arange(side)
+    h = torch.arange(height)
+    parts = [torch.stack(torch.meshgrid(a, a, torch.zeros(1, dtype=torch.long), indexing="ij"), -1)]
+    for fixed in (0, side - 1):
+        parts.append(torch.stack(torch.meshgrid(torch.tensor([fixed]), a, h, indexing="ij"), -1))
+        parts.append(torch.stack(torch.meshgrid(a, torch.tensor([fixed]), h, indexing="ij"), -1))
+    gen = torch.Generator().manual_seed(0)
+    while sum(p.numel() // 3 for p in parts) < target:
+        x0, y0 = torch.randint(5, side - 30, (2,), generator=gen).tolist()
+        s = int(torch.randint(8, 25, (1,), generator=gen))
+        b = torch.arange(s)
+        top = torch.stack(torch.meshgrid(b + x0, b + y0, torch.tensor([s]), indexing="ij"), -1)
+        wall = torch.stack(torch.meshgrid(b + x0, torch.tensor([y0]), b, indexing="ij"), -1)
+        parts += [top, wall]
+    coords = torch.unique(torch.cat([p.reshape(-1, 3) for p in parts]), dim=0)[:target]
+    return SparseStructure(
+        coords.to(device), torch.zeros(len(coords), dtype=torch.long, device=device), 1
+    )
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def scatter_depthwise(x, weight, pairs, use_torch_scatter: bool):
+    """gather -> multiply -> scatter-add over precomputed (in, out) pairs per offset."""
+    out = x.new_zeros(x.shape)
+    for k, (src, dst) in enumerate(pairs):
+        values = x.index_select(0, src) * weight[k]
+        if use_torch_scatter:
+            out = out + torch_scatter.scatter_add(values, dst, dim=0, dim_size=len(x))
+        else:
+            out = out.index_add(0, dst, values)
+    return out
+
+
+def spconv_features(conv, tensor):
+    return conv(tensor).features
+
+
+def conv_table(structure: SparseStructure, channels: list[int], repeats: int, device: str) -> list:
+    slot = StructureSlot()
+    slot.structure = structure
+    table = structure.neighbours(3)
+    n = structure.num_voxels
+    pairs = [(t[t < n], torch.nonzero(t < n).squeeze(1)) for t in table]
+    rows = []
+    for c in channels:
+        x = torch.randn(n, c, device=device, requires_grad=True)
+        ours = SparseDepthwiseConv(c, 3, slot).to(device)
+        full = spconv.SubMConv3d(c, c, 3, padding=1, bias=True, indice_key="bench").to(device)
+        tensor = spconv.SparseConvTensor(
+            x,
+            structure.spconv_indices(),
+            structure.spatial_shape,
+            1,
+            indice_dict=structure.indice_dict,
+        )
+        weight = torch.randn(27, c, device=device, requires_grad=True)
+
+        def run(fn, backward):
+            def step():
+                out = fn()
+                if backward:
+                    out.sum().backward()
+
+            return step
+
+        impls = {
+            "spconv SubMConv3d (full C→C)": partial(spconv_features, full, tensor),
+            "depthwise (gather)": partial(ours, x),
+            "depthwise (scatter, index_add)": partial(scatter_depthwise, x, weight, pairs, False),
+        }
+        if torch_scatter is not None:
+            impls["depthwise (scatter, torch-scatter)"] = partial(
+                scatter_depthwise, x, weight, pairs, True
+            )
+        for name, fn in impls.items():
+            with torch.no_grad():
+                fwd = timed(run(fn, False), repeats, device)
+            both = timed(run(fn, True), repeats, device)
+            rows.append((c, name, fwd, both))
+            print(
+                f"  C={c:3d} {name:36s} fwd {fwd * 1000:8.1f} ms  fwd+bwd {both * 1000:8.1f} ms",
+                flush=True,
+            )
+    return rows
+
+
+def network_table(structure: SparseStructure, repeats: int, device: str) -> list:
+    rows = []
+    feats = torch.randn(structure.num_voxels, 6, device=device)
+    for full in (False, True):
+        model = reparameterize_model(SparseFFNet(full_convs=full).to(device).eval())
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            seconds = timed(
+                partial(model, feats, structure.coords, structure.batch), repeats, device
+            )
+        if device == "cuda":
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        name = "SparseFFNet, full convs (authors)" if full else "SparseFFNet, depthwise (ours)"
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, params, structure.num_voxels / seconds, peak))
+        print(
+            f"  {name}: {structure.num_voxels / seconds:,.0f} points/s, peak {peak:.0f} MB",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--voxels", type=int, default=100_000)
+    parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    structure = room(args.voxels, args.device)
+    table = structure.neighbours(3)
+    mean_neighbours = (table < structure.num_voxels).sum(0).float().mean()
+    print(
+        f"{structure.num_voxels:,} voxels, {mean_neighbours:.1f} neighbours per voxel (3³ window)"
+    )
+    convs = conv_table(structure, args.channels, args.repeats, args.device)
+    nets = network_table(structure, max(2, args.repeats // 2), args.device)
+    threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
+    print(
+        f"\nSparse 3³ submanifold convs on {structure.num_voxels:,} surface voxels "
+        f"({mean_neighbours:.1f} neighbours each), {args.device} ({threads}), median of {args.repeats}\n"
+    )
+    print("| C | conv | forward (ms) | fwd+bwd (ms) | fwd+bwd speed-up vs spconv full |")
+    print("|---|---|---|---|---|")
+    for c, name, fwd, both in convs:
+        ref = next(r[3] for r in convs if r[0] == c and r[1].startswith("spconv"))
+        print(f"| {c} | {name} | {fwd * 1000:.1f} | {both * 1000:.1f} | {ref / both:.2f}× |")
+    print("\n| network (fused, inference) | params | points/s | peak memory (MB) |")
+    print("|---|---|---|---|")
+    for name, params, pps, peak in nets:
+        print(f"| {name} | {params / 1e6:.1f}M | {pps:,.0f} | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

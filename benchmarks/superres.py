@@ -1,0 +1,129 @@
+"""CPU latency and peak memory of ×2 super-resolution on a 256×256 input, side by side.
+
+    .venv/bin/python benchmarks/superres.py
+
+Models: FFNet_sr-light and FFNet_sr (re-parameterized, channels-last, jit-frozen for deployment),
+basicsr's SwinIR in its light configuration (embed_dim 60, depths 6×4, heads 6×4, window 8,
+``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks), and bicubic interpolation.
+Each model runs in a fresh subprocess: peak RSS is the process's high-water mark, inference memory
+the part of it added by running the model (peak minus the RSS after building it); latency is the
+median of ``--repeats`` runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+MODELS = ["ffnet_sr_light", "ffnet_sr", "swinir_light", "edsr_baseline", "bicubic"]
+
+
+def build(name: str, scale: int):
+    import torch
+    import torch.nn.functional as F
+    from basicsr.archs.edsr_arch import EDSR
+    from basicsr.archs.swinir_arch import SwinIR
+
+    from metamixer.core import reparameterize_model
+    from metamixer.superres import VARIANTS, FFNetSR
+
+    if name.startswith("ffnet"):
+        return reparameterize_model(FFNetSR(scale=scale, **VARIANTS[name]).eval()), True
+    if name == "swinir_light":
+        return SwinIR(
+            upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4,
+            embed_dim=60, num_heads=[6] * 4, mlp_ratio=2, upsampler="pixelshuffledirect",
+        ).eval(), False  # fmt: skip
+    if name == "edsr_baseline":
+        return EDSR(3, 3, num_feat=64, num_block=16, upscale=scale, res_scale=1).eval(), True
+
+    class Bicubic(torch.nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+
+    return Bicubic(), False
+
+
+def measure(name: str, size: int, scale: int, repeats: int) -> dict:
+    """Runs in the child process: build, deploy, time, report peak RSS."""
+    import resource
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    model, channels_last = build(name, scale)
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.rand(1, 3, size, size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        if name.startswith("ffnet") or name == "edsr_baseline":
+            model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+    before_mb = current_rss_mb()
+    with torch.inference_mode():
+        model(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"name": name, "params": params, "latency": statistics.median(times),
+            "peak_mb": peak_mb, "inference_mb": peak_mb - before_mb}  # fmt: skip
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.size, args.scale, args.repeats)))
+        return
+    rows = {}
+    for name in MODELS:
+        cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size),
+               "--scale", str(args.scale), "--repeats", str(args.repeats)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows[name] = json.loads(out.strip().splitlines()[-1])
+        r = rows[name]
+        print(
+            f"  {name:15s} {r['latency']:.3f} s  peak {r['peak_mb']:.0f} MB  inference +{r['inference_mb']:.0f} MB",
+            flush=True,
+        )
+    import torch
+
+    base = rows["swinir_light"]
+    print(
+        f"\n×{args.scale} on a {args.size}×{args.size} input, CPU float32, "
+        f"{torch.get_num_threads()} threads, batch 1 (latency: median of {args.repeats})\n"
+    )
+    print(
+        "| model | params | latency (s) | × SwinIR-light | peak RSS (MB) | inference memory (MB) | × SwinIR-light |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows.values():
+        print(
+            f"| {r['name']} | {r['params']:,} | {r['latency']:.3f} | {r['latency'] / base['latency']:.2f} "
+            f"| {r['peak_mb']:.0f} | {r['inference_mb']:.0f} | {r['inference_mb'] / base['inference_mb']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

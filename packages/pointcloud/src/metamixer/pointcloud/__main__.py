@@ -1,0 +1,26 @@
+"""``python -m metamixer.pointcloud {fit,validate,test} --config …`` (LightningCLI)."""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+
+from metamixer.core.train import MetaMixerCLI
+
+from .lit import Segmenter
+
+LINKS = (("data.num_classes", "model.num_classes"), ("data.in_channels", "model.in_channels"))
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
+    return MetaMixerCLI(
+        Segmenter,
+        LightningDataModule,
+        links=LINKS,
+        args=args,
+        run=run,
+        default_root_dir="runs/pointcloud",
+    )
+
+
+if __name__ == "__main__":
+    main()

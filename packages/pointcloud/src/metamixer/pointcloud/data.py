@@ -1,0 +1,350 @@
+"""Point-cloud datasets: preprocessed ScanNet scenes and LAS/LAZ aerial LiDAR tiles.
+
+Samples are scene dicts (see ``transforms``); ``collate_points`` concatenates them into an
+offset-batched dict: ``feat (N, F)``, ``grid_coord (N, 3)``, ``batch (N,)``, ``segment (N,)`` and,
+for evaluation, ``inverse`` / ``segment_full`` to score every original point.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from . import transforms as T
+from .scannet import LabelMap
+
+SCANNET20_NAMES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
+    "bathtub", "otherfurniture",
+)  # fmt: skip
+
+
+def collate_points(samples: Sequence[T.Scene]) -> dict[str, Tensor]:
+    """Concatenate scenes; ``batch`` holds each point's scene index, ``offset`` the cumulative
+    counts.  Evaluation samples also carry ``inverse`` (shifted per scene) and ``segment_full``."""
+    out: dict[str, list] = {"feat": [], "grid_coord": [], "batch": [], "segment": []}
+    full, inverse, shift = [], [], 0
+    for i, s in enumerate(samples):
+        n = len(s["coord"])
+        out["feat"].append(torch.from_numpy(np.ascontiguousarray(s["feat"], dtype=np.float32)))
+        out["grid_coord"].append(torch.from_numpy(s["grid_coord"]))
+        out["batch"].append(torch.full((n,), i, dtype=torch.long))
+        out["segment"].append(torch.from_numpy(s["segment"].astype(np.int64)))
+        if "segment_full" in s:
+            full.append(torch.from_numpy(s["segment_full"].astype(np.int64)))
+            inverse.append(torch.from_numpy(s["inverse"]) + shift)
+        shift += n
+    batch = {k: torch.cat(v) for k, v in out.items()}
+    batch["offset"] = torch.tensor([len(s["coord"]) for s in samples]).cumsum(0)
+    if full:
+        batch["segment_full"], batch["inverse"] = torch.cat(full), torch.cat(inverse)
+    return batch
+
+
+class SceneDataset(Dataset):
+    """Scenes loaded by ``load(i)`` and turned into model inputs by ``transform(scene, rng)``."""
+
+    def __init__(
+        self,
+        names: list[str],
+        load: Callable[[str], T.Scene],
+        transform: Callable[[T.Scene, np.random.Generator | None], T.Scene],
+        *,
+        train: bool,
+        repeat: int = 1,
+    ) -> None:
+        if not names:
+            raise ValueError("no scenes to load (empty scene list)")
+        self.names, self.load, self.transform, self.train, self.repeat = (
+            names,
+            load,
+            transform,
+            train,
+            repeat,
+        )
+
+    def __len__(self) -> int:
+        return len(self.names) * self.repeat
+
+    def __getitem__(self, index: int) -> T.Scene:
+        scene = self.load(self.names[index % len(self.names)])
+        rng = np.random.default_rng(torch.randint(0, 2**31, ()).item()) if self.train else None
+        return self.transform(scene, rng)
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+        collate_fn=collate_points, persistent_workers=num_workers > 0,
+    )  # fmt: skip
+
+
+# --- ScanNet --------------------------------------------------------------------------------------
+
+
+def read_scene_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"scene list {path} not found (one scene name per line)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class ScanNetDataModule(L.LightningDataModule):
+    """Preprocessed ScanNet v2 / ScanNet200 (``metamixer.pointcloud.scannet`` output).
+
+    Args:
+        root: folder of per-scene folders (``coord.npy``, ``color.npy``, ``normal.npy``,
+            ``segment20.npy`` / ``segment200.npy``).
+        train_list, val_list: text files with one scene name per line (the official splits).
+        test_list: scenes scored on every original point (default: ``val_list``).
+        num_classes: 20 (ScanNet v2) or 200 (ScanNet200).
+        label_tsv: ``scannetv2-labels.combined.tsv`` for the class names (optional).
+        grid_size: voxel size in metres.
+        point_max: sphere-crop size for training.
+        batch_size: scenes per batch.
+        num_workers: data-loading processes.
+    """
+
+    in_channels = 6
+
+    def __init__(
+        self,
+        root: str,
+        train_list: str,
+        val_list: str,
+        test_list: str | None = None,
+        num_classes: int = 20,
+        label_tsv: str | None = None,
+        grid_size: float = 0.02,
+        point_max: int = 102400,
+        batch_size: int = 12,
+        num_workers: int = 4,
+    ) -> None:
+        super().__init__()
+        if num_classes not in (20, 200):
+            raise ValueError(
+                f"num_classes must be 20 (ScanNet v2) or 200 (ScanNet200), got {num_classes}"
+            )
+        self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.root = Path(root)
+        self.sets: dict[str, SceneDataset] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        if self.num_classes == 20:
+            if self.hparams.label_tsv:
+                return LabelMap(Path(self.hparams.label_tsv)).class_names20
+            return list(SCANNET20_NAMES)
+        return [f"class{i}" for i in range(self.num_classes)]
+
+    def load(self, name: str) -> T.Scene:
+        folder = self.root / name
+        key = f"segment{self.num_classes}"
+        try:
+            scene = {k: np.load(folder / f"{k}.npy") for k in ("coord", "color", "normal")}
+            scene["segment"] = np.load(folder / f"{key}.npy").astype(np.int64)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"scene {folder} is incomplete ({err.filename} missing); convert the raw scans "
+                "with `python -m metamixer.pointcloud.scannet`"
+            ) from err
+        n = len(scene["coord"])
+        if any(len(v) != n for v in scene.values()):
+            raise ValueError(f"scene {folder}: arrays have different lengths")
+        if n == 0:
+            raise ValueError(f"scene {folder} is empty")
+        if not np.isfinite(scene["coord"]).all():
+            raise ValueError(f"scene {folder}: coordinates contain NaN or inf")
+        if scene["segment"].max() >= self.num_classes or scene["segment"].min() < -1:
+            raise ValueError(f"scene {folder}: labels outside -1..{self.num_classes - 1}")
+        return scene
+
+    def _train(self, scene: T.Scene, rng: np.random.Generator | None) -> T.Scene:
+        h = self.hparams
+        out = T.scannet_train_transform(scene, rng, h.grid_size, h.point_max)
+        out["feat"] = np.concatenate([out["color"], out["normal"]], 1)
+        return out
+
+    def _eval(self, scene: T.Scene, rng: np.random.Generator | None) -> T.Scene:
+        out = T.scannet_eval_transform(
+            {**scene, "segment_full": scene["segment"]}, self.hparams.grid_size
+        )
+        out["feat"] = np.concatenate([out["color"], out["normal"]], 1)
+        return out
+
+    def setup(self, stage: str) -> None:
+        h = self.hparams
+        if stage == "fit":
+            self.sets["train"] = SceneDataset(
+                read_scene_list(Path(h.train_list)), self.load, self._train, train=True
+            )
+        self.sets["val"] = SceneDataset(
+            read_scene_list(Path(h.val_list)), self.load, self._eval, train=False
+        )
+        test = Path(h.test_list or h.val_list)
+        self.sets["test"] = SceneDataset(read_scene_list(test), self.load, self._eval, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.sets["train"], self.hparams.batch_size, self.hparams.num_workers, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.sets["val"], 1, self.hparams.num_workers, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return _loader(self.sets["test"], 1, self.hparams.num_workers, False)
+
+
+# --- LAS / LAZ aerial LiDAR ---------------------------------------------------------------------
+
+ASPRS_DEFAULT_MAP = {2: 0, 3: 1, 4: 1, 5: 1, 6: 2}  # ground, vegetation (low/med/high), building
+DEFAULT_LAS_NAMES = ("ground", "vegetation", "building")
+
+
+def read_las(path: Path, class_map: dict[int, int]) -> T.Scene:
+    """Points, features and mapped labels of a LAS/LAZ file (ASPRS classes not in the map -> -1)."""
+    import laspy
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; `scripts/fetch-data laspy` extracts the laspy sample tiles"
+        )
+    try:
+        las = laspy.read(path)
+    except Exception as err:  # laspy raises its own exception types for bad files
+        raise ValueError(f"{path} is not a readable LAS/LAZ file: {err}") from err
+    coord = np.stack([las.x, las.y, las.z], 1).astype(np.float64)
+    if len(coord) == 0:
+        raise ValueError(f"{path} holds no points")
+    finite = np.isfinite(coord).all(1)
+    if not finite.all():
+        warnings.warn(f"{path}: dropping {int((~finite).sum())} points with NaN/inf", stacklevel=2)
+    classes = np.asarray(las.classification, dtype=np.int64)
+    lut = np.full(256, -1, dtype=np.int64)
+    for asprs, label in class_map.items():
+        lut[int(asprs)] = int(label)
+    intensity = np.asarray(las.intensity, dtype=np.float32)
+    returns = np.maximum(np.asarray(las.number_of_returns, dtype=np.float32), 1)
+    ret = np.asarray(las.return_number, dtype=np.float32)
+    scene = {
+        "coord": (coord - coord.min(0)).astype(np.float32),
+        "intensity": (np.log1p(intensity) - np.log1p(intensity).mean())
+        / (np.log1p(intensity).std() + 1e-6),
+        "returns": np.stack([ret / returns, returns / returns.max()], 1),
+        "segment": lut[classes],
+    }
+    return T.select(scene, finite)
+
+
+class LASDataModule(L.LightningDataModule):
+    """One LAS/LAZ tile, split spatially along x into a training and a test part.
+
+    Training samples are random square crops of the training part with rotation / flip / scale /
+    jitter; validation and test score every point of the test part.  Features (6): position
+    relative to the crop (x, y, z in metres / 10), intensity (log, standardised), return number /
+    number of returns, number of returns / max.
+
+    Args:
+        path: the LAS/LAZ file.
+        class_map: ASPRS class -> label (others ignored); default ground / vegetation / building.
+        class_names: one name per label.
+        grid_size: voxel size in metres.
+        train_fraction: share of the x extent used for training (the rest is the test part).
+        crop_size: side of training crops in metres.
+        crops_per_epoch: training crops per epoch.
+        batch_size: crops per batch.
+        num_workers: data-loading processes.
+    """
+
+    in_channels = 6
+
+    def __init__(
+        self,
+        path: str = "data/pointcloud/laspy/file_with_both_wkt_and_geotiff_vlrs.las",
+        class_map: dict[int, int] | None = None,
+        class_names: list[str] | None = None,
+        grid_size: float = 0.4,
+        train_fraction: float = 0.7,
+        crop_size: float = 24.0,
+        crops_per_epoch: int = 64,
+        batch_size: int = 4,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_map = dict(ASPRS_DEFAULT_MAP if class_map is None else class_map)
+        self.classes = list(class_names or DEFAULT_LAS_NAMES)
+        self.num_classes = max(self.class_map.values()) + 1
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"{len(self.classes)} class names for {self.num_classes} labels")
+        self.parts: dict[str, T.Scene] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.parts:
+            return
+        h = self.hparams
+        scene = read_las(Path(h.path), self.class_map)
+        cut = scene["coord"][:, 0].min() + h.train_fraction * np.ptp(scene["coord"][:, 0])
+        left = scene["coord"][:, 0] < cut
+        self.parts = {"train": T.select(scene, left), "test": T.select(scene, ~left)}
+        for name, part in self.parts.items():
+            if len(part["coord"]) == 0:
+                raise ValueError(f"the {name} part of {h.path} is empty; change train_fraction")
+
+    def _features(self, scene: T.Scene) -> T.Scene:
+        rel = scene["coord"] - np.array(
+            [*scene["coord"][:, :2].mean(0), scene["coord"][:, 2].min()]
+        )
+        scene["feat"] = np.concatenate(
+            [rel / 10.0, scene["intensity"][:, None], scene["returns"]], 1
+        )
+        return scene
+
+    def _crop(self, name: str, rng: np.random.Generator | None) -> T.Scene:
+        h = self.hparams
+        part = self.parts["train"]
+        xy = part["coord"][:, :2]
+        centre = xy[rng.integers(len(xy))]
+        inside = (np.abs(xy - centre) <= h.crop_size / 2).all(1)
+        scene = T.select(part, inside)
+        scene = T.random_rotate(scene, rng, 1.0, axis=2, p=1.0)
+        scene = T.random_flip(scene, rng)
+        scene = T.random_scale(scene, rng, 0.9, 1.1)
+        scene = T.random_jitter(scene, rng, sigma=0.02, clip=0.05)
+        scene = T.grid_sample(scene, h.grid_size, rng)
+        return self._features(scene)
+
+    def _whole(self, name: str, rng: np.random.Generator | None) -> T.Scene:
+        part = self.parts[name]
+        scene = T.grid_sample(
+            {**part, "segment_full": part["segment"]}, self.hparams.grid_size, None
+        )
+        return self._features(scene)
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        data = SceneDataset(
+            ["train"],
+            lambda n: n,
+            lambda n, rng: self._crop(n, rng),
+            train=True,
+            repeat=h.crops_per_epoch,
+        )
+        return _loader(data, h.batch_size, h.num_workers, True)
+
+    def _eval(self) -> DataLoader:
+        data = SceneDataset(["test"], lambda n: n, lambda n, rng: self._whole(n, rng), train=False)
+        return _loader(data, 1, self.hparams.num_workers, False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval()

@@ -1,0 +1,116 @@
+import pytest
+import torch
+from pc_scenes import write_las
+
+from metamixer.core import count_params, reparameterize_model
+from metamixer.core.testing import randomize_batchnorm
+from metamixer.pointcloud import SparseFFNet
+from metamixer.pointcloud.__main__ import main
+from metamixer.pointcloud.lit import iou_from_confusion, lovasz_softmax
+from metamixer.pointcloud.ops import SceneDropPath
+from metamixer.pointcloud.sparse import SparseStructure, StructureSlot
+
+TINY = dict(enc_depths=(1, 1, 1), enc_channels=(8, 16, 32), dec_depths=(1, 1), dec_channels=(8, 16))
+
+
+def scene(n=600, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    coords = torch.unique(torch.randint(0, 24, (n, 3), generator=gen), dim=0)
+    batch = (torch.arange(len(coords)) % 2).long()
+    return torch.randn(len(coords), 6, generator=gen), coords, batch
+
+
+def test_paper_sized_model_parameter_counts():
+    depthwise = count_params(SparseFFNet())
+    full = count_params(SparseFFNet(full_convs=True))
+    assert depthwise < full / 5
+    assert 10e6 < depthwise < 13e6 and 95e6 < full < 110e6
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_forward_backward_and_input_order(full):
+    torch.manual_seed(0)
+    model = SparseFFNet(num_classes=5, full_convs=full, **TINY)
+    feats, coords, batch = scene()
+    out = model(feats, coords, batch)
+    assert out.shape == (len(feats), 5)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    perm = torch.randperm(len(feats))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(feats[perm], coords[perm], batch[perm]),
+            model(feats, coords, batch)[perm],
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
+def test_reparameterized_model_gives_the_same_logits():
+    torch.manual_seed(0)
+    model = randomize_batchnorm(SparseFFNet(num_classes=4, **TINY)).eval()
+    feats, coords, batch = scene()
+    with torch.no_grad():
+        before = model(feats, coords, batch)
+        after = reparameterize_model(model)(feats, coords, batch)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_inputs_name_the_problem():
+    model = SparseFFNet(**TINY)
+    feats, coords, batch = scene()
+    with pytest.raises(ValueError, match=r"features \(N, 6\)"):
+        model(feats[:, :3], coords, batch)
+    bad = feats.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(bad, coords, batch)
+    with pytest.raises(ValueError, match="one row per voxel"):
+        model(feats[:-1], coords, batch)
+
+
+def test_drop_path_drops_whole_scenes():
+    slot = StructureSlot()
+    coords = torch.randint(0, 5, (40, 3))
+    slot.structure = SparseStructure(coords, torch.arange(40) % 8, 8)
+    drop = SceneDropPath(0.5, slot).train()
+    torch.manual_seed(1)
+    out = drop(torch.ones(40, 3))
+    per_scene = [out[slot.structure.batch == b] for b in range(8)]
+    assert all(((s == 0).all() or (s == 2).all()) for s in per_scene)
+    assert 0 < sum((s == 0).all() for s in per_scene) < 8
+
+
+def test_miou_from_a_hand_computed_confusion_matrix():
+    confusion = torch.tensor([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
+    iou, _, (miou, macc, allacc), _ = iou_from_confusion(confusion)
+    torch.testing.assert_close(iou[:2], torch.tensor([5 / 8, 3 / 6], dtype=torch.float64))
+    assert torch.isnan(iou[2])  # absent class left out of the mean
+    assert miou.item() == pytest.approx((5 / 8 + 3 / 6) / 2)
+    assert macc.item() == pytest.approx((5 / 6 + 3 / 5) / 2) and allacc.item() == pytest.approx(
+        8 / 11
+    )
+
+
+def test_lovasz_is_zero_for_perfect_and_positive_for_wrong_predictions():
+    labels = torch.tensor([0, 1, 2, -1])
+    perfect = torch.eye(3)[[0, 1, 2, 0]]
+    assert lovasz_softmax(perfect, labels).item() == pytest.approx(0.0)
+    assert lovasz_softmax(perfect.flip(0), labels).item() > 0.5
+
+
+def test_cli_fit_and_test_on_a_las_tile(tmp_path):
+    path = write_las(tmp_path / "tile.las")
+    cli = main([
+        "fit", "--data=metamixer.pointcloud.data.LASDataModule", f"--data.path={path}",
+        "--data.grid_size=0.8", "--data.crops_per_epoch=4", "--data.batch_size=2", "--data.crop_size=12",
+        "--model.enc_depths=[1, 1]", "--model.enc_channels=[8, 16]", "--model.dec_depths=[1]",
+        "--model.dec_channels=[8]", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+        "--test_after_fit=true",
+    ])  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    assert {"test/mIoU", "test/mAcc", "test/allAcc", "test/IoU/building"} <= set(metrics)
+    assert (tmp_path / "lightning_logs").exists() or any(tmp_path.rglob("per_class_iou.csv"))
+    assert any(tmp_path.rglob("per_class_iou.csv"))
