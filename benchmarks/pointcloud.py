@@ -8,9 +8,11 @@ with ~9 neighbours each in a 3³ window, as real indoor scans have.  Per channel
 forward and forward+backward of
 
 * ``spconv SubMConv3d``: spconv's full C → C submanifold conv (what the authors use);
-* ``depthwise (gather)``: our depthwise conv, gathers only (the one the package uses);
-* ``depthwise (scatter, torch-scatter)`` / ``(scatter, index_add)``: the textbook alternative,
-  gather → per-channel multiply → scatter-add over spconv's pairs, for comparison.
+* ``depthwise (ours, native)``: our depthwise conv (reused gather buffer, in-place multiply,
+  ``index_add_`` per offset; the backward shares each gathered block between the two gradients);
+* ``depthwise (ours, torch-scatter)``: the same with torch-scatter's ``scatter_add``;
+* ``depthwise (naive)``: the textbook per-offset gather → multiply → out-of-place scatter-add,
+  autograd for the backward.
 
 Then whole ``SparseFFNet`` inference (fused, eval) on a 100k-point scene: points/s and peak memory
 for the depthwise and the full-conv model.  Times are medians of ``--repeats`` runs.
@@ -29,7 +31,12 @@ import torch
 from metamixer.core import reparameterize_model
 from metamixer.pointcloud import SparseFFNet
 from metamixer.pointcloud._spconv import spconv
-from metamixer.pointcloud.sparse import SparseDepthwiseConv, SparseStructure, StructureSlot
+from metamixer.pointcloud.sparse import (
+    SparseDepthwiseConv,
+    SparseStructure,
+    StructureSlot,
+    sparse_depthwise,
+)
 
 try:
     import torch_scatter
@@ -75,15 +82,11 @@ def timed(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-def scatter_depthwise(x, weight, pairs, use_torch_scatter: bool):
-    """gather -> multiply -> scatter-add over precomputed (in, out) pairs per offset."""
+def naive_depthwise(x, weight, pairs):
+    """gather -> multiply -> scatter-add per offset, out of place, autograd backward."""
     out = x.new_zeros(x.shape)
-    for k, (src, dst) in enumerate(pairs):
-        values = x.index_select(0, src) * weight[k]
-        if use_torch_scatter:
-            out = out + torch_scatter.scatter_add(values, dst, dim=0, dim_size=len(x))
-        else:
-            out = out.index_add(0, dst, values)
+    for k, (dst, src) in enumerate(pairs):
+        out = out.index_add(0, dst, x.index_select(0, src) * weight[k])
     return out
 
 
@@ -94,14 +97,12 @@ def spconv_features(conv, tensor):
 def conv_table(structure: SparseStructure, channels: list[int], repeats: int, device: str) -> list:
     slot = StructureSlot()
     slot.structure = structure
-    table = structure.neighbours(3)
-    n = structure.num_voxels
-    pairs = [(t[t < n], torch.nonzero(t < n).squeeze(1)) for t in table]
+    pairs = structure.pairs(3)
     rows = []
     for c in channels:
-        x = torch.randn(n, c, device=device, requires_grad=True)
-        ours = SparseDepthwiseConv(c, 3, slot).to(device)
-        full = spconv.SubMConv3d(c, c, 3, padding=1, bias=True, indice_key="bench").to(device)
+        x = torch.randn(structure.num_voxels, c, device=device, requires_grad=True)
+        ours = SparseDepthwiseConv(c, 3, slot, bias=False).to(device)
+        full = spconv.SubMConv3d(c, c, 3, padding=1, bias=False, indice_key="bench").to(device)
         tensor = spconv.SparseConvTensor(
             x,
             structure.spconv_indices(),
@@ -121,12 +122,12 @@ def conv_table(structure: SparseStructure, channels: list[int], repeats: int, de
 
         impls = {
             "spconv SubMConv3d (full C→C)": partial(spconv_features, full, tensor),
-            "depthwise (gather)": partial(ours, x),
-            "depthwise (scatter, index_add)": partial(scatter_depthwise, x, weight, pairs, False),
+            "depthwise (ours, native)": partial(ours, x),
+            "depthwise (naive)": partial(naive_depthwise, x, weight, pairs),
         }
         if torch_scatter is not None:
-            impls["depthwise (scatter, torch-scatter)"] = partial(
-                scatter_depthwise, x, weight, pairs, True
+            impls["depthwise (ours, torch-scatter)"] = partial(
+                sparse_depthwise, x, weight, pairs, None, "torch_scatter"
             )
         for name, fn in impls.items():
             with torch.no_grad():

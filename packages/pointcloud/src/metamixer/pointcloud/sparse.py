@@ -32,6 +32,7 @@ class SparseStructure:
     batch: Tensor
     batch_size: int
     _neighbours: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    _pairs: dict[int, list[tuple[Tensor, Tensor]]] = field(default_factory=dict, repr=False)
     indice_dict: dict = field(default_factory=dict, repr=False)  # spconv's cache for full convs
 
     def __post_init__(self) -> None:
@@ -65,6 +66,14 @@ class SparseStructure:
         if kernel_size not in self._neighbours:
             self._neighbours[kernel_size] = self._build_neighbours(kernel_size)
         return self._neighbours[kernel_size]
+
+    def pairs(self, kernel_size: int) -> list[tuple[Tensor, Tensor]]:
+        """Per kernel offset, the ``(output rows, input rows)`` of the existing neighbours (the
+        centre offset, the identity, included); output rows ascending."""
+        if kernel_size not in self._pairs:
+            table, n = self.neighbours(kernel_size), self.num_voxels
+            self._pairs[kernel_size] = [(torch.nonzero(t < n).squeeze(1), t[t < n]) for t in table]
+        return self._pairs[kernel_size]
 
     def _build_neighbours(self, k: int) -> Tensor:
         n, volume = self.num_voxels, k**3
@@ -105,48 +114,85 @@ class StructureSlot:
         return self.structure
 
 
-class _DepthwiseGather(torch.autograd.Function):
-    """``out[o] = Σ_k w[k] ⊙ x[table[k, o]]`` (zero where absent); gathers only, no scatter.
+class _SparseDepthwise(torch.autograd.Function):
+    """``out[o] = Σ_k w[k] ⊙ x[i]`` over the neighbour pairs ``(o, i)`` of each offset ``k``.
 
-    The backward pass uses the symmetry of submanifold maps: the input gradient is the same
-    operation with the mirrored kernel, so it also needs gathers only.
+    Per offset: gather the input rows into a reused buffer, scale by the offset's per-channel
+    weights, add into the output rows.  The backward pass reuses each gathered output-gradient
+    block for both the weight gradient and the input gradient (the pairs, swapped, are exactly
+    those of the mirrored offset in a submanifold conv).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, table: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight, table)
-        return _gather_conv(x, weight, table)
+    def forward(
+        ctx, x: Tensor, weight: Tensor, bias: Tensor | None, pairs: list, centre: int, add
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.pairs, ctx.centre, ctx.has_bias, ctx.add = pairs, centre, bias is not None, add
+        out = x * weight[centre] if bias is None else torch.addcmul(bias, x, weight[centre])
+        buffer = x.new_empty(max(len(src) for _, src in pairs), x.shape[1])
+        for k, (rows, src) in enumerate(pairs):
+            if k != centre and len(src):
+                block = torch.index_select(x, 0, src, out=buffer[: len(src)])
+                add(out, rows, block.mul_(weight[k]))
+        return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, weight, table = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _gather_conv(grad, weight.flip(0), table)
-        if ctx.needs_input_grad[1]:
-            padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
-            grad_w = torch.stack([(padded.index_select(0, t) * grad).sum(0) for t in table])
-        return grad_x, grad_w, None
+        pairs, centre = ctx.pairs, ctx.centre
+        grad_x = grad * weight[centre]
+        grad_w = weight.new_empty(weight.shape)
+        torch.sum(x * grad, 0, out=grad_w[centre])
+        size = max(len(src) for _, src in pairs)
+        g_buf, x_buf = grad.new_empty(size, grad.shape[1]), x.new_empty(size, x.shape[1])
+        for k, (rows, src) in enumerate(pairs):
+            if k == centre:
+                continue
+            m = len(src)
+            if m == 0:
+                grad_w[k].zero_()
+                continue
+            g_block = torch.index_select(grad, 0, rows, out=g_buf[:m])
+            x_block = torch.index_select(x, 0, src, out=x_buf[:m])
+            torch.sum(x_block.mul_(g_block), 0, out=grad_w[k])
+            ctx.add(grad_x, src, g_block.mul_(weight[k]))
+        grad_b = grad.sum(0) if ctx.has_bias else None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
-def _gather_conv(x: Tensor, weight: Tensor, table: Tensor, chunk: int = 16384) -> Tensor:
-    """Blocked over output rows so that each block's accumulator stays in cache."""
-    padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
-    n = table.shape[1]
-    out = x.new_empty(n, x.shape[1])
-    for start in range(0, n, chunk):
-        rows = table[:, start : start + chunk]
-        acc = out[start : start + chunk]
-        torch.mul(padded.index_select(0, rows[0]), weight[0], out=acc)
-        for k in range(1, len(weight)):
-            acc.addcmul_(padded.index_select(0, rows[k]), weight[k])
-    return out
+def _index_add(out: Tensor, index: Tensor, rows: Tensor) -> None:
+    out.index_add_(0, index, rows)
 
 
-def sparse_depthwise(x: Tensor, weight: Tensor, table: Tensor) -> Tensor:
-    """Depthwise submanifold conv of features ``x (N, C)`` with ``weight (K³, C)``."""
-    return _DepthwiseGather.apply(x, weight, table)
+def _torch_scatter_add(out: Tensor, index: Tensor, rows: Tensor) -> None:
+    import torch_scatter
+
+    torch_scatter.scatter_add(rows, index, dim=0, out=out)
+
+
+SCATTER_ADD = {"native": _index_add, "torch_scatter": _torch_scatter_add}
+
+
+def sparse_depthwise(
+    x: Tensor,
+    weight: Tensor,
+    pairs: list[tuple[Tensor, Tensor]],
+    bias: Tensor | None = None,
+    scatter: str = "native",
+) -> Tensor:
+    """Depthwise submanifold conv of features ``x (N, C)`` with ``weight (K³, C)`` (+ ``bias``)
+    over the neighbour ``pairs`` of ``SparseStructure.pairs``.
+
+    ``scatter``: "native" (``index_add_``) or "torch_scatter"; measured equally fast on CPU
+    (``benchmarks/pointcloud.py``), so native is the default and needs no extra package.
+    """
+    if scatter not in SCATTER_ADD:
+        raise ValueError(f"scatter must be one of {sorted(SCATTER_ADD)}, got {scatter!r}")
+    return _SparseDepthwise.apply(
+        x, weight.contiguous(), bias, pairs, len(pairs) // 2, SCATTER_ADD[scatter]
+    )
 
 
 class SparseDepthwiseConv(nn.Module):
@@ -167,11 +213,11 @@ class SparseDepthwiseConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.channels:
             raise ValueError(f"expected features (N, {self.channels}), got {tuple(x.shape)}")
-        table = self.slot.get().neighbours(self.kernel_size)
-        if table.shape[1] != len(x):
-            raise ValueError(f"{len(x)} feature rows for {table.shape[1]} voxels")
-        out = sparse_depthwise(x, self.weight.view(self.channels, -1).t(), table)
-        return out if self.bias is None else out + self.bias
+        structure = self.slot.get()
+        if structure.num_voxels != len(x):
+            raise ValueError(f"{len(x)} feature rows for {structure.num_voxels} voxels")
+        weight = self.weight.view(self.channels, -1).t()
+        return sparse_depthwise(x, weight, structure.pairs(self.kernel_size), self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
