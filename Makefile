@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env lock lint test test-all run
+.PHONY: env lock lint data test test-all run
 
 env:  ## build or reuse the pinned virtualenv (cached outside the checkout) and link it as .venv
 	scripts/setup-env
@@ -16,10 +16,13 @@ lint: env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint  ## lint, format check and the default (non-slow) test suite
+data: env  ## the real offline datasets (Debian Fashion-MNIST, laspy tiles, elecdemand, skimage)
+	scripts/fetch-data fashion-mnist laspy elecdemand skimage
+
+test: lint data  ## lint, format check and the default (non-slow) test suite
 	$(PY) -m pytest -q
 
-test-all: lint  ## every test, the slow ones included
+test-all: lint data  ## every test, the slow ones included
 	$(PY) -m pytest -q -m ''
 
 run: env  ## train and test a small FFNet on Fashion-MNIST (installs the Debian dataset if missing)

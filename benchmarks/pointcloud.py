@@ -15,16 +15,20 @@ forward and forward+backward of
   autograd for the backward.
 
 Then whole ``SparseFFNet`` inference (fused, eval) on a 100k-point scene: points/s and peak memory
-for the depthwise and the full-conv model.  Times are medians of ``--repeats`` runs.
+(peak RSS during the timed runs, each model in its own process) for the depthwise and the
+full-conv model.  Times are medians of ``--repeats`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
 import statistics
+import subprocess
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -141,28 +145,37 @@ def conv_table(structure: SparseStructure, channels: list[int], repeats: int, de
     return rows
 
 
-def network_table(structure: SparseStructure, repeats: int, device: str) -> list:
-    rows = []
+def network_row(full: bool, voxels: int, repeats: int, device: str) -> dict:
+    """One network's inference throughput and peak memory (run in its own process)."""
+    structure = room(voxels, device)
     feats = torch.randn(structure.num_voxels, 6, device=device)
-    for full in (False, True):
-        model = reparameterize_model(SparseFFNet(full_convs=full).to(device).eval())
+    model = reparameterize_model(SparseFFNet(full_convs=full).to(device).eval())
+    with torch.inference_mode():
+        model(feats, structure.coords, structure.batch)  # warm-up
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        with torch.inference_mode():
-            seconds = timed(
-                partial(model, feats, structure.coords, structure.batch), repeats, device
-            )
-        if device == "cuda":
-            peak = torch.cuda.max_memory_allocated() / 2**20
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        name = "SparseFFNet, full convs (authors)" if full else "SparseFFNet, depthwise (ours)"
-        params = sum(p.numel() for p in model.parameters())
-        rows.append((name, params, structure.num_voxels / seconds, peak))
-        print(
-            f"  {name}: {structure.num_voxels / seconds:,.0f} points/s, peak {peak:.0f} MB",
-            flush=True,
-        )
+            Path("/proc/self/clear_refs").write_text("5")  # peak RSS counted from here
+        seconds = timed(partial(model, feats, structure.coords, structure.batch), repeats, device)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        with open("/proc/self/status") as status:
+            peak = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    name = "SparseFFNet, full convs (authors)" if full else "SparseFFNet, depthwise (ours)"
+    params = sum(p.numel() for p in model.parameters())
+    return {"name": name, "params": params, "pps": structure.num_voxels / seconds, "peak": peak}
+
+
+def network_table(voxels: int, repeats: int, device: str) -> list:
+    rows = []
+    for full in (False, True):
+        cmd = [sys.executable, __file__, "--network", str(int(full)), "--voxels", str(voxels),
+               "--repeats", str(repeats), "--device", device]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        rows.append((row["name"], row["params"], row["pps"], row["peak"]))
+        print(f"  {row['name']}: {row['pps']:,.0f} points/s, peak {row['peak']:.0f} MB", flush=True)
     return rows
 
 
@@ -172,7 +185,11 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=100_000)
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--network", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.network is not None:
+        print(json.dumps(network_row(bool(args.network), args.voxels, args.repeats, args.device)))
+        return
     structure = room(args.voxels, args.device)
     table = structure.neighbours(3)
     mean_neighbours = (table < structure.num_voxels).sum(0).float().mean()
@@ -180,7 +197,7 @@ def main() -> None:
         f"{structure.num_voxels:,} voxels, {mean_neighbours:.1f} neighbours per voxel (3³ window)"
     )
     convs = conv_table(structure, args.channels, args.repeats, args.device)
-    nets = network_table(structure, max(2, args.repeats // 2), args.device)
+    nets = network_table(args.voxels, max(2, args.repeats // 2), args.device)
     threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
     print(
         f"\nSparse 3³ submanifold convs on {structure.num_voxels:,} surface voxels "

@@ -7,9 +7,11 @@ FFNified attention, pooling) take an ops bundle so one definition serves 1D, 2D 
 
 from .activations import ACTIVATIONS, build_activation
 from .instances import (
+    TOKEN_MIXERS,
     AttentionKey,
     AttentionValue,
     SpatialOps,
+    build_token_mixer,
     convnext_mixer,
     ffn,
     ffnified_attention,
@@ -34,6 +36,7 @@ from .reparam import ConvFamily, DenseConvs, FusableConv, reparameterize_model
 
 __all__ = [
     "ACTIVATIONS",
+    "TOKEN_MIXERS",
     "AttentionKey",
     "AttentionValue",
     "BNConv",
@@ -55,6 +58,7 @@ __all__ = [
     "TokenOps",
     "UsesInput",
     "build_activation",
+    "build_token_mixer",
     "convnext_mixer",
     "count_macs",
     "count_params",

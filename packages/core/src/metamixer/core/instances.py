@@ -141,6 +141,7 @@ def ffn(
         act=act,
         value=_with_dropout(ops.pointwise(hidden, dim), drop),
         act_axis=ops.channel_axis,
+        mixes="channels",
     )
 
 
@@ -180,6 +181,7 @@ def convnext_mixer(
         act=act,
         value=_with_dropout(ops.pointwise(hidden, dim) if value is None else value, drop),
         act_axis=ops.channel_axis,
+        mixes="channels",
     )
 
 
@@ -228,3 +230,34 @@ def pooling_mixer(dim: int, *, ops: SpatialOps, pool_size: int = 3) -> MetaMixer
         value=None,
         act_axis=ops.channel_axis,
     )
+
+
+TOKEN_MIXERS = ("ffnified", "attention", "pooling", "identity")
+
+
+def build_token_mixer(
+    kind: str,
+    dim: int,
+    *,
+    ops: SpatialOps,
+    kernel_size: int,
+    act: str | nn.Module = "gelu",
+    num_heads: int | None = None,
+    ffnified: dict | None = None,
+) -> nn.Module:
+    """A token mixer by name, for ablations: FFNified attention (``ffnified`` holds its extra
+    arguments), self-attention, pooling, or identity (no token mixing)."""
+    if kind == "ffnified":
+        return ffnified_attention(
+            dim, ops=ops, kernel_size=kernel_size, act=act, **(ffnified or {})
+        )
+    if kind == "attention":
+        heads = num_heads or max(1, dim // 32)
+        while dim % heads:
+            heads -= 1
+        return self_attention(dim, num_heads=heads, ops=ops)
+    if kind == "pooling":
+        return pooling_mixer(dim, ops=ops, pool_size=kernel_size)
+    if kind == "identity":
+        return nn.Identity()
+    raise ValueError(f"unknown token mixer {kind!r}; valid: {', '.join(TOKEN_MIXERS)}")

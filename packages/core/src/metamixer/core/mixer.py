@@ -26,6 +26,7 @@ class MetaMixer(nn.Module):
         act: the coefficient activation, an ``nn.Module`` or a name in ``ACTIVATIONS``.
         value: the coefficient-value interaction (``None`` = identity).
         act_axis: the axis a normalising activation (softmax) reduces over, used when ``act`` is a name.
+        mixes: what the mixer mixes, "tokens" or "channels" (for analysis and reports).
 
     Returns only the mixer's contribution; residual, norm and layer-scale belong to ``MetaBlock``.
     The sub-operations are children named ``query``, ``key``, ``act``, ``value``, so forward hooks on
@@ -41,9 +42,12 @@ class MetaMixer(nn.Module):
         act: str | nn.Module,
         value: nn.Module | None,
         act_axis: int = 1,
+        mixes: str = "tokens",
     ) -> None:
         super().__init__()
-        self.dim = dim
+        if mixes not in ("tokens", "channels"):
+            raise ValueError(f"mixes must be 'tokens' or 'channels', got {mixes!r}")
+        self.dim, self.mixes = dim, mixes
         self.query = nn.Identity() if query is None else query
         self.key = key
         self.act = build_activation(act, act_axis)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -26,3 +32,41 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def count_modules(model: nn.Module, kind: type[nn.Module] = nn.Module) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
+
+
+def _fit(module: str, args: list[str], root: Path, extra: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, "fit", *args, f"--trainer.default_root_dir={root}",
+           "--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -> dict[str, Path]:
+    """Train ``python -m module fit args`` three ways and return the final checkpoints:
+    uninterrupted, and killed with SIGKILL after ``crash_step`` steps then resumed with
+    ``--ckpt_path last``.  ``args`` must make a deterministic CPU run with ``save_last``."""
+    full = _fit(module, args, root / "uninterrupted", [])
+    if full.returncode != 0:
+        raise AssertionError(f"uninterrupted run failed:\n{full.stderr[-3000:]}")
+    crash = ["--trainer.callbacks+=metamixer.core.train.CrashAt",
+             f"--trainer.callbacks.step={crash_step}"]  # fmt: skip
+    killed = _fit(module, args, root / "resumed", crash)
+    if killed.returncode != -signal.SIGKILL:
+        raise AssertionError(
+            f"the run was not killed (exit {killed.returncode}):\n{killed.stderr[-3000:]}"
+        )
+    resumed = _fit(module, [*args, "--ckpt_path=last"], root / "resumed", [])
+    if resumed.returncode != 0:
+        raise AssertionError(f"resumed run failed:\n{resumed.stderr[-3000:]}")
+    return {
+        name: root / name / "checkpoints" / "last.ckpt" for name in ("uninterrupted", "resumed")
+    }
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
+    """The model weights (and epoch / step counters) of two Lightning checkpoints agree."""
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    assert (ca["epoch"], ca["global_step"]) == (cb["epoch"], cb["global_step"])
+    for key, value in ca["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(cb["state_dict"][key], value, atol=atol, rtol=0, msg=key)

@@ -1,4 +1,4 @@
-"""Lightning glue shared by the modality packages: the CLI and run-directory plots.
+"""Lightning glue shared by the modality packages: the CLI and crash-safe checkpoints.
 
 This module imports lightning and matplotlib (the ``train`` extra); ``import metamixer.core`` does
 not import it, so the core stays torch-only.
@@ -6,15 +6,108 @@ not import it, so the core stays torch-only.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
-from torch import Tensor
+from torch.utils.data import Sampler
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, flushed to disk, then renamed:
+    a crash never leaves a half-written ``last.ckpt``.  Loading is ``weights_only`` (no pickled
+    code runs)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class EpochShuffle(Sampler[int]):
+    """Training sampler whose epoch is a pure function of (run seed, epoch, rank).
+
+    The order is a permutation drawn from that seed, and when the epoch's iteration starts the
+    global torch / numpy / ``random`` generators are re-seeded from it too, so the epoch's
+    augmentation and dropout do not depend on what ran before.  A run killed mid-epoch and resumed
+    from the last epoch-end checkpoint therefore repeats the uninterrupted run exactly.  Lightning
+    calls ``set_epoch`` before every epoch (also under DDP, through its sampler wrapper).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None) -> None:
+        self.size, self.shuffle, self.epoch = size, shuffle, 0
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        seed = (self.seed * 1_000_003 + self.epoch * 7919 + rank) % 2**32
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        if not self.shuffle:
+            return iter(range(self.size))
+        return iter(
+            torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist()
+        )
+
+
+class CrashAt(Callback):
+    """Fault injection for resume tests: the process SIGKILLs itself after training step ``step``
+    (no cleanup, exactly like an out-of-memory kill or a pre-empted node)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step >= self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def launcher_world() -> tuple[int, int] | None:
+    """``(processes per node, nodes)`` when started by a torchelastic-style launcher
+    (``fabric run``, ``torchrun``), else ``None``."""
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    world = os.environ.get("WORLD_SIZE")
+    if local is None or world is None:
+        return None
+    local_n, world_n = int(local), int(world)
+    return local_n, max(1, world_n // max(1, local_n))
 
 
 class MetaMixerCLI(LightningCLI):
@@ -24,7 +117,11 @@ class MetaMixerCLI(LightningCLI):
       e.g. ``("data.num_classes", "model.num_classes")``, so a value is never written twice.
     * ``subclass_mode_data``: the data module is chosen by ``class_path`` (any subclass).
     * ``fit --test_after_fit true`` tests the best checkpoint of the run right after training.
-    * the resolved config is saved as ``config.yaml`` in every run directory; seed 0 by default.
+    * the resolved config is saved as ``config.yaml`` in every run directory; seed 0 by default;
+      checkpoints are written atomically and loaded weights-only (train loaders use
+      ``EpochShuffle`` so that a resumed run repeats the interrupted one).
+    * under ``fabric run`` / ``torchrun`` the Trainer joins the launcher's processes: ``devices`` and
+      ``num_nodes`` left at "auto" / 1 follow the launcher, a contradicting value is an error.
     """
 
     def __init__(
@@ -62,9 +159,34 @@ class MetaMixerCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Give every logger of the run the same version, so CSV and TensorBoard share one folder."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        loggers = config.trainer.get("logger")
+        self._join_launcher(config.trainer)
+        self._share_logger_version(config.trainer)
+
+    @staticmethod
+    def _join_launcher(trainer: Any) -> None:
+        """Make the Trainer's process count agree with a torchelastic-style launcher's."""
+        world = launcher_world()
+        if world is None:
+            return
+        per_node, nodes = world
+        devices = trainer.get("devices", "auto")
+        if devices in ("auto", None, -1, "-1"):
+            trainer.devices = per_node
+        elif int(devices) != per_node:
+            raise ValueError(
+                f"the launcher started {per_node} processes per node but trainer.devices={devices}; "
+                f"use --trainer.devices {per_node} (or leave it at auto) so that they join one run"
+            )
+        if trainer.get("num_nodes", 1) in (1, None):
+            trainer.num_nodes = nodes
+        if per_node * nodes > 1 and trainer.get("strategy", "auto") == "auto":
+            trainer.strategy = "ddp"
+
+    @staticmethod
+    def _share_logger_version(trainer: Any) -> None:
+        """Give every logger of the run the same version, so CSV and TensorBoard share one folder."""
+        loggers = trainer.get("logger")
         if not isinstance(loggers, list):
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -73,6 +195,12 @@ class MetaMixerCLI(LightningCLI):
             if init is not None and "version" in init and init.version is None:
                 init.version = stamp
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if not config.trainer.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
             return
@@ -80,48 +208,15 @@ class MetaMixerCLI(LightningCLI):
         if ckpt == "best" and not self.trainer.checkpoint_callback.best_model_path:
             ckpt = None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        self.after_test()
 
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a PNG atomically (temp file + rename) and close the figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str] | None, path: Path) -> Path:
-    """Row-normalised confusion matrix (true class per row) as a PNG heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = matrix.to(torch.float64)
-    rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
-    n = len(rates)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.55 * n))
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                f"{rates[i, j]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if rates[i, j] > 0.5 else "black",
-            )
-    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    accuracy = counts.diag().sum() / counts.sum().clamp_min(1)
-    ax.set_title(f"confusion matrix (accuracy {accuracy:.4f})")
-    return save_figure(fig, path)
+    def after_test(self) -> None:
+        """Write the test metrics as ``metrics.json`` into the run directory (for sweeps, scripts)."""
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective under DDP
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        os.replace(tmp, folder / "metrics.json")

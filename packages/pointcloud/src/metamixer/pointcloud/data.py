@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from metamixer.core.train import EpochShuffle
+
 from . import transforms as T
 from .scannet import LabelMap
 
@@ -82,7 +84,8 @@ class SceneDataset(Dataset):
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)) if train else None,
+        drop_last=train, num_workers=num_workers,
         collate_fn=collate_points, persistent_workers=num_workers > 0,
     )  # fmt: skip
 

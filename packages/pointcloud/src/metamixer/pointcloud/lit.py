@@ -55,7 +55,8 @@ class Segmenter(L.LightningModule):
         num_classes: output classes (linked from the data module).
         in_channels: input features per point (linked from the data module).
         enc_depths, enc_channels, dec_depths, dec_channels, kernel_size, mlp_ratio, drop_path,
-            full_convs: ``SparseFFNet`` settings (``full_convs``: the authors' full convs).
+            full_convs, act, token_mixer: ``SparseFFNet`` settings (``full_convs``: the authors'
+            full convs; ``act`` / ``token_mixer`` for ablations).
         lr: peak learning rate (OneCycle), ``block_lr_ratio`` times lower for the FFNet blocks.
         block_lr_ratio: learning-rate ratio of the blocks (the authors: 0.1).
         weight_decay: AdamW weight decay.
@@ -75,6 +76,8 @@ class Segmenter(L.LightningModule):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.3,
         full_convs: bool = False,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
         lr: float = 0.006,
         block_lr_ratio: float = 0.1,
         weight_decay: float = 0.05,
@@ -86,7 +89,8 @@ class Segmenter(L.LightningModule):
         self.model = SparseFFNet(
             in_channels, num_classes, enc_depths=enc_depths, enc_channels=enc_channels,
             dec_depths=dec_depths, dec_channels=dec_channels, kernel_size=kernel_size,
-            mlp_ratio=mlp_ratio, drop_path=drop_path, full_convs=full_convs,
+            mlp_ratio=mlp_ratio, drop_path=drop_path, full_convs=full_convs, act=act,
+            token_mixer=token_mixer,
         )  # fmt: skip
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)

@@ -20,5 +20,10 @@ def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
     )
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Console script ``metamixer-superres`` (also a script path for ``fabric run``)."""
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from metamixer.core.train import EpochShuffle
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -228,7 +230,8 @@ class PairedImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
-        return DataLoader(self.sets["train"][0], batch_size=h.batch_size, shuffle=True,
+        train = self.sets["train"][0]
+        return DataLoader(train, batch_size=h.batch_size, sampler=EpochShuffle(len(train)),
                           drop_last=True, num_workers=h.num_workers)  # fmt: skip
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:

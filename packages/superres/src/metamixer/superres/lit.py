@@ -31,6 +31,9 @@ class SuperResolution(L.LightningModule):
         depth: blocks (36 = FFNet_sr-light, 48 = FFNet_sr).
         expansion_ratio: channel-mixer expansion.
         norm: None, "LN" or "BN".
+        kernel_size: depthwise kernel of both mixers.
+        act: coefficient activation (ablations).
+        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
         lr: Adam learning rate (cosine-annealed to ``min_lr`` over the run).
         min_lr: final learning rate.
         betas: Adam betas.
@@ -48,6 +51,9 @@ class SuperResolution(L.LightningModule):
         depth: int = 36,
         expansion_ratio: float = 2.0,
         norm: str | None = None,
+        kernel_size: int = 3,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
         lr: float = 1e-3,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.99),
@@ -59,7 +65,9 @@ class SuperResolution(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = FFNetSR(scale, dim, depth, expansion_ratio, norm)
+        self.model = FFNetSR(
+            scale, dim, depth, expansion_ratio, norm, kernel_size, act, token_mixer
+        )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = None

@@ -27,7 +27,16 @@ from .models import VARIANTS, FFNetSR
 from .plots import save_comparison
 from .weights import load_sr_weights
 
-ARCH_KEYS = ("scale", "dim", "depth", "expansion_ratio", "norm")
+ARCH_KEYS = (
+    "scale",
+    "dim",
+    "depth",
+    "expansion_ratio",
+    "norm",
+    "kernel_size",
+    "act",
+    "token_mixer",
+)
 
 
 def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> FFNetSR:

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from metamixer.core.train import EpochShuffle
+
 HOURS_PER_MONTH = 30 * 24
 ETT_STEPS_PER_HOUR = {"ETTh1": 1, "ETTh2": 1, "ETTm1": 4, "ETTm2": 4}
 SPLITS = ("train", "val", "test")
@@ -143,6 +145,8 @@ class TSLibDataModule(L.LightningDataModule):
         batch_size: training batch size.
         num_workers: data-loading processes.
         scale: standardise with statistics of the training rows.
+        shuffle: shuffle the training windows (off: consecutive windows, e.g. to compare a
+            distributed run with a single-process one).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class TSLibDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         scale: bool = True,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -212,10 +217,11 @@ class TSLibDataModule(L.LightningDataModule):
         return self.scaler.inverse(values) if self.hparams.scale else values
 
     def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
         return DataLoader(
             self.windows[split],
             batch_size=self.hparams.batch_size,
-            shuffle=split == "train",
+            sampler=EpochShuffle(len(self.windows[split]), self.hparams.shuffle) if train else None,
             drop_last=False,
             num_workers=self.hparams.num_workers,
         )

@@ -37,6 +37,8 @@ class Forecaster(L.LightningModule):
         dropout: backbone dropout.
         head_dropout: head dropout.
         revin: reversible instance normalisation.
+        act: coefficient activation of both mixers.
+        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
         lr: Adam learning rate.
         lr_hold_epochs: epochs at the initial learning rate before decaying.
         lr_gamma: per-epoch decay factor afterwards.
@@ -59,6 +61,8 @@ class Forecaster(L.LightningModule):
         dropout: float = 0.1,
         head_dropout: float = 0.0,
         revin: bool = True,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
         lr: float = 1e-4,
         lr_hold_epochs: int = 2,
         lr_gamma: float = 0.9,
@@ -71,6 +75,7 @@ class Forecaster(L.LightningModule):
             num_vars, seq_len, horizon, dim=dim, depth=depth, ffn_ratio=ffn_ratio,
             large_kernel=large_kernel, small_kernel=small_kernel, patch_size=patch_size,
             patch_stride=patch_stride, dropout=dropout, head_dropout=head_dropout, revin=revin,
+            act=act, token_mixer=token_mixer,
         )  # fmt: skip
 
         def metrics(prefix: str) -> MetricCollection:

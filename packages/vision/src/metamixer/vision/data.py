@@ -16,6 +16,8 @@ from timm.data import create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from metamixer.core.train import EpochShuffle
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -162,7 +164,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(len(dataset)) if train else None,
             drop_last=train,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
@@ -334,7 +336,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return DataLoader(
             self.splits[split],
             batch_size=self.hparams.batch_size,
-            shuffle=split == "train",
+            sampler=EpochShuffle(len(self.splits[split])) if split == "train" else None,
             drop_last=split == "train",
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,

@@ -252,7 +252,7 @@ class ImageClassifier(L.LightningModule):
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir is None or not self.trainer.is_global_zero:
             return
-        from metamixer.core.train import plot_confusion_matrix
+        from metamixer.core.plots import plot_confusion_matrix
 
         names = getattr(self.trainer.datamodule, "classes", None)
         plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")

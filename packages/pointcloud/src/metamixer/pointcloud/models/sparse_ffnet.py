@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from metamixer.core import MetaBlock, convnext_mixer, ffnified_attention
+from metamixer.core import MetaBlock, build_token_mixer, convnext_mixer
 
 from ..ops import SceneDropPath, SparseOps, batch_norm
 from ..sparse import SparseFullConv, SparseStructure, StructureSlot
@@ -99,18 +99,21 @@ class Stage(nn.Module):
         kernel_size: int,
         mlp_ratio: float,
         full_convs: bool,
+        act: str = "gelu",
+        token_mixer_kind: str = "ffnified",
     ) -> None:
         super().__init__()
         self.slot = StructureSlot()
         ops = SparseOps(self.slot, full=full_convs)
         blocks = []
         for p in drop_paths:
-            token = ffnified_attention(
-                dim, ops=ops, kernel_size=kernel_size, conv_norm=True, query=nn.Linear(dim, dim)
-            )
+            token = build_token_mixer(
+                token_mixer_kind, dim, ops=ops, kernel_size=kernel_size, act=act,
+                ffnified={"conv_norm": True, "query": nn.Linear(dim, dim)},
+            )  # fmt: skip
             channel = convnext_mixer(
                 dim, ops=ops, kernel_size=kernel_size, conv_norm=True, query_norm=None,
-                expansion=mlp_ratio,
+                expansion=mlp_ratio, act=act,
             )  # fmt: skip
             for mixer in (token, channel):
                 blocks.append(
@@ -147,6 +150,8 @@ class SparseFFNet(nn.Module):
         mlp_ratio: channel-mixer FFN expansion.
         drop_path: stochastic depth (per scene), rising linearly to this value.
         full_convs: the authors' full C → C submanifold convs instead of depthwise ones.
+        act: coefficient activation of both mixers (for ablations).
+        token_mixer: "ffnified", or for ablations "pooling", "identity".
     """
 
     def __init__(
@@ -162,6 +167,8 @@ class SparseFFNet(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.3,
         full_convs: bool = False,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
     ) -> None:
         super().__init__()
         levels = len(enc_depths)
@@ -174,7 +181,10 @@ class SparseFFNet(nn.Module):
         self.stem_slot = StructureSlot()
         self.stem = SparseFullConv(in_channels, enc_channels[0], 5, self.stem_slot, bias=False)
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
-        stage = dict(kernel_size=kernel_size, mlp_ratio=mlp_ratio, full_convs=full_convs)
+        stage = dict(
+            kernel_size=kernel_size, mlp_ratio=mlp_ratio, full_convs=full_convs, act=act,
+            token_mixer_kind=token_mixer,
+        )  # fmt: skip
         enc_rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
         dec_rates = torch.linspace(0, drop_path, sum(dec_depths)).tolist()
         self.pools = nn.ModuleList(

@@ -12,21 +12,32 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from metamixer.core import DenseOps, MetaBlock, convnext_mixer, ffnified_attention
+from metamixer.core import DenseOps, MetaBlock, build_token_mixer, convnext_mixer
 
 OPS = DenseOps(ndim=2)
 NORMS = (None, "LN", "BN")
 
 
-def ffnet_sr_block(dim: int, expansion_ratio: float, norm: str | None) -> nn.Sequential:
+def ffnet_sr_block(
+    dim: int,
+    expansion_ratio: float,
+    norm: str | None,
+    *,
+    kernel_size: int = 3,
+    act: str = "gelu",
+    token_mixer_kind: str = "ffnified",
+) -> nn.Sequential:
     """One FFNet-SR block (token mixer then channel mixer)."""
     pre_norm = (lambda: OPS.norm(dim, "layer")) if norm == "LN" else (lambda: None)
     query = OPS.pointwise(dim, dim)
     if norm == "BN":
         query = nn.Sequential(query, OPS.norm(dim, "batch"))
-    token = ffnified_attention(dim, ops=OPS, kernel_size=3, query=query)
+    token = build_token_mixer(
+        token_mixer_kind, dim, ops=OPS, kernel_size=kernel_size, act=act,
+        ffnified={"query": query},
+    )  # fmt: skip
     channel = convnext_mixer(
-        dim, ops=OPS, kernel_size=3, expansion=expansion_ratio,
+        dim, ops=OPS, kernel_size=kernel_size, expansion=expansion_ratio, act=act,
         query_norm="batch" if norm == "BN" else None,
     )  # fmt: skip
     return nn.Sequential(
@@ -46,6 +57,9 @@ class FFNetSR(nn.Module):
         depth: number of blocks (48 for FFNet_sr, 36 for FFNet_sr-light).
         expansion_ratio: channel-mixer expansion.
         norm: None, "LN" or "BN".
+        kernel_size: depthwise kernel of both mixers (3 in the paper; for ablations).
+        act: coefficient activation (for ablations).
+        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
     """
 
     def __init__(
@@ -55,6 +69,9 @@ class FFNetSR(nn.Module):
         depth: int = 36,
         expansion_ratio: float = 2.0,
         norm: str | None = None,
+        kernel_size: int = 3,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -63,8 +80,9 @@ class FFNetSR(nn.Module):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale, self.norm = scale, norm
         self.proj = nn.Conv2d(3, dim, 3, 1, 1)
+        block = dict(kernel_size=kernel_size, act=act, token_mixer_kind=token_mixer)
         self.body = nn.Sequential(
-            *(ffnet_sr_block(dim, expansion_ratio, norm) for _ in range(depth))
+            *(ffnet_sr_block(dim, expansion_ratio, norm, **block) for _ in range(depth))
         )
         self.conv_bef_up = nn.Conv2d(dim, 3 * scale**2, 3, 1, 1)
         self.up = nn.PixelShuffle(scale)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metamixer.core import MetaBlock, convnext_mixer, ffnified_attention
+from metamixer.core import MetaBlock, build_token_mixer, convnext_mixer
 
 from ..ops import RevIN, SharedBatchNorm, SwapAxes, VariableOps
 
@@ -69,6 +69,9 @@ class FFNetForecaster(nn.Module):
         token_expansion: the token mixer's cross-variable FFN expansion.
         revin: reversible instance normalisation.
         revin_affine: learnable RevIN scale and shift.
+        act: coefficient activation of both mixers.
+        token_mixer: "ffnified" (FFNet), or for ablations "attention" (over patches, all
+            variables' features per token), "pooling", "identity".
     """
 
     def __init__(
@@ -89,6 +92,8 @@ class FFNetForecaster(nn.Module):
         token_expansion: int = 2,
         revin: bool = True,
         revin_affine: bool = False,
+        act: str = "gelu",
+        token_mixer: str = "ffnified",
     ) -> None:
         super().__init__()
         if patch_size < patch_stride:
@@ -99,15 +104,19 @@ class FFNetForecaster(nn.Module):
         self.patch_size, self.patch_stride = patch_size, patch_stride
         self.num_patches = (seq_len + patch_size - patch_stride - patch_size) // patch_stride + 1
         ops = VariableOps(num_vars)
+        token_mixer_kind = token_mixer
         self.revin = RevIN(num_vars, affine=revin_affine) if revin else None
         self.stem = nn.Sequential(nn.Conv1d(1, dim, patch_size, patch_stride), nn.BatchNorm1d(dim))
         blocks = []
         for _ in range(depth):
-            token = ffnified_attention(
-                dim,
+            token = build_token_mixer(
+                token_mixer_kind,
+                num_vars * dim if token_mixer_kind == "attention" else dim,
                 ops=ops,
                 kernel_size=large_kernel,
-                query=cross_variable_ffn(num_vars, dim, token_expansion, 0.3, 0.15),
+                act=act,
+                num_heads=num_vars,
+                ffnified={"query": cross_variable_ffn(num_vars, dim, token_expansion, 0.3, 0.15)},
             )
             hidden = dim * ffn_ratio
             channel = convnext_mixer(
@@ -118,6 +127,7 @@ class FFNetForecaster(nn.Module):
                 conv_norm=True,
                 query_norm="batch",
                 expansion=ffn_ratio,
+                act=act,
                 key=nn.Sequential(ops.pointwise(dim, hidden), nn.Dropout(dropout)),
                 value=mixing_projection(num_vars, hidden, dim, 0.15),
             )

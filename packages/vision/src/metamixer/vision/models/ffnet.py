@@ -23,8 +23,8 @@ from metamixer.core import (
     DenseOps,
     MetaBlock,
     PointwiseShortcut,
+    build_token_mixer,
     convnext_mixer,
-    ffnified_attention,
     init_trunc_normal,
 )
 
@@ -52,11 +52,13 @@ def ffnet_block(
     act: str,
     drop_path: float,
     layer_scale: float | None,
+    token_mixer_kind: str = "ffnified",
 ) -> nn.Sequential:
     """One FFNet block: FFNified attention (tokens) then a ConvNeXt-style mixer (channels)."""
-    token = ffnified_attention(
-        dim, ops=OPS, kernel_size=token_kernel, small_kernel=token_small_kernel, act=act
-    )
+    token = build_token_mixer(
+        token_mixer_kind, dim, ops=OPS, kernel_size=token_kernel, act=act,
+        ffnified={"small_kernel": token_small_kernel},
+    )  # fmt: skip
     channel = convnext_mixer(
         dim,
         ops=OPS,
@@ -92,6 +94,7 @@ class FFNet(nn.Module):
         expansion: channel-mixer hidden width / dim.
         down_kernel: downsample depthwise kernel; ``down_small_kernel`` its parallel branch.
         act: coefficient activation of both mixers (a name from ``metamixer.core.ACTIVATIONS``).
+        token_mixer: "ffnified" (FFNet), or for ablations "attention", "pooling", "identity".
         layer_scale: initial layer-scale, ``None`` = none.
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
@@ -114,6 +117,7 @@ class FFNet(nn.Module):
         down_kernel: int = 7,
         down_small_kernel: int = 3,
         act: str = "gelu",
+        token_mixer: str = "ffnified",
         layer_scale: float | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -165,6 +169,7 @@ class FFNet(nn.Module):
                     act=act,
                     drop_path=next(rates),
                     layer_scale=layer_scale,
+                    token_mixer_kind=token_mixer,
                 )
                 for _ in range(depths[i])
             ]

@@ -1,0 +1,184 @@
+"""Cross-modality ablation sweeps over MetaMixer sub-operations.
+
+    python -m metamixer.core.sweep experiments/sweeps/smoke.yaml [--parallel 2] [--out runs/sweeps]
+
+A sweep file declares the ``grid`` (axis -> values; the first value of every axis is the baseline)
+and, per modality, the experiment config(s), a small budget, the metric, how each axis maps to
+that modality's command-line arguments (``knobs``), optionally its own values of some axes
+(``grid``) and values to skip.  ``mode: one-at-a-time`` varies one axis at a time from
+the baseline, ``product`` runs the full grid.  Every cell is one ``python -m metamixer.<modality>
+fit`` run in its own folder; a cell with a ``result.json`` is done and skipped, so a killed sweep
+restarts where it stopped.  Parallel cells share the cores (threads = cores / parallel).  Results:
+``results.csv``, ``results.md`` and ``results.png`` (one panel per modality).
+
+Cells run as subprocesses, so this module imports no modality package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Cell:
+    modality: str
+    setting: tuple[tuple[str, object], ...]  # (axis, value) pairs
+
+    @property
+    def name(self) -> str:
+        return self.modality + "__" + "__".join(f"{a}-{v}" for a, v in self.setting)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{a}={v}" for a, v in self.setting)
+
+
+def load_sweep(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no sweep file at {path}")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("grid", "modalities"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing top-level key {key!r} (needs grid and modalities)")
+    unknown = set(spec) - {"grid", "modalities", "mode", "parallel"}
+    if spec.get("mode", "one-at-a-time") not in ("one-at-a-time", "product"):
+        raise ValueError(f"{path}: mode must be 'one-at-a-time' or 'product', got {spec['mode']!r}")
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown keys {sorted(unknown)}; valid: grid, modalities, mode, parallel"
+        )
+    for name, mod in spec["modalities"].items():
+        missing = {"config", "metric", "knobs"} - set(mod)
+        if missing:
+            raise ValueError(f"{path}: modality {name!r} lacks {sorted(missing)}")
+        axes = set(spec["grid"]) - set(mod["knobs"])
+        if axes:
+            raise ValueError(f"{path}: modality {name!r} has no knob for axes {sorted(axes)}")
+    return spec
+
+
+def cells(spec: dict) -> list[Cell]:
+    """The cells of every modality; a modality's own ``grid`` entries replace the sweep's values
+    of those axes (e.g. kernel sizes of a 1D model)."""
+    out = []
+    for modality, mod in spec["modalities"].items():
+        grid: dict[str, list] = {**spec["grid"], **mod.get("grid", {})}
+        axes = list(spec["grid"])
+        if spec.get("mode", "one-at-a-time") == "product":
+            settings = [
+                tuple(zip(axes, v, strict=True))
+                for v in itertools.product(*(grid[a] for a in axes))
+            ]
+        else:
+            base = {a: grid[a][0] for a in axes}
+            settings = [tuple(base.items())]
+            settings += [tuple({**base, a: v}.items()) for a in axes for v in grid[a][1:]]
+        skip = mod.get("skip", {})
+        out += [Cell(modality, s) for s in settings if not any(v in skip.get(a, []) for a, v in s)]
+    return out
+
+
+def run_cell(cell: Cell, spec: dict, root: Path, threads: int) -> dict:
+    folder = root / cell.name
+    result = folder / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    mod = spec["modalities"][cell.modality]
+    configs = mod["config"] if isinstance(mod["config"], list) else [mod["config"]]
+    args = [sys.executable, "-m", f"metamixer.{cell.modality}", "fit"]
+    for config in configs:
+        args += ["--config", config]
+    args += list(mod.get("budget", []))
+    args += [mod["knobs"][axis].format(value) for axis, value in cell.setting]
+    args += [f"--trainer.default_root_dir={folder}", "--trainer.logger=false",
+             "--trainer.enable_progress_bar=false", "--test_after_fit=true"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "log.txt", "w") as log:
+        code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    row = {"modality": cell.modality, "setting": cell.label, **dict(cell.setting)}
+    metrics_file = folder / "metrics.json"
+    if code != 0 or not metrics_file.exists():
+        row.update(metric=mod["metric"], value=None, error=f"exit {code}, see {folder / 'log.txt'}")
+    else:
+        value = json.loads(metrics_file.read_text()).get(mod["metric"])
+        row.update(
+            metric=mod["metric"], value=value, error=None if value is not None else "metric missing"
+        )
+    tmp = folder / ".result.json.tmp"
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, result)
+    return row
+
+
+def write_reports(rows: list[dict], root: Path, spec: dict) -> None:
+    axes = list(spec["grid"])
+    with open(root / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=["modality", *axes, "metric", "value", "error"], extrasaction="ignore"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| modality | setting | metric | value |", "|---|---|---|---|"]
+    for r in rows:
+        value = "failed" if r["value"] is None else f"{r['value']:.4f}"
+        lines.append(f"| {r['modality']} | {r['setting']} | {r['metric']} | {value} |")
+    (root / "results.md").write_text("\n".join(lines) + "\n")
+    from .plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    modalities = list(dict.fromkeys(r["modality"] for r in rows))
+    fig, axes_ = plt.subplots(
+        1, len(modalities), figsize=(4.5 * len(modalities), 3.8), squeeze=False
+    )
+    for ax, modality in zip(axes_[0], modalities, strict=True):
+        sel = [r for r in rows if r["modality"] == modality and r["value"] is not None]
+        ax.barh([r["setting"] for r in sel], [r["value"] for r in sel], color="tab:blue")
+        ax.set_title(f"{modality}: {sel[0]['metric'] if sel else ''}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    save_figure(fig, root / "results.png")
+
+
+def run_sweep(path: Path, out: Path, parallel: int | None = None) -> list[dict]:
+    spec = load_sweep(path)
+    cores = os.cpu_count() or 1
+    parallel = max(1, min(parallel or spec.get("parallel", cores), cores))
+    threads = max(1, cores // parallel)
+    root = out / path.stem
+    root.mkdir(parents=True, exist_ok=True)
+    todo = cells(spec)
+    with ThreadPoolExecutor(parallel) as pool:
+        rows = list(pool.map(lambda c: run_cell(c, spec, root, threads), todo))
+    write_reports(rows, root, spec)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", help="sweep YAML, e.g. experiments/sweeps/smoke.yaml")
+    parser.add_argument("--out", default="runs/sweeps")
+    parser.add_argument(
+        "--parallel", type=int, help="concurrent cells (default: the file's, ≤ cores)"
+    )
+    args = parser.parse_args(argv)
+    rows = run_sweep(Path(args.sweep), Path(args.out), args.parallel)
+    failed = [r for r in rows if r["value"] is None]
+    print((Path(args.out) / Path(args.sweep).stem / "results.md").read_text())
+    if failed:
+        raise SystemExit(f"{len(failed)} cells failed: {[r['error'] for r in failed][:3]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""A point-cloud run killed mid-epoch and resumed ends like an uninterrupted one."""
+
+from pc_scenes import write_las
+
+from metamixer.core.testing import assert_same_weights, kill_and_resume
+
+
+def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path):
+    path = write_las(tmp_path / "tile.las")
+    args = [
+        "--data=metamixer.pointcloud.data.LASDataModule", f"--data.path={path}",
+        "--data.grid_size=0.8", "--data.crops_per_epoch=6", "--data.batch_size=2",
+        "--data.crop_size=12", "--model.enc_depths=[1, 1]", "--model.enc_channels=[8, 16]",
+        "--model.dec_depths=[1]", "--model.dec_channels=[8]", "--model.drop_path=0.2",
+        "--trainer.max_epochs=3", "--trainer.accelerator=cpu",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.save_last=true",
+    ]  # fmt: skip
+    ckpts = kill_and_resume(
+        "metamixer.pointcloud", args, tmp_path / "runs", crash_step=4
+    )  # 3/epoch
+    assert_same_weights(ckpts["uninterrupted"], ckpts["resumed"])

@@ -1,0 +1,22 @@
+"""An SR run killed mid-epoch and resumed ends like an uninterrupted one."""
+
+import cv2
+from sr_test_images import smooth_image
+
+from metamixer.core.testing import assert_same_weights, kill_and_resume
+
+
+def test_kill_and_resume_matches_the_uninterrupted_run(hr_folder, tmp_path):
+    train = tmp_path / "train"
+    (train / "HR").mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(train / "HR" / f"{i}.png"), smooth_image(64, 64, seed=20 + i))
+    args = [
+        f"--data.train_root={train}", f"--data.val_roots=[{hr_folder}]", "--data.gt_size=32",
+        "--data.batch_size=2", "--data.repeat=4", "--model.dim=8", "--model.depth=1",
+        "--model.ema_decay=0.9", "--trainer.max_epochs=3", "--trainer.accelerator=cpu",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.save_last=true",
+    ]  # fmt: skip
+    ckpts = kill_and_resume("metamixer.superres", args, tmp_path / "runs", crash_step=6)  # 4/epoch
+    assert_same_weights(ckpts["uninterrupted"], ckpts["resumed"])

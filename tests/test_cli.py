@@ -1,0 +1,52 @@
+"""Every entry point has --help; misspelled config keys and bad values fail before any work."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+MODALITIES = ("vision", "timeseries", "superres", "pointcloud")
+TOOLS = [
+    "metamixer.vision.export", "metamixer.vision.analyze", "metamixer.timeseries.prepare",
+    "metamixer.superres.prepare", "metamixer.superres.tools", "metamixer.pointcloud.scannet",
+    "metamixer.core.sweep",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("module", [f"metamixer.{m}" for m in MODALITIES] + TOOLS)
+def test_help(module):
+    args = [sys.executable, "-m", module]
+    args += ["fit", "--help"] if module.count(".") == 1 else ["--help"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage" in out.stdout.lower()
+
+
+BAD = {
+    "misspelled model key": ("--model.lerning_rate=0.1", "lerning_rate"),
+    "misspelled data key": ("--data.batchsize=4", "batchsize"),
+    "value of the wrong type": ("--trainer.max_epochs=many", "max_epochs"),
+    "missing config file": ("--config=/nonexistent/x.yaml", "x.yaml"),
+}
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_cli_arguments_fail_early(modality, case, capsys):
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    arg, needle = BAD[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", arg])
+    assert exit_info.value.code not in (0, None)
+    assert needle in capsys.readouterr().err
+
+
+def test_config_with_an_unknown_section(tmp_path, capsys):
+    from metamixer.timeseries.__main__ import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("modle:\n  dim: 8\n")
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={config}"])
+    assert "modle" in capsys.readouterr().err
