@@ -10,6 +10,7 @@ MODALITIES = ("vision", "timeseries", "superres", "pointcloud")
 TOOLS = [
     "metamixer.vision.export", "metamixer.vision.analyze", "metamixer.timeseries.prepare",
     "metamixer.superres.prepare", "metamixer.superres.tools", "metamixer.pointcloud.scannet",
+    "metamixer.timeseries.analyze",
     "metamixer.core.sweep",
 ]  # fmt: skip
 

@@ -45,3 +45,12 @@ def test_wrong_window_shape_names_the_expected_one():
     model = FFNetForecaster(7, 96, 24)
     with pytest.raises(ValueError, match=r"seq_len=96, variables=7"):
         model(torch.randn(2, 96, 5))
+
+
+def test_lookback_erf_covers_the_window_for_large_kernels():
+    from metamixer.timeseries.analyze import lookback_erf
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 96, 2)
+    wide = lookback_erf(FFNetForecaster(2, 96, 24, dim=8).eval(), x)
+    assert wide.shape == (96,) and (wide > 0).all()

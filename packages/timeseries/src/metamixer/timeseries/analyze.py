@@ -1,0 +1,61 @@
+"""Effective receptive field of a forecaster over its look-back window.
+
+    python -m metamixer.timeseries.analyze --checkpoint RUN/checkpoints/last.ckpt \
+        --root data/timeseries --data_path elecdemand.csv --out runs/analysis
+
+The ERF is ``|∂ Σ forecast / ∂ history|`` summed over the variables and averaged over test
+windows: how much each past step influences the forecast (a large-kernel FFNet spreads it over
+the whole window; a short-kernel model concentrates it on the last steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from metamixer.core.plots import plot_erf_1d
+
+from .data import TSLibDataModule
+from .lit import Forecaster
+
+
+def lookback_erf(model: nn.Module, histories: Tensor) -> Tensor:
+    """Mean |gradient| of the summed forecast w.r.t. each look-back step: ``(L,)``."""
+    x = histories.detach().clone().requires_grad_(True)
+    model(x).sum().backward()
+    return x.grad.abs().sum(2).mean(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a Forecaster Lightning checkpoint")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--data_path", required=True)
+    parser.add_argument("--dataset", default="custom")
+    parser.add_argument("--windows", type=int, default=256)
+    parser.add_argument("--out", default="runs/analysis")
+    args = parser.parse_args(argv)
+    model = Forecaster.load_from_checkpoint(
+        args.checkpoint, map_location="cpu", weights_only=True
+    ).eval()
+    h = model.hparams
+    dm = TSLibDataModule(
+        args.root, args.data_path, args.dataset, seq_len=h.seq_len, pred_len=h.horizon
+    )
+    dm.setup("test")
+    test = dm.windows["test"]
+    step = max(1, len(test) // args.windows)
+    histories = torch.stack([test[i][0] for i in range(0, len(test), step)][: args.windows])
+    erf = lookback_erf(model, histories)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(plot_erf_1d({Path(args.checkpoint).stem: erf}, out / "erf_1d.png"))
+    (out / "erf_1d.json").write_text(json.dumps(erf.tolist()))
+
+
+if __name__ == "__main__":
+    main()
