@@ -8,7 +8,7 @@ import torch
 from sr_test_images import smooth_image
 
 from metamixer.superres.__main__ import main
-from metamixer.superres.tools import evaluate, export_onnx, load_model, predict_folder
+from metamixer.superres.tools import evaluate, export_sr, load_model, predict_folder
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_cli_fit_test_and_tools(train_root, hr_folder, tmp_path):
     assert rows[0][3] == pytest.approx(float(metrics["test/Set3/bicubic_psnr"]), abs=1e-3)
     out = predict_folder(model, hr_folder / "HR", tmp_path / "sr", 2, tile=24)
     assert len(out) == 3 and cv2.imread(str(out[0])).shape == (96, 128, 3)
-    assert export_onnx(model, tmp_path / "sr.onnx") < 1e-4
+    assert export_sr(model, tmp_path / "sr.onnx") < 1e-4
 
 
 def test_bicubic_psnr_follows_the_published_protocol(hr_folder):

@@ -10,7 +10,7 @@ import metamixer.vision  # noqa: F401
 from metamixer.core import build_activation
 from metamixer.vision import load_official_weights
 from metamixer.vision.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
-from metamixer.vision.export import export_onnx
+from metamixer.vision.export import export_classifier
 from metamixer.vision.lit import ImageClassifier
 
 
@@ -134,5 +134,5 @@ def test_activation_registry_lists_names():
 def test_failed_onnx_check_leaves_no_file(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(AssertionError, match="differs"):
-        export_onnx(tiny(), tmp_path / "m.onnx", input_shape=(1, 3, 64, 64), atol=-1.0)
+        export_classifier(tiny(), tmp_path / "m.onnx", (1, 3, 64, 64), atol=-1.0)
     assert list(tmp_path.iterdir()) == []

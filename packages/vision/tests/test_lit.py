@@ -13,7 +13,7 @@ from ffnet_official_reference import official_layout, random_checkpoint
 
 from metamixer.vision.__main__ import main
 from metamixer.vision.data import ImageFolderDataModule
-from metamixer.vision.export import export_onnx
+from metamixer.vision.export import export_classifier
 from metamixer.vision.lit import ImageClassifier, classifier_from_checkpoint
 
 
@@ -132,5 +132,5 @@ def test_checkpoint_to_onnx_round_trip(image_folder, tmp_path):
         or cli.trainer.checkpoint_callback.last_model_path
     )
     model = classifier_from_checkpoint(ckpt)
-    diff = export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 3, 64, 64))
+    diff = export_classifier(model, tmp_path / "m.onnx", (1, 3, 64, 64))
     assert diff < 1e-4 and (tmp_path / "m.onnx").stat().st_size > 10_000

@@ -11,7 +11,6 @@ authors' basicsr release (then give ``--arch`` and ``--scale``).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.core import reparameterize_model
+from metamixer.core.checkpoint import export_onnx, read_checkpoint
 
 from .data import IMAGE_EXTENSIONS, PairedImages, ensure_lr, read_image, to_tensor, write_image
 from .inference import psnr_ssim_y, upscale
@@ -42,10 +41,7 @@ ARCH_KEYS = (
 def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> FFNetSR:
     """FFNetSR from a Lightning checkpoint (hyperparameters inside) or a basicsr release file."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    hp = state.get("hyper_parameters") if isinstance(state, dict) else None
+    hp = read_checkpoint(path).get("hyper_parameters")
     if isinstance(hp, dict):
         model = FFNetSR(**{k: hp[k] for k in ARCH_KEYS if k in hp})
     else:
@@ -95,30 +91,13 @@ def predict_folder(
     return out
 
 
-def export_onnx(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
-    """Fold and export with dynamic image size; check onnxruntime against PyTorch."""
-    import onnxruntime as ort
-
-    model = reparameterize_model(model.eval())
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.onnx.export(
-            model, (torch.rand(1, 3, 32, 32),), tmp, input_names=["lr"], output_names=["sr"],
-            dynamic_axes={"lr": {0: "b", 2: "h", 3: "w"}, "sr": {0: "b", 2: "H", 3: "W"}},
-            opset_version=18, dynamo=False,
-        )  # fmt: skip
-        x = torch.rand(1, 3, 40, 56)
-        (ours,) = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(
-            None, {"lr": x.numpy()}
-        )
-        with torch.no_grad():
-            diff = float(np.abs(ours - model(x).numpy()).max())
-        if diff > atol:
-            raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} > {atol:.0e}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return diff
+def export_sr(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
+    """Fold and export with dynamic image size; onnxruntime checked against PyTorch."""
+    axes = {"lr": {0: "b", 2: "h", 3: "w"}, "sr": {0: "b", 2: "H", 3: "W"}}
+    return export_onnx(
+        model, path, torch.rand(1, 3, 32, 32), torch.rand(1, 3, 40, 56), names=("lr", "sr"),
+        dynamic_axes=axes, atol=atol,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {len(files)} images to {args.output}")
     else:
         print(
-            f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_onnx(model, Path(args.out)):.2e}"
+            f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_sr(model, Path(args.out)):.2e}"
         )
 
 

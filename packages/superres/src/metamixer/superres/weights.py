@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from metamixer.core.checkpoint import read_checkpoint
+
 # Sequential index -> our sub-module, per norm setting (None / "LN" / "BN").
 _LAYOUTS: dict[str | None, dict[str, dict[int, str]]] = {
     None: {
@@ -83,13 +85,7 @@ def load_sr_weights(model: nn.Module, path: str | Path, *, prefer_ema: bool = Tr
 
     Reads a local file with ``torch.load(weights_only=True)``; nothing is downloaded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the local path of the .pth file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {err}") from err
+    checkpoint = read_checkpoint(path)
     keys = ("params_ema", "params") if prefer_ema else ("params", "params_ema")
     state = next(
         (checkpoint[k] for k in keys if isinstance(checkpoint.get(k), Mapping)), checkpoint

@@ -7,62 +7,27 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 from torch import nn
 
-from metamixer.core import reparameterize_model
+from metamixer.core.checkpoint import export_onnx
 
 from .lit import classifier_from_checkpoint, load_weights_file
 from .weights import convert_official_state_dict, load_state_dict_strict
 
 
-def export_onnx(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    input_shape: tuple[int, int, int, int],
-    atol: float = 1e-4,
-    opset: int = 18,
+def export_classifier(
+    model: nn.Module, path: str | Path, input_shape: tuple[int, int, int, int], atol: float = 1e-4
 ) -> float:
-    """Fold ``model``, write it as ONNX (dynamic batch), and check onnxruntime against PyTorch.
-
-    Returns the largest absolute difference; raises ``AssertionError`` above ``atol``. The file is
-    written to a temporary name and renamed, so a failed export leaves nothing behind.
-    """
-    import onnxruntime as ort
-
-    model = reparameterize_model(model.eval())
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    x = torch.randn(input_shape)
-    try:
-        torch.onnx.export(
-            model,
-            (x,),
-            tmp,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        check = torch.randn((3, *input_shape[1:]))
-        (ours,) = session.run(None, {"image": check.numpy()})
-        with torch.no_grad():
-            reference = model(check).numpy()
-        diff = float(np.abs(ours - reference).max())
-        if diff > atol:
-            raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} > {atol:.0e}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return diff
+    """Fold and export an image classifier (dynamic batch), checked with onnxruntime."""
+    return export_onnx(
+        model, path, torch.randn(input_shape), torch.randn((3, *input_shape[1:])),
+        names=("image", "logits"), dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        atol=atol,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             state = convert_official_state_dict(load_weights_file(args.weights))
             load_state_dict_strict(model, state, args.weights)
     in_chans = getattr(model, "in_chans", args.in_chans)
-    diff = export_onnx(model, args.out, input_shape=(1, in_chans, args.img_size, args.img_size))
+    diff = export_classifier(model, args.out, (1, in_chans, args.img_size, args.img_size))
     print(f"wrote {args.out}; onnxruntime vs PyTorch max |diff| = {diff:.2e}")
 
 

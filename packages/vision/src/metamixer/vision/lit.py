@@ -18,20 +18,15 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from metamixer.core.checkpoint import read_checkpoint
+
 from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
 from .weights import convert_official_state_dict, load_state_dict_strict, unwrap_state_dict
 
 
 def load_weights_file(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a local file: official release, our export or a Lightning checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path} (only local paths are read)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {err}") from err
-    state = unwrap_state_dict(checkpoint)
+    state = unwrap_state_dict(read_checkpoint(path))
     if any(k.startswith("model.") for k in state):  # a Lightning checkpoint of ImageClassifier
         state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     return state
@@ -39,8 +34,7 @@ def load_weights_file(path: str | Path) -> dict[str, Tensor]:
 
 def classifier_from_checkpoint(path: str | Path) -> nn.Module:
     """The network of an ``ImageClassifier`` Lightning checkpoint, rebuilt from its hyperparameters."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    hp = checkpoint.get("hyper_parameters")
+    hp = read_checkpoint(path).get("hyper_parameters")
     if not isinstance(hp, dict) or "arch" not in hp:
         raise ValueError(f"{path} is not an ImageClassifier checkpoint (no hyper_parameters.arch)")
     model = timm.create_model(

@@ -11,8 +11,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from metamixer.core.checkpoint import read_checkpoint
 
 _TOKEN_RULES = [
     (r"^fc\.", "query."),
@@ -155,16 +156,6 @@ def load_official_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
     Only local files are read (nothing is downloaded), with ``torch.load(weights_only=True)``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; download the release file yourself and pass its local path"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated zip files, forbidden globals
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {err}") from err
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    checkpoint = read_checkpoint(path)
     load_state_dict_strict(model, convert_official_state_dict(checkpoint), str(path))
     return model

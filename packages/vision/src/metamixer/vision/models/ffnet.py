@@ -338,26 +338,16 @@ def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
     )
 
 
-@register_model
-def ffnet_1(pretrained: bool = False, **kwargs: object) -> FFNet:
-    return _create("ffnet_1", pretrained, **kwargs)
+def _register(variant: str) -> None:
+    """Register ``variant`` with timm (timm keys its registry by the entry point's name)."""
+
+    def entrypoint(pretrained: bool = False, **kwargs: object) -> FFNet:
+        return _create(variant, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = variant
+    entrypoint.__doc__ = f"timm entry point of ``{variant}`` (keyword arguments go to ``FFNet``)."
+    register_model(entrypoint)
 
 
-@register_model
-def ffnet_2(pretrained: bool = False, **kwargs: object) -> FFNet:
-    return _create("ffnet_2", pretrained, **kwargs)
-
-
-@register_model
-def ffnet_3(pretrained: bool = False, **kwargs: object) -> FFNet:
-    return _create("ffnet_3", pretrained, **kwargs)
-
-
-@register_model
-def ffnet_4(pretrained: bool = False, **kwargs: object) -> FFNet:
-    return _create("ffnet_4", pretrained, **kwargs)
-
-
-@register_model
-def ffnet_test(pretrained: bool = False, **kwargs: object) -> FFNet:
-    return _create("ffnet_test", pretrained, **kwargs)
+for _variant in VARIANTS:
+    _register(_variant)
