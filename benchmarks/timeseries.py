@@ -74,7 +74,7 @@ def fit_gluonts(estimator_cls, series: np.ndarray, horizon: int, args, run_dir: 
         num_batches_per_epoch=steps,
         trainer_kwargs={
             "max_epochs": args.epochs, "accelerator": "cpu", "enable_progress_bar": False,
-            "default_root_dir": str(run_dir), "logger": False, "enable_checkpointing": False,
+            "default_root_dir": str(run_dir), "logger": False,
         },
         **kw,
     )  # fmt: skip
@@ -92,7 +92,7 @@ def fit_ffnet(dm: TSLibDataModule, horizon: int, args, run_dir: Path):
     )
     trainer = L.Trainer(
         max_epochs=args.epochs, accelerator="cpu", enable_progress_bar=False, logger=False,
-        enable_checkpointing=False, default_root_dir=str(run_dir), limit_val_batches=0,
+        default_root_dir=str(run_dir), limit_val_batches=0,
     )  # fmt: skip
     start = time.perf_counter()
     trainer.fit(model, dm)

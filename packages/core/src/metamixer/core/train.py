@@ -1,7 +1,7 @@
 """Lightning glue shared by the modality packages: the CLI and crash-safe checkpoints.
 
-This module imports lightning and matplotlib (the ``train`` extra); ``import metamixer.core`` does
-not import it, so the core stays torch-only.
+This module imports lightning (the ``train`` extra); ``import metamixer.core`` does not import it,
+so the core stays torch-only.
 """
 
 from __future__ import annotations
