@@ -101,15 +101,17 @@ def run_cell(cell: Cell, spec: dict, root: Path, threads: int) -> dict:
         args += ["--config", config]
     args += list(mod.get("budget", []))
     args += [mod["knobs"][axis].format(value) for axis, value in cell.setting]
-    args += [f"--trainer.default_root_dir={folder}", "--trainer.logger=false",
-             "--trainer.enable_progress_bar=false", "--test_after_fit=true"]  # fmt: skip
+    args += [f"--trainer.default_root_dir={folder}", "--trainer.enable_progress_bar=false",
+             "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+             f"--trainer.logger.save_dir={folder}", "--trainer.logger.name=csv",
+             "--test_after_fit=true"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "w") as log:
         code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     row = {"modality": cell.modality, "setting": cell.label, **dict(cell.setting)}
-    metrics_file = folder / "metrics.json"
-    if code != 0 or not metrics_file.exists():
+    metrics_file = next(folder.rglob("metrics.json"), None)  # in the CSV logger's run folder
+    if code != 0 or metrics_file is None:
         row.update(metric=mod["metric"], value=None, error=f"exit {code}, see {folder / 'log.txt'}")
     else:
         value = json.loads(metrics_file.read_text()).get(mod["metric"])
