@@ -19,6 +19,7 @@ from .reparam import (
     ConvFamily,
     DenseConvs,
     FusableConv,
+    dense_conv,
     fuse_bn_pointwise,
     fuse_conv_bn,
     identity_kernel,
@@ -202,8 +203,7 @@ class DenseOps:
             return ConvBN(dim, out_dim, kernel_size, ndim=self.ndim, stride=stride, groups=dim)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        conv = CONV_CLASSES[self.ndim]
-        return conv(dim, out_dim, kernel_size, stride, kernel_size // 2, groups=dim)
+        return dense_conv(self.ndim, dim, out_dim, kernel_size, stride=stride, groups=dim)
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True

@@ -14,12 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .banded import DepthwiseConv1d
+
 CONV_CLASSES: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCHNORM_CLASSES: dict[int, type[nn.Module]] = {
     1: nn.BatchNorm1d,
     2: nn.BatchNorm2d,
     3: nn.BatchNorm3d,
 }
+
+
+def dense_conv(
+    ndim: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """``nn.Conv{ndim}d`` with padding ``k // 2``; a 1D depthwise one is a ``DepthwiseConv1d``."""
+    if ndim == 1 and stride == 1 and groups == in_channels == out_channels:
+        return DepthwiseConv1d(in_channels, kernel_size, bias=bias)
+    return CONV_CLASSES[ndim](
+        in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias
+    )
 
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
@@ -119,12 +139,12 @@ class DenseConvs:
         groups: int = 1,
         bias: bool = True,
     ) -> nn.Module:
-        return CONV_CLASSES[self.ndim](
+        return dense_conv(
+            self.ndim,
             in_channels,
             out_channels,
             kernel_size,
-            stride,
-            kernel_size // 2,
+            stride=stride,
             groups=groups,
             bias=bias,
         )
