@@ -21,13 +21,7 @@ import sys
 import time
 import warnings
 
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+from peak_memory import peak_mb
 
 
 def superres(tile: int | None) -> dict:

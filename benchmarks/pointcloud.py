@@ -15,8 +15,8 @@ forward and forward+backward of
   autograd for the backward.
 
 Then whole ``SparseFFNet`` inference (fused, eval) on a 100k-point scene: points/s and peak memory
-(peak RSS during the timed runs, each model in its own process) for the depthwise and the
-full-conv model.  Times are medians of ``--repeats`` runs.
+(high-water mark of the timed runs above the loaded model and input, each model in its own
+process) for the depthwise and the full-conv model.  Times are medians of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import subprocess
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import torch
+from peak_memory import peak_mb, reset_peak
 
 from metamixer.core import reparameterize_model
 from metamixer.pointcloud import SparseFFNet
@@ -154,14 +154,12 @@ def network_row(full: bool, voxels: int, repeats: int, device: str) -> dict:
         model(feats, structure.coords, structure.batch)  # warm-up
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         else:
-            Path("/proc/self/clear_refs").write_text("5")  # peak RSS counted from here
+            base = reset_peak() * 2**20
         seconds = timed(partial(model, feats, structure.coords, structure.batch), repeats, device)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        with open("/proc/self/status") as status:
-            peak = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_mb() * 2**20
+    peak = (peak - base) / 2**20  # activations and workspace above the loaded model and input
     name = "SparseFFNet, full convs (authors)" if full else "SparseFFNet, depthwise (ours)"
     params = sum(p.numel() for p in model.parameters())
     return {"name": name, "params": params, "pps": structure.num_voxels / seconds, "peak": peak}

@@ -1,14 +1,13 @@
-"""CPU latency and peak memory of ×2 super-resolution on a 256×256 input, side by side.
+"""CPU latency and inference memory of ×2 super-resolution on a 256×256 input, side by side.
 
     .venv/bin/python benchmarks/superres.py
 
 Models: FFNet_sr-light and FFNet_sr (re-parameterized, channels-last, jit-frozen for deployment),
 basicsr's SwinIR in its light configuration (embed_dim 60, depths 6×4, heads 6×4, window 8,
 ``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks), and bicubic interpolation.
-Each model runs in a fresh subprocess; after a warm-up the kernel's peak-RSS counter is reset
-(``/proc/self/clear_refs``), so "peak RSS" is the high-water mark during the timed runs and
-"inference memory" the part of it above the RSS before them; latency is the median of
-``--repeats`` runs.
+Each model runs in a fresh subprocess; after a warm-up the heap is trimmed and the kernel's peak-RSS
+counter reset (``benchmarks/peak_memory.py``), so "inference memory" is the high-water mark of the
+timed runs above the loaded, deployed model; latency is the median of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
+
+from peak_memory import peak_mb, reset_peak
 
 MODELS = ["ffnet_sr_light", "ffnet_sr", "swinir_light", "edsr_baseline", "bicubic"]
 
@@ -52,7 +52,7 @@ def build(name: str, scale: int):
 
 
 def measure(name: str, size: int, scale: int, repeats: int) -> dict:
-    """Runs in the child process: build, deploy, time, report peak RSS."""
+    """Runs in the child process: build, deploy, time, report inference memory."""
     import torch
 
     warnings.filterwarnings("ignore")
@@ -67,29 +67,20 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
             model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
     with torch.inference_mode():
         model(x)  # warm-up (and jit specialisation)
-    before_mb = current_rss_mb()
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    loaded_mb = reset_peak()
     with torch.inference_mode():
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - start)
-    peak_mb = read_status_mb("VmHWM")
-    return {"name": name, "params": params, "latency": statistics.median(times),
-            "peak_mb": peak_mb, "inference_mb": peak_mb - before_mb}  # fmt: skip
-
-
-def read_status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def current_rss_mb() -> float:
-    return read_status_mb("VmRSS")
+    working_mb = peak_mb() - loaded_mb
+    return {
+        "name": name,
+        "params": params,
+        "latency": statistics.median(times),
+        "peak_mb": working_mb,
+    }
 
 
 def main() -> None:
@@ -110,7 +101,7 @@ def main() -> None:
         rows[name] = json.loads(out.strip().splitlines()[-1])
         r = rows[name]
         print(
-            f"  {name:15s} {r['latency']:.3f} s  peak {r['peak_mb']:.0f} MB  inference +{r['inference_mb']:.0f} MB",
+            f"  {name:15s} {r['latency']:.3f} s  peak {r['peak_mb']:.0f} MB",
             flush=True,
         )
     import torch
@@ -121,13 +112,13 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, batch 1 (latency: median of {args.repeats})\n"
     )
     print(
-        "| model | params | latency (s) | × SwinIR-light | peak RSS (MB) | inference memory (MB) | × SwinIR-light |"
+        "| model | params | latency (s) | × SwinIR-light | inference memory (MB) | × SwinIR-light |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows.values():
         print(
             f"| {r['name']} | {r['params']:,} | {r['latency']:.3f} | {r['latency'] / base['latency']:.2f} "
-            f"| {r['peak_mb']:.0f} | {r['inference_mb']:.0f} | {r['inference_mb'] / base['inference_mb']:.2f} |"
+            f"| {r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.2f} |"
         )
 
 
