@@ -19,7 +19,6 @@ from .reparam import (
     ConvFamily,
     DenseConvs,
     FusableConv,
-    dense_conv,
     fuse_bn_pointwise,
     fuse_conv_bn,
     identity_kernel,
@@ -203,7 +202,9 @@ class DenseOps:
             return ConvBN(dim, out_dim, kernel_size, ndim=self.ndim, stride=stride, groups=dim)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        return dense_conv(self.ndim, dim, out_dim, kernel_size, stride=stride, groups=dim)
+        return DenseConvs(self.ndim).conv(
+            dim, out_dim, kernel_size, stride=stride, groups=dim, bias=True
+        )
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True

@@ -24,24 +24,6 @@ BATCHNORM_CLASSES: dict[int, type[nn.Module]] = {
 }
 
 
-def dense_conv(
-    ndim: int,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    *,
-    stride: int = 1,
-    groups: int = 1,
-    bias: bool = True,
-) -> nn.Module:
-    """``nn.Conv{ndim}d`` with padding ``k // 2``; a 1D depthwise one is a ``DepthwiseConv1d``."""
-    if ndim == 1 and stride == 1 and groups == in_channels == out_channels:
-        return DepthwiseConv1d(in_channels, kernel_size, bias=bias)
-    return CONV_CLASSES[ndim](
-        in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias
-    )
-
-
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
     """Per-channel ``(s, t)`` with ``bn(x) == s * x + t`` in eval mode."""
     if bn.running_mean is None or bn.running_var is None:
@@ -139,12 +121,15 @@ class DenseConvs:
         groups: int = 1,
         bias: bool = True,
     ) -> nn.Module:
-        return dense_conv(
-            self.ndim,
+        """A 1D depthwise stride-1 conv is a ``DepthwiseConv1d`` (banded product on CPU)."""
+        if self.ndim == 1 and stride == 1 and groups == in_channels == out_channels:
+            return DepthwiseConv1d(in_channels, kernel_size, bias=bias)
+        return CONV_CLASSES[self.ndim](
             in_channels,
             out_channels,
             kernel_size,
-            stride=stride,
+            stride,
+            kernel_size // 2,
             groups=groups,
             bias=bias,
         )
