@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/superres.py
 
-Models: FFNet_sr-light and FFNet_sr (re-parameterized, channels-last, jit-frozen for deployment),
+Models: FFNet_sr-light and FFNet_sr (re-parameterized, channels-last, traced and frozen with
+``torch.jit.freeze`` for deployment),
 basicsr's SwinIR in its light configuration (embed_dim 60, depths 6×4, heads 6×4, window 8,
-``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks), and bicubic interpolation.
+``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks; deployed like FFNet), and bicubic
+interpolation.
 Each model runs in a fresh subprocess; after a warm-up the heap is trimmed and the kernel's peak-RSS
 counter reset (``benchmarks/peak_memory.py``), so "inference memory" is the high-water mark of the
 timed runs above the loaded, deployed model; latency is the median of ``--repeats`` runs.
@@ -64,7 +66,7 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         if name.startswith("ffnet") or name == "edsr_baseline":
-            model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+            model = torch.jit.freeze(torch.jit.trace(model, x))
     with torch.inference_mode():
         model(x)  # warm-up (and jit specialisation)
     loaded_mb = reset_peak()

@@ -5,7 +5,7 @@ residual, drop-path and layer-scale.  The instance constructors (self-attention,
 FFNified attention, pooling) take an ops bundle so one definition serves 1D, 2D and sparse 3D.
 """
 
-from .activations import ACTIVATIONS, build_activation
+from .activations import ACTIVATIONS, GELU, build_activation
 from .instances import (
     TOKEN_MIXERS,
     AttentionKey,
@@ -36,6 +36,7 @@ from .reparam import ConvFamily, DenseConvs, FusableConv, reparameterize_model
 
 __all__ = [
     "ACTIVATIONS",
+    "GELU",
     "TOKEN_MIXERS",
     "AttentionKey",
     "AttentionValue",

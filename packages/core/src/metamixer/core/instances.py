@@ -28,6 +28,8 @@ class SpatialOps(Protocol):
     """What a modality provides to build mixers (see ``metamixer.core.ops.DenseOps``)."""
 
     channel_axis: int
+    #: optional: the axis of positions (pixels, tokens) for tensors in this layout
+    position_axis: int | None
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
@@ -142,6 +144,7 @@ def ffn(
         value=_with_dropout(ops.pointwise(hidden, dim), drop),
         act_axis=ops.channel_axis,
         mixes="channels",
+        position_axis=getattr(ops, "position_axis", None),
     )
 
 
@@ -182,6 +185,7 @@ def convnext_mixer(
         value=_with_dropout(ops.pointwise(hidden, dim) if value is None else value, drop),
         act_axis=ops.channel_axis,
         mixes="channels",
+        position_axis=getattr(ops, "position_axis", None),
     )
 
 

@@ -19,6 +19,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from metamixer.core import (
+    GELU,
     ConvBN,
     DenseOps,
     MetaBlock,
@@ -138,7 +139,7 @@ class FFNet(nn.Module):
 
         self.stem = nn.Sequential(
             ConvBN(in_chans, stem_dim, 3, stride=2),
-            nn.GELU(),
+            GELU(inplace=True),  # in place at inference only
             ConvBN(stem_dim, dims[0], 3, stride=2),
         )
         rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
