@@ -28,7 +28,8 @@ class SpatialOps(Protocol):
     """What a modality provides to build mixers (see ``metamixer.core.ops.DenseOps``)."""
 
     channel_axis: int
-    #: optional: the axis of positions (pixels, tokens) for tensors in this layout
+    #: the axis of positions (pixels, tokens) along which FFN-like mixers may be sliced at inference,
+    #: ``None`` where a tensor cannot be sliced (see ``MetaMixer``)
     position_axis: int | None
 
     def pointwise(
@@ -144,7 +145,7 @@ def ffn(
         value=_with_dropout(ops.pointwise(hidden, dim), drop),
         act_axis=ops.channel_axis,
         mixes="channels",
-        position_axis=getattr(ops, "position_axis", None),
+        position_axis=ops.position_axis,
     )
 
 
@@ -185,7 +186,7 @@ def convnext_mixer(
         value=_with_dropout(ops.pointwise(hidden, dim) if value is None else value, drop),
         act_axis=ops.channel_axis,
         mixes="channels",
-        position_axis=getattr(ops, "position_axis", None),
+        position_axis=ops.position_axis,
     )
 
 

@@ -50,6 +50,7 @@ class VariableOps:
 
     num_vars: int
     channel_axis: int = 1
+    position_axis: int | None = None  # the forecaster's inputs are small: no slicing
 
     def depthwise(
         self,
