@@ -75,14 +75,12 @@ def gluonts_point_predictor(module):
     return predict
 
 
-class ForecastStartsFrom(InstanceSampler):
-    """Every forecast start from ``first`` on: gluonts' validation windows, TSLib style."""
-
-    first: int = 0
+class EveryForecastStart(InstanceSampler):
+    """Every split point between ``min_past`` and ``len - min_future``: TSLib's stride-1 windows."""
 
     def __call__(self, ts: np.ndarray) -> np.ndarray:
         a, b = self._get_bounds(ts)
-        return np.arange(max(a, self.first), b + 1)
+        return np.arange(a, b + 1)
 
 
 def fit_gluonts(estimator_cls, dm: TSLibDataModule, args, run_dir: Path, **kw):
@@ -92,7 +90,7 @@ def fit_gluonts(estimator_cls, dm: TSLibDataModule, args, run_dir: Path, **kw):
     estimator = estimator_cls(
         prediction_length=horizon, context_length=seq_len, lr=args.lr,
         batch_size=args.batch_size, num_batches_per_epoch=len(dm.train_dataloader()),
-        validation_sampler=ForecastStartsFrom(first=len(train), min_future=horizon),
+        validation_sampler=EveryForecastStart(min_past=len(train), min_future=horizon),
         trainer_kwargs={
             "max_epochs": args.epochs, "accelerator": "cpu", "enable_progress_bar": False,
             "default_root_dir": str(run_dir), "logger": False,
@@ -109,11 +107,11 @@ def fit_gluonts(estimator_cls, dm: TSLibDataModule, args, run_dir: Path, **kw):
     return gluonts_point_predictor(predictor.prediction_net), time.perf_counter() - start
 
 
-def fit_ffnet(dm: TSLibDataModule, horizon: int, args, run_dir: Path):
+def fit_ffnet(dm: TSLibDataModule, args, run_dir: Path):
     model = Forecaster(
         num_vars=1,
-        seq_len=96,
-        horizon=horizon,
+        seq_len=dm.hparams.seq_len,
+        horizon=dm.hparams.pred_len,
         dim=args.dim,
         ffn_ratio=args.ffn_ratio,
         dropout=args.dropout,
@@ -142,7 +140,7 @@ def fit_model(name: str, dm: TSLibDataModule, args, run_dir: Path):
     if name == "seasonal naive":
         return partial(seasonal_naive, horizon=horizon), 0.0
     if name == "FFNet":
-        return fit_ffnet(dm, horizon, args, run_dir)
+        return fit_ffnet(dm, args, run_dir)
     if name == "PatchTST":
         return fit_gluonts(PatchTSTEstimator, dm, args, run_dir, patch_len=16, stride=8)
     return fit_gluonts(DLinearEstimator, dm, args, run_dir)

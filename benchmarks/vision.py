@@ -61,17 +61,16 @@ def build(arch: str, fused: bool) -> torch.nn.Module:
 
 def deploy(model: torch.nn.Module, x: torch.Tensor, mode: str):
     with torch.no_grad():
-        if mode == "onednn":
+        if mode in ("jit", "onednn"):
             frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+            if mode == "jit":
+                return torch.jit.optimize_for_inference(frozen)
 
             def run(inputs: torch.Tensor) -> torch.Tensor:
                 with torch.jit.fuser("fuser3"):  # fuses on the first runs, then reuses the graph
                     return frozen(inputs)
 
             return run
-        if mode == "jit":
-            traced = torch.jit.trace(model, x, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         if mode == "compile":
             import torch._inductor.config as inductor
 
