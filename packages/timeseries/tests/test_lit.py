@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from metamixer.timeseries.__main__ import main
@@ -86,3 +87,19 @@ def test_nan_inputs_are_refused():
     history[0, 3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         model.training_step((history, torch.zeros(2, 8, 2)), 0)
+
+
+@pytest.mark.parametrize("loss, reference", [("mse", F.mse_loss), ("mae", F.l1_loss)])
+def test_training_objective_follows_the_loss_option(loss, reference):
+    torch.manual_seed(0)
+    model = Forecaster(num_vars=2, horizon=8, dim=8, large_kernel=5, small_kernel=3, loss=loss)
+    history, future = torch.randn(4, 96, 2), 3 * torch.randn(4, 8, 2)
+    model.eval()  # no dropout: the step and the reference see the same forecast
+    with torch.no_grad():
+        expected = reference(model(history), future)
+        assert float(model.training_step((history, future), 0)) == pytest.approx(float(expected))
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match=r"loss must be one of \['mae', 'mse'\]"):
+        Forecaster(num_vars=2, horizon=8, loss="rmse")

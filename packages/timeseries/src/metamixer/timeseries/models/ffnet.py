@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from metamixer.core import MetaBlock, build_token_mixer, convnext_mixer
 
-from ..ops import RevIN, SharedBatchNorm, SwapAxes, VariableOps
+from ..ops import Dropout, PointwiseConv1d, RevIN, SharedBatchNorm, SwapAxes, VariableOps
 
 
 def cross_variable_ffn(
@@ -28,12 +28,12 @@ def cross_variable_ffn(
     m, hidden = num_vars, expansion * num_vars
     return nn.Sequential(
         SwapAxes(m, dim),  # (M, D) -> (D, M): group by feature
-        nn.Conv1d(dim * m, dim * hidden, 1, groups=dim),
-        nn.Dropout(drop_hidden),
+        PointwiseConv1d(dim * m, dim * hidden, groups=dim),
+        Dropout(drop_hidden),
         nn.GELU(),
         SwapAxes(dim, hidden),  # (D, e·M) -> (e·M, D)
-        nn.Conv1d(hidden * dim, m * dim, 1, groups=m),
-        nn.Dropout(drop_out),
+        PointwiseConv1d(hidden * dim, m * dim, groups=m),
+        Dropout(drop_out),
         SharedBatchNorm(dim, m),
     )
 
@@ -44,9 +44,9 @@ def mixing_projection(num_vars: int, hidden: int, dim: int, drop: float) -> nn.S
     m = num_vars
     return nn.Sequential(
         SwapAxes(m, hidden),
-        nn.Conv1d(hidden * m, dim * m, 1, groups=dim),
+        PointwiseConv1d(hidden * m, dim * m, groups=dim),
         SwapAxes(dim, m),
-        nn.Dropout(drop),
+        Dropout(drop),
     )
 
 
@@ -128,12 +128,12 @@ class FFNetForecaster(nn.Module):
                 query_norm="batch",
                 expansion=ffn_ratio,
                 act=act,
-                key=nn.Sequential(ops.pointwise(dim, hidden), nn.Dropout(dropout)),
+                key=nn.Sequential(ops.pointwise(dim, hidden), Dropout(dropout)),
                 value=mixing_projection(num_vars, hidden, dim, 0.15),
             )
             blocks.append(nn.Sequential(MetaBlock(dim, token), MetaBlock(dim, channel)))
         self.blocks = nn.Sequential(*blocks)
-        self.head_dropout = nn.Dropout(head_dropout)
+        self.head_dropout = Dropout(head_dropout)
         self.head = nn.Linear(dim * self.num_patches, horizon)
 
     def check_input(self, x: Tensor) -> None:
