@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/timeseries.py            # elecdemand, horizons 96 192 336 720
     .venv/bin/python benchmarks/timeseries.py --epochs 2 --horizons 96   # quick look
+    .venv/bin/python benchmarks/timeseries.py --csv my.csv --target OT --season 24   # another series
 
 Protocol (TSLib's): the Demand series of fpp2/elecdemand (half-hourly, 2014), custom 70/10/20
 split, standardised with training statistics, look-back 96, every test window (stride 1) scored
@@ -39,14 +40,14 @@ from metamixer.timeseries.data import TSLibDataModule
 from metamixer.timeseries.lit import Forecaster
 from metamixer.timeseries.prepare import elecdemand_frame, write_csv
 
-SEASON = 48  # one day of half-hours
+ELECDEMAND = "data/timeseries/elecdemand.csv"
 PEERS = ["seasonal naive", "FFNet", "PatchTST", "DLinear"]
 
 
-def seasonal_naive(history: torch.Tensor, horizon: int) -> torch.Tensor:
-    """Repeat the last day: ``history (B, L)`` -> ``(B, H)``."""
-    last = history[:, -SEASON:]
-    reps = math.ceil(horizon / SEASON)
+def seasonal_naive(history: torch.Tensor, horizon: int, season: int) -> torch.Tensor:
+    """Repeat the last season: ``history (B, L)`` -> ``(B, H)``."""
+    last = history[:, -season:]
+    reps = math.ceil(horizon / season)
     return last.repeat(1, reps)[:, :horizon]
 
 
@@ -100,8 +101,8 @@ def fit_gluonts(estimator_cls, dm: TSLibDataModule, args, run_dir: Path, **kw):
     )  # fmt: skip
 
     def dataset(series: np.ndarray) -> ListDataset:
-        start = pd.Period("2014-01-01 00:00", freq="30min")
-        return ListDataset([{"start": start, "target": series}], freq="30min")
+        start = pd.Period("2000-01-01", freq="D")  # the peers use no calendar features
+        return ListDataset([{"start": start, "target": series}], freq="D")
 
     start = time.perf_counter()
     predictor = estimator.train(dataset(train), validation_data=dataset(train_and_val))
@@ -140,7 +141,7 @@ def fit_model(name: str, dm: TSLibDataModule, args, run_dir: Path):
     horizon = dm.hparams.pred_len
     run_dir = run_dir / f"{name.replace(' ', '_')}_{horizon}"
     if name == "seasonal naive":
-        return partial(seasonal_naive, horizon=horizon), 0.0
+        return partial(seasonal_naive, horizon=horizon, season=args.season), 0.0
     if name == "FFNet":
         return fit_ffnet(dm, args, run_dir)
     if name == "PatchTST":
@@ -159,17 +160,19 @@ def main() -> None:
     parser.add_argument("--loss", default="mae", choices=["mse", "mae"], help="FFNet objective")
     parser.add_argument("--models", nargs="+", default=PEERS, choices=PEERS)
     parser.add_argument("--dim", type=int, default=32, help="FFNet width (PatchTST's d_model: 32)")
-    parser.add_argument("--data", default="data/timeseries", help="folder for elecdemand.csv")
+    parser.add_argument("--csv", default=ELECDEMAND, help="TSLib-layout CSV (date + variables)")
+    parser.add_argument("--target", default="Demand", help="the series (column) to forecast")
+    parser.add_argument("--season", type=int, default=48, help="seasonal naive period (steps)")
     parser.add_argument("--run_dir", default="runs/benchmarks/timeseries")
     args = parser.parse_args()
-    csv = Path(args.data) / "elecdemand.csv"
-    if not csv.exists():
+    csv = Path(args.csv)
+    if args.csv == ELECDEMAND and not csv.exists():
         write_csv(elecdemand_frame(), csv)
     run_dir = Path(args.run_dir)
     rows = []
     for horizon in args.horizons:
         dm = TSLibDataModule(
-            str(csv.parent), csv.name, "custom", features="S", target="Demand",
+            str(csv.parent), csv.name, "custom", features="S", target=args.target,
             seq_len=96, pred_len=horizon, batch_size=args.batch_size,
         )  # fmt: skip
         dm.setup("fit")
@@ -185,7 +188,7 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\nelecdemand (Demand, scaled), look-back 96, {args.epochs} epochs, batch "
+        f"\n{csv.stem} ({args.target}, scaled), look-back 96, {args.epochs} epochs, batch "
         f"{args.batch_size}, Adam lr {args.lr}, {torch.get_num_threads()} CPU threads\n"
     )
     print("| horizon | model | MSE | MAE | train (s) | inference (s) |")
