@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/timeseries.py --epochs 2 --horizons 96   # quick look
     .venv/bin/python benchmarks/timeseries.py --csv my.csv --target OT --season 24   # another series
 
-Protocol (TSLib's): the Demand series of fpp2/elecdemand (half-hourly, 2014), custom 70/10/20
-split, standardised with training statistics, look-back 96, every test window (stride 1) scored
-by MSE / MAE on the scaled values.  Every trained model sees the same training windows: the same
-number of epochs over the training split at the same batch size, Adam at the same learning rate,
-and is scored with the weights of its epoch with the lowest loss on the validation windows
+Protocol (TSLib's): one series (by default Demand of fpp2/elecdemand, half-hourly, 2014), custom
+70/10/20 split, standardised with training statistics, look-back 96, every test window (stride 1)
+scored by MSE / MAE on the scaled values.  Every trained model sees the same training windows: the
+same number of epochs over the training split at the same batch size, Adam at the same learning
+rate, and is scored with the weights of its epoch with the lowest loss on the validation windows
 (TSLib's early-stopping checkpoint; gluonts validates every forecast start in the validation
 split).  gluonts' models are probabilistic (Student-t, selected by validation NLL); their point
 forecast is the distribution mean.  FFNet runs at width 32 (gluonts' PatchTST d_model) with the
