@@ -16,6 +16,7 @@ from metamixer.core import (
     ffnified_attention,
     reparameterize_model,
 )
+from metamixer.core.reparam import interleave_channels
 from metamixer.core.testing import count_modules, randomize_batchnorm
 
 ATOL = 1e-5
@@ -60,6 +61,32 @@ def test_channel_multiplier_and_3d_fold():
     torch.manual_seed(0)
     conv = RepDWConv(4, 5, 3, out_channels=8, ndim=3, stride=2)
     assert_same_after_folding(conv, torch.randn(1, 4, 9, 9, 9))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_multiplier_runs_as_pure_depthwise_convs(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 11, 11)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    conv = assert_same_after_folding(RepDWConv(4, 7, 3, out_channels=12, stride=2), x)
+    assert [(c.in_channels, c.out_channels, c.groups) for c in conv.fused] == [(4, 4, 4)] * 3
+    assert conv(x).is_contiguous(memory_format=torch.channels_last) == channels_last
+    weight, bias = conv.kernel_bias()  # back in grouped-conv order: the plain conv agrees
+    expected = nn.functional.conv2d(x, weight, bias, stride=2, padding=3, groups=4)
+    torch.testing.assert_close(conv(x), expected, atol=ATOL, rtol=1e-5)
+
+
+def test_interleave_channels():
+    parts = [torch.randn(2, 3, 4, 5) for _ in range(2)]
+    y = interleave_channels(parts)
+    for c in range(3):
+        for j in range(2):
+            assert torch.equal(y[:, 2 * c + j], parts[j][:, c])
+    z = interleave_channels([p.contiguous(memory_format=torch.channels_last) for p in parts])
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(z, y)
+    assert torch.equal(interleave_channels([p[0] for p in parts], dim=0), y[0])
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])

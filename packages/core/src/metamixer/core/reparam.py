@@ -7,6 +7,7 @@ spatial dimensions; the weight layout is PyTorch's ``(out, in / groups, *kernel)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -143,7 +144,9 @@ class FusableConv(nn.Module):
 
     Subclasses build their branches with ``self.convs`` and implement ``forward_branches`` and
     ``equivalent_kernel_bias``.  After ``reparameterize()`` the branches are gone and ``self.fused``
-    (one conv of the same family, with bias) does the work.
+    (one conv of the same family, with bias) does the work; a depthwise conv with a channel
+    multiplier r becomes r pure depthwise convs (``nn.ModuleList``), the j-th making output channels
+    ``c·r + j`` (oneDNN has fast kernels only for pure depthwise convs).
     """
 
     def __init__(
@@ -165,7 +168,6 @@ class FusableConv(nn.Module):
         self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
         self.convs, self.ndim = convs, convs.ndim
         self.fused: nn.Module | None = None
-        self.repeat = 1  # after folding: input channels repeated for a pure depthwise conv
 
     def forward_branches(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -175,15 +177,18 @@ class FusableConv(nn.Module):
 
     def kernel_bias(self) -> tuple[Tensor, Tensor]:
         """The ``(weight, bias)`` of the single equivalent conv, folded or not."""
-        if self.fused is not None:
-            return self.fused.weight, self.fused.bias
-        return self.equivalent_kernel_bias()
+        if self.fused is None:
+            return self.equivalent_kernel_bias()
+        if isinstance(self.fused, nn.ModuleList):
+            weights, biases = zip(*((conv.weight, conv.bias) for conv in self.fused), strict=True)
+            return interleave_channels(weights, dim=0), interleave_channels(biases, dim=0)
+        return self.fused.weight, self.fused.bias
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused is None:
             return self.forward_branches(x)
-        if self.repeat > 1:
-            x = x.repeat_interleave(self.repeat, dim=1)
+        if isinstance(self.fused, nn.ModuleList):
+            return interleave_channels([conv(x) for conv in self.fused])
         return self.fused(x)
 
     @torch.no_grad()
@@ -191,15 +196,23 @@ class FusableConv(nn.Module):
         if self.fused is not None:
             return
         weight, bias = self.equivalent_kernel_bias()
-        in_channels, groups = self.in_channels, self.groups
-        if groups == in_channels and self.out_channels > in_channels:
-            # A depthwise conv with a channel multiplier equals a pure depthwise conv on the input
-            # channels repeated in place (oneDNN has fast kernels only for the latter).
-            self.repeat = self.out_channels // in_channels
-            in_channels = groups = self.out_channels
+        for name in list(self._modules):
+            delattr(self, name)
+        multiplier = self.out_channels // self.in_channels
+        if self.groups == self.in_channels and multiplier > 1:
+            self.fused = nn.ModuleList(
+                self._conv(weight[j::multiplier], bias[j::multiplier], self.in_channels)
+                for j in range(multiplier)
+            )
+        else:
+            self.fused = self._conv(weight, bias, self.groups)
+
+    def _conv(self, weight: Tensor, bias: Tensor, groups: int) -> nn.Module:
+        """A conv of ``self.convs`` holding ``weight`` and ``bias``."""
+        in_channels = weight.shape[1] * groups
         conv = self.convs.conv(
             in_channels,
-            self.out_channels,
+            weight.shape[0],
             self.kernel_size,
             stride=self.stride,
             groups=groups,
@@ -207,9 +220,19 @@ class FusableConv(nn.Module):
         ).to(weight)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
-        for name in list(self._modules):
-            delattr(self, name)
-        self.fused = conv
+        return conv
+
+
+def interleave_channels(parts: Sequence[Tensor], dim: int = 1) -> Tensor:
+    """Entry ``c·r + j`` along ``dim`` is entry ``c`` of ``parts[j]`` (r parts).
+
+    Channels-last parts give a channels-last result.
+    """
+    first = parts[0]
+    channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
+    if dim == 1 and channels_last and not first.is_contiguous():
+        return torch.stack([p.movedim(1, -1) for p in parts], -1).flatten(-2).movedim(-1, 1)
+    return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
 
 
 def reparameterize_model(model: nn.Module) -> nn.Module:
