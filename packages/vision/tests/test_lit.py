@@ -11,6 +11,7 @@ import torch
 import yaml
 from ffnet_official_reference import official_layout, random_checkpoint
 
+from metamixer.core import reparameterize_model
 from metamixer.vision.__main__ import main
 from metamixer.vision.data import ImageFolderDataModule
 from metamixer.vision.export import export_classifier
@@ -134,3 +135,10 @@ def test_checkpoint_to_onnx_round_trip(image_folder, tmp_path):
     model = classifier_from_checkpoint(ckpt)
     diff = export_classifier(model, tmp_path / "m.onnx", (1, 3, 64, 64))
     assert diff < 1e-4 and (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_channels_last_model_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = reparameterize_model(timm.create_model("ffnet_test").eval())
+    model = model.to(memory_format=torch.channels_last)  # the benchmark's deployment form
+    assert export_classifier(model, tmp_path / "m.onnx", (1, 3, 64, 64)) < 1e-4

@@ -231,7 +231,7 @@ def interleave_channels(parts: Sequence[Tensor], dim: int = 1) -> Tensor:
     first = parts[0]
     channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
     if dim == 1 and channels_last and not first.is_contiguous():
-        return torch.stack([p.movedim(1, -1) for p in parts], -1).flatten(-2).movedim(-1, 1)
+        return torch.stack([p.movedim(1, 3) for p in parts], 4).flatten(3).movedim(3, 1)
     return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
 
 
