@@ -180,8 +180,8 @@ class FusableConv(nn.Module):
         if self.fused is None:
             return self.equivalent_kernel_bias()
         if isinstance(self.fused, nn.ModuleList):
-            weights, biases = zip(*((conv.weight, conv.bias) for conv in self.fused), strict=True)
-            return interleave_channels(weights, dim=0), interleave_channels(biases, dim=0)
+            weight = interleave_channels([conv.weight for conv in self.fused], dim=0)
+            return weight, interleave_channels([conv.bias for conv in self.fused], dim=0)
         return self.fused.weight, self.fused.bias
 
     def forward(self, x: Tensor) -> Tensor:
