@@ -27,11 +27,11 @@ from peak_memory import peak_mb
 def superres(tile: int | None) -> dict:
     import torch
 
-    from metamixer.core import reparameterize_model
-    from metamixer.superres import FFNetSR
+    from metamixer.core import build_network, reparameterize_model
     from metamixer.superres.inference import upscale
 
-    model = reparameterize_model(FFNetSR(scale=2, dim=32, depth=6).eval())
+    net = build_network("ffnet_sr_light", {"scale": 2}, {"dim": 32, "depth": 6})
+    model = reparameterize_model(net.eval())
     lr = torch.rand(1, 3, 3000, 4000)
     with torch.inference_mode():
         sr = upscale(model, lr, 2, tile=tile)
@@ -41,7 +41,8 @@ def superres(tile: int | None) -> dict:
 def pointcloud(chunk: float | None) -> dict:
     import numpy as np
 
-    from metamixer.pointcloud import SparseFFNet
+    import metamixer.pointcloud  # noqa: F401  (registers the architectures)
+    from metamixer.core import build_network
     from metamixer.pointcloud.inference import predict_chunked
 
     rng = np.random.default_rng(0)
@@ -51,8 +52,11 @@ def pointcloud(chunk: float | None) -> dict:
     z = 0.3 * np.sin(xy[:, 0] / 5) + np.where((xy % 15 < 6).all(1), 8 * rng.random(n), 0)
     coord = np.column_stack([xy, z]).astype(np.float32)
     feat = rng.standard_normal((n, 6)).astype(np.float32)
-    model = SparseFFNet(enc_depths=(1, 1, 1, 1), enc_channels=(32, 64, 128, 256),
-                        dec_depths=(1, 1, 1), dec_channels=(32, 64, 128), num_classes=5).eval()  # fmt: skip
+    model = build_network(
+        "sparse_ffnet", {"in_channels": 6, "num_classes": 5},
+        {"enc_depths": (1, 1, 1, 1), "enc_channels": (32, 64, 128, 256), "dec_depths": (1, 1, 1),
+         "dec_channels": (32, 64, 128)},
+    ).eval()  # fmt: skip
     labels = predict_chunked(model, coord, feat, 0.05, chunk=chunk, context=1.0)
     return {"output": f"{len(labels):,} point labels"}
 
@@ -61,7 +65,8 @@ def forecasting(batch: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from metamixer.timeseries import FFNetForecaster
+    import metamixer.timeseries  # noqa: F401  (registers the architectures)
+    from metamixer.core import build_network
     from metamixer.timeseries.data import ForecastWindows
 
     steps, m = 1_000_000, 7
@@ -70,7 +75,8 @@ def forecasting(batch: int) -> dict:
         torch.sin(2 * torch.pi * t / 24 + torch.arange(m)) + 0.1 * torch.randn(steps, m)
     ).numpy()
     windows = ForecastWindows(series, 96, 96)
-    model = FFNetForecaster(m, 96, 96, dim=16).eval()
+    model = build_network("ffnet_ts", {"num_vars": m, "seq_len": 96, "horizon": 96}, {"dim": 16})
+    model = model.eval()
     se, count = 0.0, 0
     with torch.inference_mode():
         for history, future in DataLoader(windows, batch_size=batch):

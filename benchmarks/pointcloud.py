@@ -32,8 +32,8 @@ from functools import partial
 import torch
 from peak_memory import peak_mb, reset_peak
 
-from metamixer.core import reparameterize_model
-from metamixer.pointcloud import SparseFFNet
+import metamixer.pointcloud  # noqa: F401  (registers the architectures)
+from metamixer.core import build_network, reparameterize_model
 from metamixer.pointcloud._spconv import spconv
 from metamixer.pointcloud.sparse import (
     SparseDepthwiseConv,
@@ -149,7 +149,9 @@ def network_row(full: bool, voxels: int, repeats: int, device: str) -> dict:
     """One network's inference throughput and peak memory (run in its own process)."""
     structure = room(voxels, device)
     feats = torch.randn(structure.num_voxels, 6, device=device)
-    model = reparameterize_model(SparseFFNet(full_convs=full).to(device).eval())
+    arch = "sparse_ffnet_full" if full else "sparse_ffnet"
+    net = build_network(arch, {"in_channels": 6, "num_classes": 20})
+    model = reparameterize_model(net.to(device).eval())
     with torch.inference_mode():
         model(feats, structure.coords, structure.batch)  # warm-up
         if device == "cuda":

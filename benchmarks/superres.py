@@ -33,11 +33,11 @@ def build(name: str, scale: int):
     from basicsr.archs.edsr_arch import EDSR
     from basicsr.archs.swinir_arch import SwinIR
 
-    from metamixer.core import reparameterize_model
-    from metamixer.superres import VARIANTS, FFNetSR
+    from metamixer.core import build_network, reparameterize_model
+    from metamixer.superres import VARIANTS
 
-    if name.startswith("ffnet"):
-        return reparameterize_model(FFNetSR(scale=scale, **VARIANTS[name]).eval()), True
+    if name in VARIANTS:
+        return reparameterize_model(build_network(name, {"scale": scale}).eval()), True
     if name == "swinir_light":
         return SwinIR(
             upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4,

@@ -12,7 +12,7 @@ rate, and is scored with the weights of its epoch with the lowest loss on the va
 (TSLib's early-stopping checkpoint; gluonts validates every forecast start in the validation
 split).  gluonts' models are probabilistic (Student-t, selected by validation NLL); their point
 forecast is the distribution mean.  FFNet runs at width 32 (gluonts' PatchTST d_model) with the
-authors' electricity (ECL) expansion, ffn_ratio 12, and two settings chosen on the validation
+authors' electricity (ECL) expansion, mlp_ratio 12, and two settings chosen on the validation
 windows (see the README): an MAE training objective and dropout 0.5.  It is scored in its
 re-parameterized form.  Train time is the fitting wall time including validation; inference time
 covers all test windows.
@@ -114,9 +114,7 @@ def fit_ffnet(dm: TSLibDataModule, args, run_dir: Path):
         num_vars=1,
         seq_len=dm.hparams.seq_len,
         horizon=dm.hparams.pred_len,
-        dim=args.dim,
-        ffn_ratio=args.ffn_ratio,
-        dropout=args.dropout,
+        arch_args={"dim": args.dim, "mlp_ratio": args.mlp_ratio, "mlp_drop": args.dropout},
         lr=args.lr,
         loss=args.loss,
         patience=0,
@@ -156,7 +154,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dropout", type=float, default=0.5, help="FFNet dropout (ECL: 0.9)")
-    parser.add_argument("--ffn_ratio", type=int, default=12, help="FFNet expansion (ECL: 12)")
+    parser.add_argument("--mlp_ratio", type=int, default=12, help="FFNet expansion (ECL: 12)")
     parser.add_argument("--loss", default="mae", choices=["mse", "mae"], help="FFNet objective")
     parser.add_argument("--models", nargs="+", default=PEERS, choices=PEERS)
     parser.add_argument("--dim", type=int, default=32, help="FFNet width (PatchTST's d_model: 32)")

@@ -171,19 +171,3 @@ def test_token_ops_refuse_depthwise_with_a_clear_error():
 def test_convnext_rejects_unknown_query_norm():
     with pytest.raises(ValueError, match="unknown norm kind"):
         convnext_mixer(8, ops=DenseOps(2), query_norm="group")
-
-
-@pytest.mark.parametrize("kind", ["ffnified", "attention", "pooling", "identity"])
-def test_token_mixers_by_name_keep_the_shape(kind):
-    from metamixer.core import build_token_mixer
-
-    mixer = build_token_mixer(kind, 16, ops=DenseOps(2), kernel_size=3)
-    x = torch.randn(2, 16, 6, 6)
-    assert mixer(x).shape == x.shape
-
-
-def test_unknown_token_mixer_lists_the_valid_ones():
-    from metamixer.core import build_token_mixer
-
-    with pytest.raises(ValueError, match="ffnified, attention, pooling, identity"):
-        build_token_mixer("conv", 16, ops=DenseOps(2), kernel_size=3)

@@ -8,7 +8,7 @@ from pc_scenes import write_label_tsv, write_las, write_ply, write_raw_scene
 from metamixer.pointcloud import SparseFFNet
 from metamixer.pointcloud.data import LASDataModule, ScanNetDataModule, read_scene_list
 from metamixer.pointcloud.inference import predict_chunked
-from metamixer.pointcloud.ops import SparseOps
+from metamixer.pointcloud.ops import SceneTokens
 from metamixer.pointcloud.scannet import LabelMap, convert_scene, read_ply
 from metamixer.pointcloud.sparse import SparseStructure, StructureSlot
 
@@ -41,6 +41,13 @@ def mismatched_labels(t):
 
 def model_call(features, coords, batch):
     return SparseFFNet(**TINY)(features, coords, batch)
+
+
+def attention_on(voxels: int, max_tokens: int) -> torch.Tensor:
+    slot = StructureSlot()
+    coords = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).view(-1, 3)
+    slot.structure = SparseStructure(coords[:voxels], torch.zeros(voxels, dtype=torch.long), 1)
+    return SceneTokens(torch.nn.Identity(), slot, max_tokens)(torch.randn(voxels, 4))
 
 
 CASES = {
@@ -126,10 +133,15 @@ CASES = {
         ValueError,
         "1 class names for 3 labels",
     ),
-    "global attention on a point cloud": (
-        lambda t: SparseOps(StructureSlot()).as_tokens(torch.nn.Identity()),
-        NotImplementedError,
-        "O\\(N²\\)",
+    "self-attention on a scene too large for it": (
+        lambda t: attention_on(60, max_tokens=50),
+        ValueError,
+        "self-attention over 60 voxels of one scene at this level exceeds the limit of 50",
+    ),
+    "self-attention requested at a stage of the wrong count": (
+        lambda t: SparseFFNet(**TINY, token_mixers=["ffnified", "attention"]),
+        ValueError,
+        "token_mixers has 2 entries but the network has 3",
     ),
     "empty cloud for chunked inference": (
         lambda t: predict_chunked(SparseFFNet(**TINY), np.zeros((0, 3)), np.zeros((0, 6)), 0.1),

@@ -105,8 +105,9 @@ def test_cli_fit_and_test_on_a_las_tile(tmp_path):
     cli = main([
         "fit", "--data=metamixer.pointcloud.data.LASDataModule", f"--data.path={path}",
         "--data.grid_size=0.8", "--data.crops_per_epoch=4", "--data.batch_size=2", "--data.crop_size=12",
-        "--model.enc_depths=[1, 1]", "--model.enc_channels=[8, 16]", "--model.dec_depths=[1]",
-        "--model.dec_channels=[8]", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+        "--model.arch_args.enc_depths=[1, 1]", "--model.arch_args.enc_channels=[8, 16]",
+        "--model.arch_args.dec_depths=[1]", "--model.arch_args.dec_channels=[8]",
+        "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
         "--test_after_fit=true",
     ])  # fmt: skip

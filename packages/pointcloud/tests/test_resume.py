@@ -10,8 +10,9 @@ def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path):
     args = [
         "--data=metamixer.pointcloud.data.LASDataModule", f"--data.path={path}",
         "--data.grid_size=0.8", "--data.crops_per_epoch=6", "--data.batch_size=2",
-        "--data.crop_size=12", "--model.enc_depths=[1, 1]", "--model.enc_channels=[8, 16]",
-        "--model.dec_depths=[1]", "--model.dec_channels=[8]", "--model.drop_path=0.2",
+        "--data.crop_size=12", "--model.arch_args.enc_depths=[1, 1]",
+        "--model.arch_args.enc_channels=[8, 16]", "--model.arch_args.dec_depths=[1]",
+        "--model.arch_args.dec_channels=[8]", "--model.arch_args.drop_path_rate=0.2",
         "--trainer.max_epochs=3", "--trainer.accelerator=cpu",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.save_last=true",

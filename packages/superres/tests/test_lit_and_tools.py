@@ -24,7 +24,7 @@ def fit_args(train_root, val_root, out, *extra):
     return [
         "fit", f"--data.train_root={train_root}", f"--data.val_roots=[{val_root}]",
         "--data.gt_size=32", "--data.batch_size=2", "--data.repeat=2",
-        "--model.dim=8", "--model.depth=1", "--trainer.max_epochs=2",
+        "--model.arch=ffnet_sr_test", "--model.arch_args.depth=1", "--trainer.max_epochs=2",
         "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={out}", *extra,
     ]  # fmt: skip

@@ -13,7 +13,7 @@ def test_kill_and_resume_matches_the_uninterrupted_run(hr_folder, tmp_path):
         cv2.imwrite(str(train / "HR" / f"{i}.png"), smooth_image(64, 64, seed=20 + i))
     args = [
         f"--data.train_root={train}", f"--data.val_roots=[{hr_folder}]", "--data.gt_size=32",
-        "--data.batch_size=2", "--data.repeat=4", "--model.dim=8", "--model.depth=1",
+        "--data.batch_size=2", "--data.repeat=4", "--model.arch=ffnet_sr_test", "--model.arch_args.depth=1",
         "--model.ema_decay=0.9", "--trainer.max_epochs=3", "--trainer.accelerator=cpu",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.save_last=true",

@@ -38,14 +38,14 @@ def not_a_csv(t, root):
 
 
 def nan_window(t, root):
-    model = Forecaster(num_vars=2, horizon=8, dim=8, large_kernel=5, small_kernel=3)
+    model = Forecaster(arch="ffnet_ts_test", num_vars=2, horizon=8)
     history = torch.zeros(2, 96, 2)
     history[1, 5, 0] = float("inf")
     model.training_step((history, torch.zeros(2, 8, 2)), 0)
 
 
 def horizon_mismatch(t, root):
-    model = Forecaster(num_vars=2, horizon=8, dim=8, large_kernel=5, small_kernel=3)
+    model = Forecaster(arch="ffnet_ts_test", num_vars=2, horizon=8)
     model.training_step((torch.zeros(2, 96, 2), torch.zeros(2, 12, 2)), 0)
 
 

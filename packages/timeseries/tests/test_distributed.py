@@ -15,8 +15,9 @@ import pytest
 
 ARGS = [
     "--data.data_path=weather.csv", "--data.dataset=custom", "--data.pred_len=24",
-    "--data.shuffle=false", "--model.dim=16", "--model.large_kernel=13", "--model.small_kernel=3",
-    "--model.dropout=0.0", "--model.plot_series=0", "--trainer.max_epochs=2",
+    "--data.shuffle=false", "--model.arch=ffnet_ts_test", "--model.arch_args.dim=16",
+    "--model.arch_args.token_kernels=13", "--model.arch_args.channel_kernels=13",
+    "--model.arch_args.mlp_drop=0.0", "--model.plot_series=0", "--trainer.max_epochs=2",
     "--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
     "--test_after_fit=true",
 ]  # fmt: skip

@@ -30,9 +30,12 @@ def test_train_predict_evaluate_serialize(dataset, tmp_path, monkeypatch):
     estimator = FFNetEstimator(
         prediction_length=24,
         context_length=48,
-        dim=16,
-        large_kernel=13,
-        small_kernel=3,
+        arch_args={
+            "dim": 16,
+            "token_kernels": 13,
+            "channel_kernels": 13,
+            "channel_small_kernels": 3,
+        },
         batch_size=16,
         num_batches_per_epoch=5,
         run_dir=str(run_dir),

@@ -19,9 +19,10 @@ def args(root, out, *extra):
         "--data.dataset=custom",
         "--data.pred_len=24",
         "--data.batch_size=64",
-        "--model.dim=16",
-        "--model.large_kernel=13",
-        "--model.small_kernel=3",
+        "--model.arch_args.dim=16",
+        "--model.arch_args.token_kernels=13",
+        "--model.arch_args.channel_kernels=13",
+        "--model.arch_args.channel_small_kernels=3",
         "--trainer.max_epochs=2",
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
@@ -67,7 +68,7 @@ def test_model_whose_variables_disagree_with_the_data_is_refused_before_training
 
     from metamixer.timeseries.data import TSLibDataModule
 
-    model = Forecaster(num_vars=5, horizon=24, dim=8, large_kernel=5, small_kernel=3)
+    model = Forecaster(arch="ffnet_ts_test", num_vars=5, horizon=24)
     dm = TSLibDataModule(str(custom_root), "weather.csv", "custom", pred_len=24)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False)
     with pytest.raises(ValueError, match=r"3 variables.*num_vars=5"):
@@ -82,7 +83,7 @@ def test_learning_rate_is_held_then_decays():
 
 
 def test_nan_inputs_are_refused():
-    model = Forecaster(num_vars=2, horizon=8, dim=8, large_kernel=5, small_kernel=3)
+    model = Forecaster(arch="ffnet_ts_test", num_vars=2, horizon=8)
     history = torch.zeros(2, 96, 2)
     history[0, 3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -92,7 +93,7 @@ def test_nan_inputs_are_refused():
 @pytest.mark.parametrize("loss, reference", [("mse", F.mse_loss), ("mae", F.l1_loss)])
 def test_training_objective_follows_the_loss_option(loss, reference):
     torch.manual_seed(0)
-    model = Forecaster(num_vars=2, horizon=8, dim=8, large_kernel=5, small_kernel=3, loss=loss)
+    model = Forecaster(arch="ffnet_ts_test", num_vars=2, horizon=8, loss=loss)
     history, future = torch.randn(4, 96, 2), 3 * torch.randn(4, 8, 2)
     model.eval()  # no dropout: the step and the reference see the same forecast
     with torch.no_grad():

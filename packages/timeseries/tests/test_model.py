@@ -10,7 +10,7 @@ from metamixer.timeseries import FFNetForecaster
 @pytest.mark.parametrize("m,ffn_ratio,horizon", [(7, 2, 96), (3, 8, 192), (1, 12, 24)])
 def test_forward_matches_the_authors_layout(m, ffn_ratio, horizon):
     torch.manual_seed(0)
-    model = randomize_batchnorm(FFNetForecaster(m, 96, horizon, ffn_ratio=ffn_ratio)).eval()
+    model = randomize_batchnorm(FFNetForecaster(m, 96, horizon, mlp_ratio=ffn_ratio)).eval()
     x = torch.randn(4, 96, m) * 3 + 1
     with torch.no_grad():
         torch.testing.assert_close(model(x), authors_forward(model, x), atol=1e-4, rtol=1e-4)
@@ -18,7 +18,7 @@ def test_forward_matches_the_authors_layout(m, ffn_ratio, horizon):
 
 @pytest.mark.parametrize("m,ffn_ratio,horizon", [(7, 2, 96), (21, 12, 720), (321, 12, 96)])
 def test_parameter_count_matches_the_authors_model(m, ffn_ratio, horizon):
-    model = FFNetForecaster(m, 96, horizon, ffn_ratio=ffn_ratio)
+    model = FFNetForecaster(m, 96, horizon, mlp_ratio=ffn_ratio)
     assert count_params(model) == authors_parameter_count(m, 64, ffn_ratio, 96, horizon)
 
 
@@ -36,7 +36,7 @@ def test_reparameterized_forecasts_are_unchanged():
 
 
 def test_every_parameter_gets_a_gradient():
-    model = FFNetForecaster(3, 96, 24, dropout=0.0)
+    model = FFNetForecaster(3, 96, 24, mlp_drop=0.0)
     model(torch.randn(4, 96, 3)).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 

@@ -58,15 +58,25 @@ CASES = {
         TypeError,
         "token_kernel",
     ),
+    "unknown mixer": (
+        lambda t, f: timm.create_model("ffnet_test", channel_mixers=["convnext"] * 3 + ["mlp"]),
+        ValueError,
+        "unknown channel mixer 'mlp' at stage 4; registered: convnext, ffn, identity",
+    ),
+    "mixer list of the wrong length": (
+        lambda t, f: timm.create_model("ffnet_test", token_mixers=["ffnified"] * 3),
+        ValueError,
+        "token_mixers has 3 entries but the network has 4",
+    ),
     "per-stage list of the wrong length": (
         lambda t, f: timm.create_model("ffnet_test", dims=(8, 16)),
         ValueError,
         "must match",
     ),
     "unknown activation": (
-        lambda t, f: timm.create_model("ffnet_test", act="gleu"),
+        lambda t, f: timm.create_model("ffnet_test", token_acts="gleu"),
         ValueError,
-        "valid names",
+        "cannot take the coefficient activation 'gleu'; valid: gelu",
     ),
     "missing weights file": (
         lambda t, f: load_official_weights(tiny(), t / "none.pth"),

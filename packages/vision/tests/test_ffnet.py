@@ -101,7 +101,7 @@ def test_bad_input_names_the_problem(shape, match):
 
 
 def test_per_stage_arguments_are_checked():
-    with pytest.raises(ValueError, match="token_kernels needs 4 entries"):
+    with pytest.raises(ValueError, match="token_kernels has 2 entries but the network has 4"):
         timm.create_model("ffnet_test", token_kernels=(3, 7))
     with pytest.raises(TypeError):
         timm.create_model("ffnet_test", token_kernel=3)  # misspelled keyword

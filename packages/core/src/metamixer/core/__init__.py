@@ -2,16 +2,25 @@
 
 Imports torch only.  A MetaMixer is ``value(act(key(query(x))))``; ``MetaBlock`` adds pre-norm,
 residual, drop-path and layer-scale.  The instance constructors (self-attention, FFN, ConvNeXt block,
-FFNified attention, pooling) take an ops bundle so one definition serves 1D, 2D and sparse 3D.
+FFNified attention, pooling) take an ops bundle so one definition serves 1D, 2D and sparse 3D; they
+are registered by name (``TOKEN_MIXERS``, ``CHANNEL_MIXERS``) next to any mixer a user registers,
+and every network names its mixers per stage.  ``ARCHITECTURES`` holds every model variant.
 """
 
 from .activations import ACTIVATIONS, GELU, build_activation
+from .architectures import (
+    ARCHITECTURES,
+    Architecture,
+    build_network,
+    network_args,
+    network_from_checkpoint,
+    register_architecture,
+)
 from .instances import (
-    TOKEN_MIXERS,
     AttentionKey,
     AttentionValue,
     SpatialOps,
-    build_token_mixer,
+    attention_heads,
     convnext_mixer,
     ffn,
     ffnified_attention,
@@ -32,12 +41,24 @@ from .ops import (
     init_trunc_normal,
 )
 from .profile import count_macs, count_params
+from .registry import (
+    CHANNEL_MIXERS,
+    TOKEN_MIXERS,
+    MixerContext,
+    StageMixers,
+    register_channel_mixer,
+    register_token_mixer,
+    stage_values,
+)
 from .reparam import ConvFamily, DenseConvs, FusableConv, reparameterize_model
 
 __all__ = [
     "ACTIVATIONS",
+    "ARCHITECTURES",
+    "CHANNEL_MIXERS",
     "GELU",
     "TOKEN_MIXERS",
+    "Architecture",
     "AttentionKey",
     "AttentionValue",
     "BNConv",
@@ -52,21 +73,30 @@ __all__ = [
     "LayerScale",
     "MetaBlock",
     "MetaMixer",
+    "MixerContext",
     "PointwiseShortcut",
     "PoolMinusInput",
     "RepDWConv",
     "SpatialOps",
+    "StageMixers",
     "TokenOps",
     "UsesInput",
+    "attention_heads",
     "build_activation",
-    "build_token_mixer",
+    "build_network",
     "convnext_mixer",
     "count_macs",
     "count_params",
     "ffn",
     "ffnified_attention",
     "init_trunc_normal",
+    "network_args",
+    "network_from_checkpoint",
     "pooling_mixer",
+    "register_architecture",
+    "register_channel_mixer",
+    "register_token_mixer",
     "reparameterize_model",
     "self_attention",
+    "stage_values",
 ]

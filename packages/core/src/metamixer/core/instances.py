@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .mixer import MetaMixer, UsesInput
 from .ops import PoolMinusInput, TokenOps
+from .registry import MixerContext, register_channel_mixer, register_token_mixer
 
 
 class SpatialOps(Protocol):
@@ -46,6 +47,18 @@ class SpatialOps(Protocol):
         small_kernel: int | None = None,
         norm: bool = False,
     ) -> nn.Module: ...
+
+    def query(self, dim: int, *, norm: bool = False) -> nn.Module:
+        """A token mixer's query projection (all channels of a position)."""
+        ...
+
+    def project(self, in_dim: int, out_dim: int) -> nn.Module:
+        """A channel mixer's output projection (hidden -> dim)."""
+        ...
+
+    def channels(self, dim: int) -> int:
+        """The tensor channels that hold ``dim`` features (``M·dim`` for M variables)."""
+        ...
 
     def norm(self, dim: int, kind: str = ...) -> nn.Module: ...
 
@@ -120,8 +133,12 @@ def self_attention(
     return ops.as_tokens(mixer)
 
 
-def _with_dropout(module: nn.Module, drop: float) -> nn.Module:
-    return module if drop == 0.0 else nn.Sequential(nn.Dropout(drop), module, nn.Dropout(drop))
+def _then_dropout(module: nn.Module, p: float) -> nn.Module:
+    """``module`` followed by dropout (a Sequential is extended, keeping its parameter names)."""
+    if p == 0.0:
+        return module
+    parts = list(module) if isinstance(module, nn.Sequential) else [module]
+    return nn.Sequential(*parts, nn.Dropout(p))
 
 
 def ffn(
@@ -131,18 +148,20 @@ def ffn(
     expansion: float = 4.0,
     act: str | nn.Module = "gelu",
     drop: float = 0.0,
+    proj_drop: float = 0.0,
 ) -> MetaMixer:
     """The feed-forward network: static keys ``W1`` and values ``W2`` over channels.
 
-    ``drop`` applies dropout to the coefficients and to the output.
+    ``drop`` is dropout on the hidden coefficients (before the activation), ``proj_drop`` on the
+    output.
     """
     hidden = int(dim * expansion)
     return MetaMixer(
         dim,
         query=None,
-        key=ops.pointwise(dim, hidden),
+        key=_then_dropout(ops.pointwise(dim, hidden), drop),
         act=act,
-        value=_with_dropout(ops.pointwise(hidden, dim), drop),
+        value=_then_dropout(ops.project(hidden, dim), proj_drop),
         act_axis=ops.channel_axis,
         mixes="channels",
         position_axis=ops.position_axis,
@@ -160,8 +179,7 @@ def convnext_mixer(
     expansion: float = 4.0,
     act: str | nn.Module = "gelu",
     drop: float = 0.0,
-    key: nn.Module | None = None,
-    value: nn.Module | None = None,
+    proj_drop: float = 0.0,
 ) -> MetaMixer:
     """ConvNeXt block as a MetaMixer: a depthwise conv (+ norm) queries an FFN.
 
@@ -171,8 +189,7 @@ def convnext_mixer(
         conv_norm: bias-free conv followed by BN, foldable (FFNet); implied by ``small_kernel``.
         query_norm: a norm after the query conv: "layer" (ConvNeXt), "batch", or ``None``.
         expansion: hidden width / dim of the FFN.
-        drop: dropout on the coefficients and on the output.
-        key, value: custom expand / project operations (default: ``ops.pointwise``).
+        drop: dropout on the hidden coefficients; ``proj_drop``: on the output.
     """
     query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=conv_norm)
     if query_norm is not None:
@@ -181,9 +198,9 @@ def convnext_mixer(
     return MetaMixer(
         dim,
         query=query,
-        key=ops.pointwise(dim, hidden) if key is None else key,
+        key=_then_dropout(ops.pointwise(dim, hidden), drop),
         act=act,
-        value=_with_dropout(ops.pointwise(hidden, dim) if value is None else value, drop),
+        value=_then_dropout(ops.project(hidden, dim), proj_drop),
         act_axis=ops.channel_axis,
         mixes="channels",
         position_axis=ops.position_axis,
@@ -198,7 +215,6 @@ def ffnified_attention(
     value_kernel_size: int | None = None,
     small_kernel: int | None = None,
     conv_norm: bool = False,
-    query: nn.Module | None = None,
     query_norm: bool = True,
     act: str | nn.Module = "gelu",
 ) -> MetaMixer:
@@ -208,16 +224,13 @@ def ffnified_attention(
         kernel_size: key kernel (the Q-K interaction); ``value_kernel_size`` defaults to it.
         small_kernel: train key and value as large + small parallel branches, each with BN.
         conv_norm: BN after each single-branch depthwise conv (implied by ``small_kernel``).
-        query: a custom query projection; default a pointwise projection, bias-free + BN if
-            ``query_norm`` else with bias.
+        query_norm: the layout's query projection (``ops.query``) bias-free + norm, else with bias.
     """
     value_kernel_size = kernel_size if value_kernel_size is None else value_kernel_size
-    if query is None:
-        query = ops.pointwise(dim, dim, norm=query_norm, bias=not query_norm)
     conv = dict(small_kernel=small_kernel, norm=conv_norm)
     return MetaMixer(
         dim,
-        query=query,
+        query=ops.query(dim, norm=query_norm),
         key=ops.depthwise(dim, kernel_size, **conv),
         act=act,
         value=ops.depthwise(dim, value_kernel_size, **conv),
@@ -237,32 +250,59 @@ def pooling_mixer(dim: int, *, ops: SpatialOps, pool_size: int = 3) -> MetaMixer
     )
 
 
-TOKEN_MIXERS = ("ffnified", "attention", "pooling", "identity")
+def attention_heads(dim: int, num_heads: int | None = None) -> int:
+    """``num_heads`` if given, else ``dim // 32`` lowered to a divisor of ``dim`` (at least 1)."""
+    if num_heads is not None:
+        return num_heads
+    heads = max(1, dim // 32)
+    while dim % heads:
+        heads -= 1
+    return heads
 
 
-def build_token_mixer(
-    kind: str,
-    dim: int,
-    *,
-    ops: SpatialOps,
-    kernel_size: int,
-    act: str | nn.Module = "gelu",
-    num_heads: int | None = None,
-    ffnified: dict | None = None,
-) -> nn.Module:
-    """A token mixer by name, for ablations: FFNified attention (``ffnified`` holds its extra
-    arguments), self-attention, pooling, or identity (no token mixing)."""
-    if kind == "ffnified":
-        return ffnified_attention(
-            dim, ops=ops, kernel_size=kernel_size, act=act, **(ffnified or {})
-        )
-    if kind == "attention":
-        heads = num_heads or max(1, dim // 32)
-        while dim % heads:
-            heads -= 1
-        return self_attention(dim, num_heads=heads, ops=ops)
-    if kind == "pooling":
-        return pooling_mixer(dim, ops=ops, pool_size=kernel_size)
-    if kind == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown token mixer {kind!r}; valid: {', '.join(TOKEN_MIXERS)}")
+# --- the built-in mixers, registered like a user's -------------------------------------------------
+
+
+@register_token_mixer("ffnified")
+def _ffnified(c: MixerContext) -> nn.Module:
+    return ffnified_attention(
+        c.dim, ops=c.ops, kernel_size=c.kernel_size, value_kernel_size=c.value_kernel_size,
+        small_kernel=c.small_kernel, conv_norm=c.conv_norm, query_norm=c.query_norm is not None,
+        act=c.activation("gelu"),
+    )  # fmt: skip
+
+
+@register_token_mixer("attention")
+def _attention(c: MixerContext) -> nn.Module:
+    dim = c.ops.channels(c.dim)
+    return self_attention(
+        dim, num_heads=attention_heads(dim, c.num_heads), ops=c.ops, act=c.activation("softmax")
+    )
+
+
+@register_token_mixer("pooling", acts=("identity",))
+def _pooling(c: MixerContext) -> nn.Module:
+    return pooling_mixer(c.dim, ops=c.ops, pool_size=c.kernel_size)
+
+
+@register_token_mixer("identity", acts=("identity",))
+@register_channel_mixer("identity", acts=("identity",))
+def _identity(c: MixerContext) -> nn.Module:
+    return nn.Identity()
+
+
+@register_channel_mixer("convnext")
+def _convnext(c: MixerContext) -> nn.Module:
+    return convnext_mixer(
+        c.dim, ops=c.ops, kernel_size=c.kernel_size, small_kernel=c.small_kernel,
+        conv_norm=c.conv_norm, query_norm=c.query_norm, expansion=c.mlp_ratio,
+        act=c.activation("gelu"), drop=c.drop, proj_drop=c.proj_drop,
+    )  # fmt: skip
+
+
+@register_channel_mixer("ffn")
+def _ffn(c: MixerContext) -> nn.Module:
+    return ffn(
+        c.dim, ops=c.ops, expansion=c.mlp_ratio, act=c.activation("gelu"), drop=c.drop,
+        proj_drop=c.proj_drop,
+    )  # fmt: skip

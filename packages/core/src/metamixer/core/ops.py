@@ -171,8 +171,23 @@ class ChannelsFirstAsTokens(nn.Module):
         return self.mixer(tokens).transpose(1, 2).reshape(x.shape)
 
 
+class PositionwiseProjections:
+    """``query`` / ``project`` / ``channels`` of a layout whose ``pointwise`` op mixes all channels
+    of a position (dense, token and sparse layouts)."""
+
+    def query(self, dim: int, *, norm: bool = False) -> nn.Module:
+        """A pointwise projection with bias, or bias-free + norm (foldable) with ``norm``."""
+        return self.pointwise(dim, dim, norm=norm, bias=not norm)
+
+    def project(self, in_dim: int, out_dim: int) -> nn.Module:
+        return self.pointwise(in_dim, out_dim)
+
+    def channels(self, dim: int) -> int:
+        return dim
+
+
 @dataclass(frozen=True)
-class DenseOps:
+class DenseOps(PositionwiseProjections):
     """Spatial ops on channels-first dense tensors with ``ndim`` spatial dimensions."""
 
     ndim: int = 2
@@ -231,7 +246,7 @@ class DenseOps:
 
 
 @dataclass(frozen=True)
-class TokenOps:
+class TokenOps(PositionwiseProjections):
     """Ops on channels-last token sequences ``(..., N, C)``: linear layers and LayerNorm only."""
 
     channel_axis: int = -1
@@ -275,6 +290,7 @@ __all__ = [
     "LayerNormChannels",
     "PointwiseShortcut",
     "PoolMinusInput",
+    "PositionwiseProjections",
     "RepDWConv",
     "TokenOps",
     "init_trunc_normal",

@@ -4,8 +4,10 @@
 
 A sweep file declares the ``grid`` (axis -> values; the first value of every axis is the baseline)
 and, per modality, the experiment config(s), a small budget, the metric, how each axis maps to
-that modality's command-line arguments (``knobs``), optionally its own values of some axes
-(``grid``) and values to skip.  ``mode: one-at-a-time`` varies one axis at a time from
+that modality's command-line arguments (``knobs``: one argument or a list), optionally its own
+values of some axes (``grid``) and values to skip.  ``imports`` lists modules that every cell
+imports first (``--import``), e.g. one that registers a new mixer; the sweep file's folder is on
+the cells' ``PYTHONPATH``, so such a module can sit beside it.  ``mode: one-at-a-time`` varies one axis at a time from
 the baseline, ``product`` runs the full grid.  Every cell is one ``python -m metamixer.<modality>
 fit`` run in its own folder; a cell with a ``result.json`` is done and skipped, so a killed sweep
 restarts where it stopped.  Parallel cells share the cores (threads = cores / parallel).  Results:
@@ -51,12 +53,12 @@ def load_sweep(path: Path) -> dict:
     for key in ("grid", "modalities"):
         if key not in spec:
             raise ValueError(f"{path}: missing top-level key {key!r} (needs grid and modalities)")
-    unknown = set(spec) - {"grid", "modalities", "mode", "parallel"}
+    unknown = set(spec) - {"grid", "modalities", "mode", "parallel", "imports"}
     if spec.get("mode", "one-at-a-time") not in ("one-at-a-time", "product"):
         raise ValueError(f"{path}: mode must be 'one-at-a-time' or 'product', got {spec['mode']!r}")
     if unknown:
         raise ValueError(
-            f"{path}: unknown keys {sorted(unknown)}; valid: grid, modalities, mode, parallel"
+            f"{path}: unknown keys {sorted(unknown)}; valid: grid, modalities, mode, parallel, imports"
         )
     for name, mod in spec["modalities"].items():
         missing = {"config", "metric", "knobs"} - set(mod)
@@ -65,6 +67,7 @@ def load_sweep(path: Path) -> dict:
         axes = set(spec["grid"]) - set(mod["knobs"])
         if axes:
             raise ValueError(f"{path}: modality {name!r} has no knob for axes {sorted(axes)}")
+    spec["folder"] = str(path.resolve().parent)
     return spec
 
 
@@ -97,15 +100,25 @@ def run_cell(cell: Cell, spec: dict, root: Path, threads: int) -> dict:
     mod = spec["modalities"][cell.modality]
     configs = mod["config"] if isinstance(mod["config"], list) else [mod["config"]]
     args = [sys.executable, "-m", f"metamixer.{cell.modality}", "fit"]
+    for module in spec.get("imports", []):
+        args += ["--import", module]
     for config in configs:
         args += ["--config", config]
     args += list(mod.get("budget", []))
-    args += [mod["knobs"][axis].format(value) for axis, value in cell.setting]
+    for axis, value in cell.setting:
+        knob = mod["knobs"][axis]
+        args += [k.format(value) for k in ([knob] if isinstance(knob, str) else knob)]
     args += [f"--trainer.default_root_dir={folder}", "--trainer.enable_progress_bar=false",
              "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
              f"--trainer.logger.save_dir={folder}", "--trainer.logger.name=csv",
              "--test_after_fit=true"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(filter(None, [spec["folder"], os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": path,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "w") as log:
         code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import Sampler
+
+from .registry import import_modules
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -110,6 +113,22 @@ def launcher_world() -> tuple[int, int] | None:
     return local_n, max(1, world_n // max(1, local_n))
 
 
+def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its ``--import MODULE`` / ``--import=MODULE`` options, and the modules."""
+    rest, modules, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--import":
+            value = next(it, None)
+            if value is None:
+                raise SystemExit("error: --import needs a module name, e.g. --import my_mixers")
+            modules.append(value)
+        elif arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, modules
+
+
 class MetaMixerCLI(LightningCLI):
     """``LightningCLI`` with the project's defaults.
 
@@ -122,6 +141,8 @@ class MetaMixerCLI(LightningCLI):
       ``EpochShuffle`` so that a resumed run repeats the interrupted one).
     * under ``fabric run`` / ``torchrun`` the Trainer joins the launcher's processes: ``devices`` and
       ``num_nodes`` left at "auto" / 1 follow the launcher, a contradicting value is an error.
+    * ``--import MODULE`` (repeatable, anywhere on the command line) imports a module first, e.g.
+      one that registers mixers, so that configs can select them by name.
     """
 
     def __init__(
@@ -136,6 +157,12 @@ class MetaMixerCLI(LightningCLI):
         subclass_mode_data: bool = True,
     ) -> None:
         self.links = tuple(links)
+        if args is None:
+            sys.argv[1:], modules = split_imports(sys.argv[1:])
+            import_modules(modules)
+        elif isinstance(args, list):
+            args, modules = split_imports(args)
+            import_modules(modules)
         super().__init__(
             model_class,
             datamodule_class,

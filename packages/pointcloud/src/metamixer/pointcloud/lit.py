@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from .models import SparseFFNet
+from metamixer.core import build_network
+
+from . import models as _models  # noqa: F401  (registers the sparse FFNet architectures)
 
 
 def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int = -1) -> Tensor:
@@ -52,11 +54,13 @@ class Segmenter(L.LightningModule):
     """Train / evaluate ``SparseFFNet``: cross-entropy + Lovász-softmax, AdamW + OneCycle.
 
     Args:
+        arch: architecture name (``sparse_ffnet``, ``sparse_ffnet_full`` (the authors' full
+            convs), ``sparse_ffnet_hybrid``, ``sparse_ffnet_test``; see
+            ``metamixer.core.ARCHITECTURES``).
         num_classes: output classes (linked from the data module).
         in_channels: input features per point (linked from the data module).
-        enc_depths, enc_channels, dec_depths, dec_channels, kernel_size, mlp_ratio, drop_path,
-            full_convs, act, token_mixer: ``SparseFFNet`` settings (``full_convs``: the authors'
-            full convs; ``act`` / ``token_mixer`` for ablations).
+        arch_args: overrides of the architecture's arguments (e.g. ``enc_depths``,
+            ``token_mixers``, ``drop_path_rate``), checked by name.
         lr: peak learning rate (OneCycle), ``block_lr_ratio`` times lower for the FFNet blocks.
         block_lr_ratio: learning-rate ratio of the blocks (the authors: 0.1).
         weight_decay: AdamW weight decay.
@@ -66,18 +70,10 @@ class Segmenter(L.LightningModule):
 
     def __init__(
         self,
+        arch: str = "sparse_ffnet",
         num_classes: int = 20,
         in_channels: int = 6,
-        enc_depths: tuple[int, ...] = (2, 2, 2, 6, 2),
-        enc_channels: tuple[int, ...] = (32, 64, 128, 256, 512),
-        dec_depths: tuple[int, ...] = (2, 2, 2, 2),
-        dec_channels: tuple[int, ...] = (64, 64, 128, 256),
-        kernel_size: int = 3,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.3,
-        full_convs: bool = False,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
+        arch_args: dict[str, Any] | None = None,
         lr: float = 0.006,
         block_lr_ratio: float = 0.1,
         weight_decay: float = 0.05,
@@ -86,12 +82,8 @@ class Segmenter(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = SparseFFNet(
-            in_channels, num_classes, enc_depths=enc_depths, enc_channels=enc_channels,
-            dec_depths=dec_depths, dec_channels=dec_channels, kernel_size=kernel_size,
-            mlp_ratio=mlp_ratio, drop_path=drop_path, full_convs=full_convs, act=act,
-            token_mixer=token_mixer,
-        )  # fmt: skip
+        task = {"in_channels": in_channels, "num_classes": num_classes}
+        self.model = build_network(arch, task, arch_args)
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
 

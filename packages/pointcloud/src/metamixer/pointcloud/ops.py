@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from metamixer.core import ConvBN, RepDWConv
+from metamixer.core.ops import PositionwiseProjections
 
 from .sparse import SparseDepthwiseConv, SparseFullConv, StructureSlot
 
@@ -85,7 +86,7 @@ class SceneDropPath(nn.Module):
 
 
 @dataclass(frozen=True)
-class SparseOps:
+class SparseOps(PositionwiseProjections):
     """Ops bundle for ``metamixer.core`` mixers on sparse voxel features ``(N, C)``.
 
     ``full=True`` builds the authors' full ``C → C`` submanifold convs instead of depthwise ones.
@@ -136,7 +137,36 @@ class SparseOps:
         return SparseAvgPool(kernel_size, self.slot)
 
     def as_tokens(self, mixer: nn.Module) -> nn.Module:
-        raise NotImplementedError(
-            "global self-attention over all voxels of a scene is O(N²) (10^10 pairs for 100k "
-            "points); use a local mixer for point clouds"
-        )
+        return SceneTokens(mixer, self.slot)
+
+
+#: The most voxels of one scene at one level that a token-sequence mixer (self-attention) may see:
+#: its cost grows with the square of the count (4096² coefficients = 64 MiB per head in float32).
+MAX_SCENE_TOKENS = 4096
+
+
+class SceneTokens(nn.Module):
+    """Run a ``(B, N, C)`` token mixer on each scene's voxels of the current level as one sequence.
+
+    Attention over every voxel of a scene is quadratic in its voxel count: levels whose scenes
+    hold more than ``max_tokens`` voxels are refused, naming the count (use attention at the
+    coarse levels, as CAFormer does at its late stages).
+    """
+
+    def __init__(
+        self, mixer: nn.Module, slot: StructureSlot, max_tokens: int = MAX_SCENE_TOKENS
+    ) -> None:
+        super().__init__()
+        self.mixer, self.slot, self.max_tokens = mixer, slot, max_tokens
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.slot.get()
+        counts = torch.bincount(s.batch.long(), minlength=s.batch_size)
+        if int(counts.max()) > self.max_tokens:
+            raise ValueError(
+                f"self-attention over {int(counts.max())} voxels of one scene at this level "
+                f"exceeds the limit of {self.max_tokens}: use attention only at coarser levels "
+                "(e.g. token_mixers with 'attention' in the last encoder stages) or smaller crops"
+            )
+        parts = x.split(counts.tolist())  # a level's voxels are ordered by scene
+        return torch.cat([self.mixer(p[None])[0] if len(p) else p for p in parts])

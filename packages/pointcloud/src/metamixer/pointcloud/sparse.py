@@ -190,9 +190,14 @@ def sparse_depthwise(
     """
     if scatter not in SCATTER_ADD:
         raise ValueError(f"scatter must be one of {sorted(SCATTER_ADD)}, got {scatter!r}")
-    return _SparseDepthwise.apply(
-        x, weight.contiguous(), bias, pairs, len(pairs) // 2, SCATTER_ADD[scatter]
+    # accumulate in at least float32 (features arrive in bf16 / fp16 under autocast), return
+    # x's dtype
+    work = torch.promote_types(x.dtype, torch.float32)
+    bias = None if bias is None else bias.to(work)
+    out = _SparseDepthwise.apply(
+        x.to(work), weight.to(work).contiguous(), bias, pairs, len(pairs) // 2, SCATTER_ADD[scatter]
     )
+    return out.to(x.dtype)
 
 
 class SparseDepthwiseConv(nn.Module):

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metamixer.core import build_network
+
+from . import models as _models  # noqa: F401  (registers the FFNet-SR architectures)
 from .inference import psnr_ssim_y, upscale
-from .models import FFNetSR
 
 
 def fft_l1_loss(sr: Tensor, hr: Tensor) -> Tensor:
@@ -26,14 +28,11 @@ class SuperResolution(L.LightningModule):
     """Train / evaluate FFNet-SR.
 
     Args:
+        arch: architecture name (``ffnet_sr_light``, ``ffnet_sr``, ``ffnet_sr_light_hybrid``,
+            ``ffnet_sr_test``; see ``metamixer.core.ARCHITECTURES``).
         scale: upscaling factor (linked from the data module by the CLI).
-        dim: feature channels.
-        depth: blocks (36 = FFNet_sr-light, 48 = FFNet_sr).
-        expansion_ratio: channel-mixer expansion.
-        norm: None, "LN" or "BN".
-        kernel_size: depthwise kernel of both mixers.
-        act: coefficient activation (ablations).
-        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
+        arch_args: overrides of the architecture's arguments (e.g. ``dim``, ``depth``,
+            ``token_mixers``), checked by name.
         lr: Adam learning rate (cosine-annealed to ``min_lr`` over the run).
         min_lr: final learning rate.
         betas: Adam betas.
@@ -46,14 +45,9 @@ class SuperResolution(L.LightningModule):
 
     def __init__(
         self,
+        arch: str = "ffnet_sr_light",
         scale: int = 2,
-        dim: int = 96,
-        depth: int = 36,
-        expansion_ratio: float = 2.0,
-        norm: str | None = None,
-        kernel_size: int = 3,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
+        arch_args: dict[str, Any] | None = None,
         lr: float = 1e-3,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.99),
@@ -65,9 +59,7 @@ class SuperResolution(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = FFNetSR(
-            scale, dim, depth, expansion_ratio, norm, kernel_size, act, token_mixer
-        )
+        self.model = build_network(arch, {"scale": scale}, arch_args)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = None

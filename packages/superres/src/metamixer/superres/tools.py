@@ -18,39 +18,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metamixer.core import build_network, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
 
 from .data import IMAGE_EXTENSIONS, PairedImages, ensure_lr, read_image, to_tensor, write_image
 from .inference import psnr_ssim_y, upscale
-from .models import VARIANTS, FFNetSR
+from .models import VARIANTS
 from .plots import save_comparison
 from .weights import load_sr_weights
 
-ARCH_KEYS = (
-    "scale",
-    "dim",
-    "depth",
-    "expansion_ratio",
-    "norm",
-    "kernel_size",
-    "act",
-    "token_mixer",
-)
 
-
-def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> FFNetSR:
-    """FFNetSR from a Lightning checkpoint (hyperparameters inside) or a basicsr release file."""
+def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> nn.Module:
+    """FFNet-SR from a Lightning checkpoint (architecture inside) or a basicsr release file."""
     path = Path(checkpoint)
-    hp = read_checkpoint(path).get("hyper_parameters")
-    if isinstance(hp, dict):
-        model = FFNetSR(**{k: hp[k] for k in ARCH_KEYS if k in hp})
-    else:
-        if arch not in VARIANTS or scale is None:
-            raise ValueError(
-                f"{path} is a plain weights file: give --arch ({', '.join(VARIANTS)}) and --scale"
-            )
-        model = FFNetSR(scale=scale, **VARIANTS[arch])
-    return load_sr_weights(model, path).eval()
+    if isinstance(read_checkpoint(path).get("hyper_parameters"), dict):
+        return network_from_checkpoint(path)
+    if arch not in VARIANTS or scale is None:
+        raise ValueError(
+            f"{path} is a plain weights file: give --arch ({', '.join(VARIANTS)}) and --scale"
+        )
+    return load_sr_weights(build_network(arch, {"scale": scale}), path).eval()
 
 
 def evaluate(

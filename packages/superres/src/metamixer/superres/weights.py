@@ -41,9 +41,9 @@ _LAYOUTS: dict[str | None, dict[str, dict[int, str]]] = {
         },
     },
     "BN": {
-        "token_mixer": {
-            0: "token.mixer.query.0",
-            1: "token.mixer.query.1",
+        "token_mixer": {  # our query is a bias-free conv + BN: the conv bias folds into the BN
+            0: "token.mixer.query.conv",
+            1: "token.mixer.query.bn",
             2: "token.mixer.key",
             4: "token.mixer.value",
         },
@@ -72,6 +72,9 @@ def convert_official_state_dict(
             out[key] = value
         else:
             unknown.append(key)
+    for key in [k for k in out if k.endswith("token.mixer.query.conv.bias")]:
+        mean = key.replace("query.conv.bias", "query.bn.running_mean")
+        out[mean] = out[mean] - out.pop(key)  # BN(Wx + b) with mean m == BN(Wx) with mean m - b
     if unknown:
         raise ValueError(
             f"{len(unknown)} keys are not in the authors' FFNet-SR layout (norm={norm!r}), "

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from metamixer.core import network_from_checkpoint
 from metamixer.core.plots import plot_erf_1d
 
+from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 from .data import TSLibDataModule
-from .lit import Forecaster
 
 
 def lookback_erf(model: nn.Module, histories: Tensor) -> Tensor:
@@ -39,12 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--out", default="runs/analysis")
     args = parser.parse_args(argv)
-    model = Forecaster.load_from_checkpoint(
-        args.checkpoint, map_location="cpu", weights_only=True
-    ).eval()
-    h = model.hparams
+    model = network_from_checkpoint(args.checkpoint)
     dm = TSLibDataModule(
-        args.root, args.data_path, args.dataset, seq_len=h.seq_len, pred_len=h.horizon
+        args.root, args.data_path, args.dataset, seq_len=model.seq_len, pred_len=model.horizon
     )
     dm.setup("test")
     test = dm.windows["test"]

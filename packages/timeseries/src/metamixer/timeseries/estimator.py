@@ -37,7 +37,9 @@ from gluonts.transform import (
 )
 from torch import Tensor, nn
 
-from .models import FFNetForecaster
+from metamixer.core import build_network
+
+from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 
 PREDICTION_INPUTS = ["past_target", "past_observed_values"]
 TRAINING_INPUTS = [*PREDICTION_INPUTS, "future_target", "future_observed_values"]
@@ -55,7 +57,8 @@ class FFNetDistributionModel(nn.Module):
         distr_output: Output,
         scaling: str = "std",
         head_dim: int = 32,
-        backbone: dict[str, Any] | None = None,
+        arch: str = "ffnet_ts",
+        arch_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if scaling not in SCALERS:
@@ -63,9 +66,8 @@ class FFNetDistributionModel(nn.Module):
         self.prediction_length, self.context_length = prediction_length, context_length
         self.distr_output = distr_output
         self.scaler = SCALERS[scaling](keepdim=True)
-        self.backbone = FFNetForecaster(
-            1, context_length, prediction_length, revin=False, **(backbone or {})
-        )
+        task = {"num_vars": 1, "seq_len": context_length, "horizon": prediction_length}
+        self.backbone = build_network(arch, task, {"revin": False, **(arch_args or {})})
         self.head_dim = head_dim
         features = self.backbone.dim * self.backbone.num_patches
         self.head = nn.Linear(features, prediction_length * head_dim)
@@ -140,8 +142,9 @@ class FFNetEstimator(PyTorchLightningEstimator):
     Args:
         prediction_length: forecast horizon.
         context_length: look-back window (default ``4 * prediction_length``, at least 16).
-        dim, depth, ffn_ratio, large_kernel, small_kernel, patch_size, patch_stride, dropout:
-            FFNet backbone settings (see ``FFNetForecaster``).
+        arch: the backbone's architecture name (``metamixer.core.ARCHITECTURES``, e.g.
+            ``ffnet_ts``); scaling replaces its RevIN.
+        arch_args: overrides of its arguments (e.g. ``dim``, ``token_kernels``), checked by name.
         head_dim: width of the per-step projection before the distribution arguments.
         distr_output: forecast distribution (default Student-t).
         scaling: "std", "mean" or "none".
@@ -157,14 +160,8 @@ class FFNetEstimator(PyTorchLightningEstimator):
         self,
         prediction_length: int,
         context_length: int | None = None,
-        dim: int = 64,
-        depth: int = 1,
-        ffn_ratio: int = 2,
-        large_kernel: int = 51,
-        small_kernel: int | None = 5,
-        patch_size: int = 4,
-        patch_stride: int = 2,
-        dropout: float = 0.1,
+        arch: str = "ffnet_ts",
+        arch_args: dict[str, Any] | None = None,
         head_dim: int = 32,
         distr_output: Output = STUDENT_T,
         scaling: str = "std",
@@ -182,11 +179,7 @@ class FFNetEstimator(PyTorchLightningEstimator):
         self.run_dir = run_dir
         self.prediction_length = prediction_length
         self.context_length = context_length or max(16, 4 * prediction_length)
-        self.backbone = dict(
-            dim=dim, depth=depth, ffn_ratio=ffn_ratio, large_kernel=large_kernel,
-            small_kernel=small_kernel, patch_size=patch_size, patch_stride=patch_stride,
-            dropout=dropout,
-        )  # fmt: skip
+        self.arch, self.arch_args = arch, dict(arch_args or {})
         self.head_dim, self.distr_output, self.scaling = head_dim, distr_output, scaling
         self.lr, self.weight_decay = lr, weight_decay
         self.batch_size, self.num_batches_per_epoch = batch_size, num_batches_per_epoch
@@ -207,7 +200,8 @@ class FFNetEstimator(PyTorchLightningEstimator):
                 "distr_output": self.distr_output,
                 "scaling": self.scaling,
                 "head_dim": self.head_dim,
-                "backbone": self.backbone,
+                "arch": self.arch,
+                "arch_args": self.arch_args,
             },
             lr=self.lr,
             weight_decay=self.weight_decay,

@@ -12,7 +12,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from .models import FFNetForecaster
+from metamixer.core import build_network
+
+from . import models as _models  # noqa: F401  (registers the forecaster architectures)
+from .ops import use_fast_dropout
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
@@ -26,21 +29,14 @@ class Forecaster(L.LightningModule):
     """Train / evaluate ``FFNetForecaster`` on ``(history, future)`` windows.
 
     Args:
+        arch: architecture name (``ffnet_ts``, ``ffnet_ts_hybrid``, ``ffnet_ts_test``; see
+            ``metamixer.core.ARCHITECTURES``).
         num_vars: variables M (linked from the data module by the CLI).
         seq_len: look-back window (linked from the data module).
         horizon: forecast length (linked from the data module's ``pred_len``).
-        dim: features per variable.
-        depth: number of blocks.
-        ffn_ratio: channel-mixer expansion.
-        large_kernel: depthwise kernel along patches.
-        small_kernel: parallel small kernel of the channel mixer (``None`` = none).
-        patch_size: stem patch length.
-        patch_stride: stem stride.
-        dropout: backbone dropout.
-        head_dropout: head dropout.
-        revin: reversible instance normalisation.
-        act: coefficient activation of both mixers.
-        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
+        arch_args: overrides of the architecture's arguments (e.g. ``dim``, ``mlp_ratio``,
+            ``token_kernels``, ``token_mixers``, ``mlp_drop``), checked by name.
+        fast_dropout: training-time pass ``use_fast_dropout`` (integer dropout masks on CPU).
         loss: training objective, "mse" (the authors') or "mae" (robust to outlying days; the
             validation / test metrics are MSE and MAE either way, checkpoints selected on MSE).
         lr: Adam learning rate.
@@ -52,21 +48,12 @@ class Forecaster(L.LightningModule):
 
     def __init__(
         self,
+        arch: str = "ffnet_ts",
         num_vars: int = 7,
         seq_len: int = 96,
         horizon: int = 96,
-        dim: int = 64,
-        depth: int = 1,
-        ffn_ratio: int = 2,
-        large_kernel: int = 51,
-        small_kernel: int | None = 5,
-        patch_size: int = 4,
-        patch_stride: int = 2,
-        dropout: float = 0.1,
-        head_dropout: float = 0.0,
-        revin: bool = True,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
+        arch_args: dict[str, Any] | None = None,
+        fast_dropout: bool = True,
         loss: Literal["mse", "mae"] = "mse",
         lr: float = 1e-4,
         lr_hold_epochs: int = 2,
@@ -78,12 +65,10 @@ class Forecaster(L.LightningModule):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         self.save_hyperparameters()
-        self.model = FFNetForecaster(
-            num_vars, seq_len, horizon, dim=dim, depth=depth, ffn_ratio=ffn_ratio,
-            large_kernel=large_kernel, small_kernel=small_kernel, patch_size=patch_size,
-            patch_stride=patch_stride, dropout=dropout, head_dropout=head_dropout, revin=revin,
-            act=act, token_mixer=token_mixer,
-        )  # fmt: skip
+        task = {"num_vars": num_vars, "seq_len": seq_len, "horizon": horizon}
+        self.model = build_network(arch, task, arch_args)
+        if fast_dropout:
+            use_fast_dropout(self.model)
 
         def metrics(prefix: str) -> MetricCollection:
             return MetricCollection(

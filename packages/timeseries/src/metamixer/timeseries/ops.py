@@ -90,11 +90,27 @@ class SharedBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(batch * self.num_vars, -1, n)).reshape(batch, -1, n)
 
 
+def use_fast_dropout(model: nn.Module) -> nn.Module:
+    """Training-time pass: every ``nn.Dropout`` of ``model`` draws its CPU mask as ``Dropout``
+    does (in place; same parameters, same expectation; off = leave the model alone)."""
+    for module in model.modules():
+        if type(module) is nn.Dropout:
+            module.__class__ = Dropout
+    return model
+
+
 @dataclass(frozen=True)
 class VariableOps:
-    """Spatial ops for ``(B, M·D, N)`` features; ``dim`` arguments count features per variable."""
+    """Spatial ops for ``(B, M·D, N)`` features; ``dim`` arguments count features per variable.
+
+    ``query`` is the authors' cross-variable FFN (``query_mlp_ratio``, ``query_drop``,
+    ``query_proj_drop``); ``project`` their grouped projection that mixes variables.
+    """
 
     num_vars: int
+    query_mlp_ratio: int = 2
+    query_drop: float = 0.0
+    query_proj_drop: float = 0.0
     channel_axis: int = 1
     position_axis: int | None = None  # the forecaster's inputs are small: no slicing
 
@@ -122,6 +138,34 @@ class VariableOps:
         m = self.num_vars
         conv = PointwiseConv1d(m * in_dim, m * out_dim, groups=m, bias=bias and not norm)
         return nn.Sequential(conv, self.norm(out_dim)) if norm else conv
+
+    def query(self, dim: int, *, norm: bool = False) -> nn.Module:
+        """For every feature, an FFN over the M variables (M -> e·M), then a grouped projection
+        back to D features per variable; dropout inside, shared BN after with ``norm``."""
+        m, hidden = self.num_vars, self.query_mlp_ratio * self.num_vars
+        return nn.Sequential(
+            SwapAxes(m, dim),  # (M, D) -> (D, M): group by feature
+            PointwiseConv1d(dim * m, dim * hidden, groups=dim),
+            nn.Dropout(self.query_drop),
+            nn.GELU(),
+            SwapAxes(dim, hidden),  # (D, e·M) -> (e·M, D)
+            PointwiseConv1d(hidden * dim, m * dim, groups=m),
+            nn.Dropout(self.query_proj_drop),
+            *([SharedBatchNorm(dim, m)] if norm else []),
+        )
+
+    def project(self, in_dim: int, out_dim: int) -> nn.Module:
+        """Per-variable hidden ``(M, F)`` -> ``(M, D)``, each output feature d reading hidden
+        units [d·F/D, (d+1)·F/D) of all M variables (the authors' grouping)."""
+        m = self.num_vars
+        return nn.Sequential(
+            SwapAxes(m, in_dim),
+            PointwiseConv1d(in_dim * m, out_dim * m, groups=out_dim),
+            SwapAxes(out_dim, m),
+        )
+
+    def channels(self, dim: int) -> int:
+        return self.num_vars * dim
 
     def norm(self, dim: int, kind: str = "batch") -> nn.Module:
         if kind != "batch":

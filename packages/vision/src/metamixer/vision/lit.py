@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from metamixer.core import ARCHITECTURES, build_network, network_from_checkpoint
 from metamixer.core.checkpoint import read_checkpoint
 
 from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
@@ -32,19 +34,23 @@ def load_weights_file(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def classifier_from_checkpoint(path: str | Path) -> nn.Module:
+def build_classifier(
+    arch: str, task: Mapping[str, Any], arch_args: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """A registered architecture (``metamixer.core.ARCHITECTURES``) or, for peers and teachers,
+    any other timm model, with the task's ``num_classes`` / ``in_chans``."""
+    if arch in ARCHITECTURES:
+        return build_network(arch, task, arch_args)
+    return timm.create_model(arch, **task, **(arch_args or {}))
+
+
+def classifier_from_checkpoint(path: str | Path, weights: str = "raw") -> nn.Module:
     """The network of an ``ImageClassifier`` Lightning checkpoint, rebuilt from its hyperparameters."""
-    hp = read_checkpoint(path).get("hyper_parameters")
-    if not isinstance(hp, dict) or "arch" not in hp:
-        raise ValueError(f"{path} is not an ImageClassifier checkpoint (no hyper_parameters.arch)")
-    model = timm.create_model(
-        hp["arch"],
-        num_classes=hp["num_classes"],
-        in_chans=hp["in_chans"],
-        **(hp.get("arch_kwargs") or {}),
+    hp = read_checkpoint(path).get("hyper_parameters") or {}
+    task = {k: hp[k] for k in ("num_classes", "in_chans") if k in hp}
+    return network_from_checkpoint(
+        path, weights=weights, build=lambda arch, _, args: build_classifier(arch, task, args)
     )
-    load_state_dict_strict(model, load_weights_file(path), str(path))
-    return model
 
 
 def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
@@ -59,11 +65,12 @@ class ImageClassifier(L.LightningModule):
     """Train / evaluate a timm image classifier (FFNet by default).
 
     Args:
-        arch: timm model name (``ffnet_1`` … ``ffnet_4``, ``ffnet_test``, or any timm model).
+        arch: architecture name (``ffnet_1`` … ``ffnet_4``, ``ffnet_1_hybrid``, ``ffnet_test``, or
+            any timm model).
         num_classes: classifier outputs (linked from the data module by the CLI).
         in_chans: input channels (linked from the data module by the CLI).
-        drop_path_rate: stochastic depth; ``None`` keeps the variant's default.
-        arch_kwargs: further keyword arguments of the architecture (e.g. ``depths``, ``dims``).
+        arch_args: overrides of the architecture's arguments (e.g. ``depths``, ``dims``,
+            ``token_mixers``, ``drop_path_rate``), checked by name.
         init_weights: local weights to start from (authors' release, our export or a Lightning
             checkpoint, e.g. for fine-tuning at 384); the head is re-initialised if its size differs.
         lr: peak learning rate (AdamW).
@@ -88,8 +95,7 @@ class ImageClassifier(L.LightningModule):
         arch: str = "ffnet_1",
         num_classes: int = 1000,
         in_chans: int = 3,
-        drop_path_rate: float | None = None,
-        arch_kwargs: dict[str, Any] | None = None,
+        arch_args: dict[str, Any] | None = None,
         init_weights: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -108,10 +114,8 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        kwargs = dict(arch_kwargs or {})
-        if drop_path_rate is not None:
-            kwargs["drop_path_rate"] = drop_path_rate
-        self.model = timm.create_model(arch, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        task = {"num_classes": num_classes, "in_chans": in_chans}
+        self.model = build_classifier(arch, task, arch_args)
         if init_weights is not None:
             self._load_initial_weights(init_weights)
         if channels_last:

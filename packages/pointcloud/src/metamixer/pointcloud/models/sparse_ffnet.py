@@ -9,12 +9,18 @@ mixer (sparse conv k3 + BN → FFN ×4), each residual with per-scene drop-path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from metamixer.core import MetaBlock, build_token_mixer, convnext_mixer
+from metamixer.core import (
+    MetaBlock,
+    MixerContext,
+    StageMixers,
+    register_architecture,
+    stage_values,
+)
 
 from ..ops import SceneDropPath, SparseOps, batch_norm
 from ..sparse import SparseFullConv, SparseStructure, StructureSlot
@@ -89,33 +95,25 @@ class Unpool(nn.Module):
 
 
 class Stage(nn.Module):
-    """FFNet blocks on one resolution level; sets the level's structure for its sparse ops."""
+    """FFNet blocks on one resolution level; sets the level's structure for its sparse ops.
+
+    ``mixers(ops) -> (token, channel)`` builds one block's two mixers on the level's ops.
+    """
 
     def __init__(
         self,
         dim: int,
         drop_paths: Sequence[float],
+        mixers: Callable[[SparseOps], tuple[nn.Module, nn.Module]],
         *,
-        kernel_size: int,
-        mlp_ratio: float,
         full_convs: bool,
-        act: str = "gelu",
-        token_mixer_kind: str = "ffnified",
     ) -> None:
         super().__init__()
         self.slot = StructureSlot()
         ops = SparseOps(self.slot, full=full_convs)
         blocks = []
         for p in drop_paths:
-            token = build_token_mixer(
-                token_mixer_kind, dim, ops=ops, kernel_size=kernel_size, act=act,
-                ffnified={"conv_norm": True, "query": nn.Linear(dim, dim)},
-            )  # fmt: skip
-            channel = convnext_mixer(
-                dim, ops=ops, kernel_size=kernel_size, conv_norm=True, query_norm=None,
-                expansion=mlp_ratio, act=act,
-            )  # fmt: skip
-            for mixer in (token, channel):
+            for mixer in mixers(ops):
                 blocks.append(
                     MetaBlock(
                         dim,
@@ -146,12 +144,15 @@ class SparseFFNet(nn.Module):
         num_classes: output classes.
         enc_depths, enc_channels: encoder blocks and widths per level.
         dec_depths, dec_channels: decoder blocks and widths per level (finest first).
-        kernel_size: sparse conv kernel of the blocks.
+        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
+            ``CHANNEL_MIXERS``) per stage, in the order the data passes: the encoder stages
+            (finest first), then the decoder stages (coarsest first); "attention" runs over each
+            scene's voxels of the level and is refused above ``ops.MAX_SCENE_TOKENS`` voxels.
+        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
+        token_kernels, channel_kernels: sparse conv kernels per stage (same order).
         mlp_ratio: channel-mixer FFN expansion.
-        drop_path: stochastic depth (per scene), rising linearly to this value.
+        drop_path_rate: stochastic depth (per scene), rising linearly to this value.
         full_convs: the authors' full C → C submanifold convs instead of depthwise ones.
-        act: coefficient activation of both mixers (for ablations).
-        token_mixer: "ffnified", or for ablations "pooling", "identity".
     """
 
     def __init__(
@@ -163,12 +164,15 @@ class SparseFFNet(nn.Module):
         enc_channels: Sequence[int] = (32, 64, 128, 256, 512),
         dec_depths: Sequence[int] = (2, 2, 2, 2),
         dec_channels: Sequence[int] = (64, 64, 128, 256),
-        kernel_size: int = 3,
+        token_mixers: str | Sequence[str] = "ffnified",
+        token_acts: str | Sequence[str | None] | None = None,
+        channel_mixers: str | Sequence[str] = "convnext",
+        channel_acts: str | Sequence[str | None] | None = None,
+        token_kernels: int | Sequence[int] = 3,
+        channel_kernels: int | Sequence[int] = 3,
         mlp_ratio: float = 4.0,
-        drop_path: float = 0.3,
+        drop_path_rate: float = 0.3,
         full_convs: bool = False,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
     ) -> None:
         super().__init__()
         levels = len(enc_depths)
@@ -181,18 +185,34 @@ class SparseFFNet(nn.Module):
         self.stem_slot = StructureSlot()
         self.stem = SparseFullConv(in_channels, enc_channels[0], 5, self.stem_slot, bias=False)
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
-        stage = dict(
-            kernel_size=kernel_size, mlp_ratio=mlp_ratio, full_convs=full_convs, act=act,
-            token_mixer_kind=token_mixer,
-        )  # fmt: skip
-        enc_rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
-        dec_rates = torch.linspace(0, drop_path, sum(dec_depths)).tolist()
+        stages = 2 * levels - 1  # encoder 0 … L-1, then decoder L-2 … 0
+        mixers = StageMixers.of(stages, token_mixers, token_acts, channel_mixers, channel_acts)
+        token_kernels = stage_values(token_kernels, stages, "token_kernels")
+        channel_kernels = stage_values(channel_kernels, stages, "channel_kernels")
+
+        def block_mixers(i: int, dim: int) -> Callable[[SparseOps], tuple[nn.Module, nn.Module]]:
+            where = f"stage {i + 1} ({'encoder' if i < levels else 'decoder'})"
+
+            def build(ops: SparseOps) -> tuple[nn.Module, nn.Module]:
+                token = MixerContext(dim, ops, kernel_size=token_kernels[i], conv_norm=True,
+                                     where=where)  # fmt: skip
+                channel = MixerContext(dim, ops, kernel_size=channel_kernels[i], conv_norm=True,
+                                       mlp_ratio=mlp_ratio, where=where)  # fmt: skip
+                return mixers.token_mixer(i, token), mixers.channel_mixer(i, channel)
+
+            return build
+
+        enc_rates = torch.linspace(0, drop_path_rate, sum(enc_depths)).tolist()
+        dec_rates = torch.linspace(0, drop_path_rate, sum(dec_depths)).tolist()
         self.pools = nn.ModuleList(
             Pool(enc_channels[s - 1], enc_channels[s]) for s in range(1, levels)
         )
         self.encoder = nn.ModuleList(
             Stage(
-                enc_channels[s], enc_rates[sum(enc_depths[:s]) : sum(enc_depths[: s + 1])], **stage
+                enc_channels[s],
+                enc_rates[sum(enc_depths[:s]) : sum(enc_depths[: s + 1])],
+                block_mixers(s, enc_channels[s]),
+                full_convs=full_convs,
             )
             for s in range(levels)
         )
@@ -202,7 +222,10 @@ class SparseFFNet(nn.Module):
         )
         self.decoder = nn.ModuleList(
             Stage(
-                widths[s], dec_rates[sum(dec_depths[:s]) : sum(dec_depths[: s + 1])][::-1], **stage
+                widths[s],
+                dec_rates[sum(dec_depths[:s]) : sum(dec_depths[: s + 1])][::-1],
+                block_mixers(2 * levels - 2 - s, widths[s]),
+                full_convs=full_convs,
             )
             for s in range(levels - 1)
         )
@@ -249,3 +272,47 @@ def _init(m: nn.Module) -> None:
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+#: Every architectural argument of each variant, spelled out once.
+SPARSE_FFNET = dict(
+    enc_depths=(2, 2, 2, 6, 2), enc_channels=(32, 64, 128, 256, 512), dec_depths=(2, 2, 2, 2),
+    dec_channels=(64, 64, 128, 256), token_mixers="ffnified", token_acts=None,
+    channel_mixers="convnext", channel_acts=None, token_kernels=3, channel_kernels=3,
+    mlp_ratio=4.0, drop_path_rate=0.3,
+)  # fmt: skip
+VARIANTS = {
+    # ours: true depthwise sparse convs (11.1 M parameters fused)
+    "sparse_ffnet": dict(SPARSE_FFNET, full_convs=False),
+    # the authors' network: full C → C submanifold convs in the blocks (103.2 M)
+    "sparse_ffnet_full": dict(SPARSE_FFNET, full_convs=True),
+    # a hybrid: self-attention per scene in the two coarsest encoder stages (few voxels there)
+    "sparse_ffnet_hybrid": dict(
+        SPARSE_FFNET,
+        full_convs=False,
+        token_mixers=("ffnified",) * 3 + ("attention",) * 2 + ("ffnified",) * 4,
+        token_acts=("gelu",) * 3 + ("softmax",) * 2 + ("gelu",) * 4,
+    ),
+    "sparse_ffnet_test": dict(
+        SPARSE_FFNET,
+        enc_depths=(1, 1, 1),
+        enc_channels=(8, 16, 32),
+        dec_depths=(1, 1),
+        dec_channels=(8, 16),
+        full_convs=False,
+    ),
+}
+
+
+def _example(network: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    coords = torch.unique(torch.randint(0, 48, (600, 3), generator=gen), dim=0)  # 3³ at 1/16
+    batch = (torch.arange(len(coords)) >= len(coords) // 2).long()
+    return torch.randn(len(coords), network.in_channels, generator=gen), coords, batch
+
+
+for _name, _args in VARIANTS.items():
+    register_architecture(
+        _name, SparseFFNet, _args, task_args=("in_channels", "num_classes"), example=_example,
+        test_task={"in_channels": 6, "num_classes": 4},
+    )  # fmt: skip

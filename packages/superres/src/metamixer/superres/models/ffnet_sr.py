@@ -9,57 +9,42 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
-from metamixer.core import DenseOps, MetaBlock, build_token_mixer, convnext_mixer
+from metamixer.core import (
+    DenseOps,
+    MetaBlock,
+    MixerContext,
+    StageMixers,
+    register_architecture,
+    stage_values,
+)
 
 OPS = DenseOps(ndim=2)
 NORMS = (None, "LN", "BN")
 
 
-def ffnet_sr_block(
-    dim: int,
-    expansion_ratio: float,
-    norm: str | None,
-    *,
-    kernel_size: int = 3,
-    act: str = "gelu",
-    token_mixer_kind: str = "ffnified",
-) -> nn.Sequential:
-    """One FFNet-SR block (token mixer then channel mixer)."""
-    pre_norm = (lambda: OPS.norm(dim, "layer")) if norm == "LN" else (lambda: None)
-    query = OPS.pointwise(dim, dim)
-    if norm == "BN":
-        query = nn.Sequential(query, OPS.norm(dim, "batch"))
-    token = build_token_mixer(
-        token_mixer_kind, dim, ops=OPS, kernel_size=kernel_size, act=act,
-        ffnified={"query": query},
-    )  # fmt: skip
-    channel = convnext_mixer(
-        dim, ops=OPS, kernel_size=kernel_size, expansion=expansion_ratio, act=act,
-        query_norm="batch" if norm == "BN" else None,
-    )  # fmt: skip
-    return nn.Sequential(
-        OrderedDict(
-            token=MetaBlock(dim, token, norm=pre_norm()),
-            channel=MetaBlock(dim, channel, norm=pre_norm()),
-        )
-    )
-
-
 class FFNetSR(nn.Module):
     """Super-resolve ``(B, 3, H, W)`` RGB in [0, 1] to ``(B, 3, scale·H, scale·W)``.
 
-    Args (the authors' basicsr option keys):
+    Per-group settings (``token_mixers``, ``token_acts``, ``channel_mixers``, ``channel_acts``,
+    ``token_kernels``, ``channel_kernels``) take one value for every block, or a list whose
+    length divides ``depth``: the blocks are split into that many equal consecutive groups.
+
+    Args:
         scale: upscaling factor (2, 3, 4).
         dim: feature channels.
         depth: number of blocks (48 for FFNet_sr, 36 for FFNet_sr-light).
-        expansion_ratio: channel-mixer expansion.
-        norm: None, "LN" or "BN".
-        kernel_size: depthwise kernel of both mixers (3 in the paper; for ablations).
-        act: coefficient activation (for ablations).
-        token_mixer: "ffnified", or for ablations "attention", "pooling", "identity".
+        mlp_ratio: channel-mixer expansion.
+        norm: None (the released models), "LN" (pre-norm of each mixer) or "BN" (after the
+            first conv of each mixer).
+        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
+            ``CHANNEL_MIXERS``) per group.
+        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
+        token_kernels, channel_kernels: depthwise kernels per group (3 in the paper).
     """
 
     def __init__(
@@ -67,11 +52,14 @@ class FFNetSR(nn.Module):
         scale: int = 2,
         dim: int = 96,
         depth: int = 36,
-        expansion_ratio: float = 2.0,
+        mlp_ratio: float = 2.0,
         norm: str | None = None,
-        kernel_size: int = 3,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
+        token_mixers: str | Sequence[str] = "ffnified",
+        token_acts: str | Sequence[str | None] | None = None,
+        channel_mixers: str | Sequence[str] = "convnext",
+        channel_acts: str | Sequence[str | None] | None = None,
+        token_kernels: int | Sequence[int] = 3,
+        channel_kernels: int | Sequence[int] = 3,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -79,11 +67,34 @@ class FFNetSR(nn.Module):
         if scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale, self.norm = scale, norm
+        mixers = StageMixers.of(
+            depth, token_mixers, token_acts, channel_mixers, channel_acts, groups=True,
+            stage_name="block",
+        )  # fmt: skip
+        token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
+        channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
+        batch_norm = "batch" if norm == "BN" else None
         self.proj = nn.Conv2d(3, dim, 3, 1, 1)
-        block = dict(kernel_size=kernel_size, act=act, token_mixer_kind=token_mixer)
-        self.body = nn.Sequential(
-            *(ffnet_sr_block(dim, expansion_ratio, norm, **block) for _ in range(depth))
-        )
+        blocks = []
+        for i in range(depth):
+            where = f"block {i + 1}"
+            token = MixerContext(
+                dim, OPS, kernel_size=token_kernels[i], query_norm=batch_norm, where=where
+            )
+            channel = MixerContext(
+                dim, OPS, kernel_size=channel_kernels[i], query_norm=batch_norm,
+                mlp_ratio=mlp_ratio, where=where,
+            )  # fmt: skip
+            pre_norm = (lambda: OPS.norm(dim, "layer")) if norm == "LN" else (lambda: None)
+            blocks.append(
+                nn.Sequential(
+                    OrderedDict(
+                        token=MetaBlock(dim, mixers.token_mixer(i, token), norm=pre_norm()),
+                        channel=MetaBlock(dim, mixers.channel_mixer(i, channel), norm=pre_norm()),
+                    )
+                )
+            )
+        self.body = nn.Sequential(*blocks)
         self.conv_bef_up = nn.Conv2d(dim, 3 * scale**2, 3, 1, 1)
         self.up = nn.PixelShuffle(scale)
 
@@ -97,7 +108,44 @@ class FFNetSR(nn.Module):
         return self.up(self.conv_bef_up(self.body(self.proj(x))) + skip)
 
 
+#: Every architectural argument of each variant, spelled out once.
+FFNET_SR = dict(
+    dim=96, mlp_ratio=2.0, norm=None, token_mixers="ffnified", token_acts=None,
+    channel_mixers="convnext", channel_acts=None, token_kernels=3, channel_kernels=3,
+)  # fmt: skip
 VARIANTS = {
-    "ffnet_sr": dict(dim=96, depth=48, expansion_ratio=2.0),
-    "ffnet_sr_light": dict(dim=96, depth=36, expansion_ratio=2.0),
+    "ffnet_sr": dict(FFNET_SR, depth=48),
+    "ffnet_sr_light": dict(FFNET_SR, depth=36),
+    # a hybrid: FFNified attention in the first half of the blocks, self-attention in the second
+    "ffnet_sr_light_hybrid": dict(
+        FFNET_SR, depth=36, token_mixers=("ffnified", "attention"), token_acts=("gelu", "softmax")
+    ),
+    "ffnet_sr_test": dict(FFNET_SR, dim=8, depth=2),
 }
+
+
+def _example(network: nn.Module) -> tuple[Tensor]:
+    return (torch.rand(1, 3, 12, 12),)
+
+
+for _name, _args in VARIANTS.items():
+    register_architecture(
+        _name, FFNetSR, _args, task_args=("scale",), example=_example, test_task={"scale": 2}
+    )
+
+
+def basicsr_ffnet_sr(
+    scale: int = 2,
+    dim: int = 96,
+    depth: int = 36,
+    expansion_ratio: float = 2.0,
+    norm: str | None = None,
+) -> FFNetSR:
+    """``FFNetSR`` with the authors' basicsr option keys (``expansion_ratio`` = ``mlp_ratio``)."""
+    return FFNetSR(
+        **{**FFNET_SR, "scale": scale, "dim": dim, "depth": depth, "mlp_ratio": expansion_ratio,
+           "norm": norm}
+    )  # fmt: skip
+
+
+basicsr_ffnet_sr.__name__ = "FFNetSR"  # the ``type`` of the authors' option files

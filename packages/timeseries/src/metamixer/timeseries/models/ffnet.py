@@ -12,46 +12,27 @@ RevIN⁻¹ → ``(B, H, M)`` forecast.  A block is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from metamixer.core import MetaBlock, build_token_mixer, convnext_mixer
+from metamixer.core import (
+    MetaBlock,
+    MixerContext,
+    StageMixers,
+    register_architecture,
+    stage_values,
+)
 
-from ..ops import Dropout, PointwiseConv1d, RevIN, SharedBatchNorm, SwapAxes, VariableOps
-
-
-def cross_variable_ffn(
-    num_vars: int, dim: int, expansion: int, drop_hidden: float, drop_out: float
-) -> nn.Sequential:
-    """The token mixer's query: for every feature, an FFN over the M variables (M → e·M), then
-    a grouped projection back to D features per variable; dropout inside, shared BN after."""
-    m, hidden = num_vars, expansion * num_vars
-    return nn.Sequential(
-        SwapAxes(m, dim),  # (M, D) -> (D, M): group by feature
-        PointwiseConv1d(dim * m, dim * hidden, groups=dim),
-        Dropout(drop_hidden),
-        nn.GELU(),
-        SwapAxes(dim, hidden),  # (D, e·M) -> (e·M, D)
-        PointwiseConv1d(hidden * dim, m * dim, groups=m),
-        Dropout(drop_out),
-        SharedBatchNorm(dim, m),
-    )
-
-
-def mixing_projection(num_vars: int, hidden: int, dim: int, drop: float) -> nn.Sequential:
-    """The channel mixer's value: per-variable hidden ``(M, F)`` → ``(M, D)``, each output feature
-    d reading hidden units [d·F/D, (d+1)·F/D) of all M variables (the authors' grouping)."""
-    m = num_vars
-    return nn.Sequential(
-        SwapAxes(m, hidden),
-        PointwiseConv1d(hidden * m, dim * m, groups=dim),
-        SwapAxes(dim, m),
-        Dropout(drop),
-    )
+from ..ops import RevIN, VariableOps
 
 
 class FFNetForecaster(nn.Module):
     """Forecast ``(B, horizon, M)`` from a ``(B, seq_len, M)`` history.
+
+    Per-block settings (mixers, activations, kernels) take one value for every block or a list
+    whose length divides ``depth`` (equal consecutive groups of blocks).
 
     Args:
         num_vars: number of variables M (``enc_in`` in TSLib).
@@ -59,19 +40,23 @@ class FFNetForecaster(nn.Module):
         horizon: forecast length H (``pred_len``).
         dim: features per variable D.
         depth: number of blocks.
-        ffn_ratio: channel-mixer expansion.
-        large_kernel: depthwise kernel of both mixers (along patches).
-        small_kernel: parallel small kernel of the channel mixer's conv (``None`` = none).
+        mlp_ratio: channel-mixer expansion (``ffn_ratio`` in the authors' code).
+        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
+            ``CHANNEL_MIXERS``) per block; "attention" runs over patches with all variables'
+            features per token (one head per variable).
+        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
+        token_kernels: token-mixer key/value kernel along patches per block.
+        channel_kernels: channel-mixer query kernel per block.
+        channel_small_kernels: its parallel small kernel (``None`` = none).
         patch_size: stem patch length.
         patch_stride: stem stride (the series is padded by repeating its last value).
-        dropout: backbone dropout (channel-mixer hidden units).
-        head_dropout: dropout after the flatten head.
-        token_expansion: the token mixer's cross-variable FFN expansion.
+        query_mlp_ratio: expansion of the token mixer's cross-variable query FFN.
+        query_drop, query_proj_drop: its hidden and output dropout.
+        mlp_drop: dropout on the channel mixer's hidden units.
+        proj_drop: dropout on the channel mixer's output.
+        drop_rate: dropout after the flatten head.
         revin: reversible instance normalisation.
         revin_affine: learnable RevIN scale and shift.
-        act: coefficient activation of both mixers.
-        token_mixer: "ffnified" (FFNet), or for ablations "attention" (over patches, all
-            variables' features per token), "pooling", "identity".
     """
 
     def __init__(
@@ -82,18 +67,24 @@ class FFNetForecaster(nn.Module):
         *,
         dim: int = 64,
         depth: int = 1,
-        ffn_ratio: int = 2,
-        large_kernel: int = 51,
-        small_kernel: int | None = 5,
+        mlp_ratio: float = 2,
+        token_mixers: str | Sequence[str] = "ffnified",
+        token_acts: str | Sequence[str | None] | None = None,
+        channel_mixers: str | Sequence[str] = "convnext",
+        channel_acts: str | Sequence[str | None] | None = None,
+        token_kernels: int | Sequence[int] = 51,
+        channel_kernels: int | Sequence[int] = 51,
+        channel_small_kernels: int | Sequence[int | None] | None = 5,
         patch_size: int = 4,
         patch_stride: int = 2,
-        dropout: float = 0.1,
-        head_dropout: float = 0.0,
-        token_expansion: int = 2,
+        query_mlp_ratio: int = 2,
+        query_drop: float = 0.3,
+        query_proj_drop: float = 0.15,
+        mlp_drop: float = 0.1,
+        proj_drop: float = 0.15,
+        drop_rate: float = 0.0,
         revin: bool = True,
         revin_affine: bool = False,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
     ) -> None:
         super().__init__()
         if patch_size < patch_stride:
@@ -103,37 +94,36 @@ class FFNetForecaster(nn.Module):
         self.num_vars, self.seq_len, self.horizon, self.dim = num_vars, seq_len, horizon, dim
         self.patch_size, self.patch_stride = patch_size, patch_stride
         self.num_patches = (seq_len + patch_size - patch_stride - patch_size) // patch_stride + 1
-        ops = VariableOps(num_vars)
-        token_mixer_kind = token_mixer
+        mixers = StageMixers.of(
+            depth, token_mixers, token_acts, channel_mixers, channel_acts, groups=True,
+            stage_name="block",
+        )  # fmt: skip
+        token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
+        channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
+        small = stage_values(channel_small_kernels, depth, "channel_small_kernels", groups=True)
+        ops = VariableOps(num_vars, query_mlp_ratio, query_drop, query_proj_drop)
         self.revin = RevIN(num_vars, affine=revin_affine) if revin else None
         self.stem = nn.Sequential(nn.Conv1d(1, dim, patch_size, patch_stride), nn.BatchNorm1d(dim))
         blocks = []
-        for _ in range(depth):
-            token = build_token_mixer(
-                token_mixer_kind,
-                num_vars * dim if token_mixer_kind == "attention" else dim,
-                ops=ops,
-                kernel_size=large_kernel,
-                act=act,
-                num_heads=num_vars,
-                ffnified={"query": cross_variable_ffn(num_vars, dim, token_expansion, 0.3, 0.15)},
+        for i in range(depth):
+            where = f"block {i + 1}"
+            token = MixerContext(
+                dim, ops, kernel_size=token_kernels[i], query_norm="batch", num_heads=num_vars,
+                where=where,
+            )  # fmt: skip
+            channel = MixerContext(
+                dim, ops, kernel_size=channel_kernels[i], small_kernel=small[i], conv_norm=True,
+                query_norm="batch", mlp_ratio=mlp_ratio, drop=mlp_drop, proj_drop=proj_drop,
+                where=where,
+            )  # fmt: skip
+            blocks.append(
+                nn.Sequential(
+                    MetaBlock(dim, mixers.token_mixer(i, token)),
+                    MetaBlock(dim, mixers.channel_mixer(i, channel)),
+                )
             )
-            hidden = dim * ffn_ratio
-            channel = convnext_mixer(
-                dim,
-                ops=ops,
-                kernel_size=large_kernel,
-                small_kernel=small_kernel,
-                conv_norm=True,
-                query_norm="batch",
-                expansion=ffn_ratio,
-                act=act,
-                key=nn.Sequential(ops.pointwise(dim, hidden), Dropout(dropout)),
-                value=mixing_projection(num_vars, hidden, dim, 0.15),
-            )
-            blocks.append(nn.Sequential(MetaBlock(dim, token), MetaBlock(dim, channel)))
         self.blocks = nn.Sequential(*blocks)
-        self.head_dropout = Dropout(head_dropout)
+        self.head_dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(dim * self.num_patches, horizon)
 
     def check_input(self, x: Tensor) -> None:
@@ -165,3 +155,35 @@ class FFNetForecaster(nn.Module):
         if stats is not None:
             y = self.revin.denormalize(y, stats)
         return y
+
+
+#: Every architectural argument of each variant, spelled out once.  ``ffnet_ts`` is the authors'
+#: forecaster (their ETT/Weather/ECL/Traffic scripts vary ``mlp_ratio``, ``dim`` and the dropouts).
+FFNET_TS = dict(
+    dim=64, depth=1, mlp_ratio=2, token_mixers="ffnified", token_acts=None,
+    channel_mixers="convnext", channel_acts=None, token_kernels=51, channel_kernels=51,
+    channel_small_kernels=5, patch_size=4, patch_stride=2, query_mlp_ratio=2, query_drop=0.3,
+    query_proj_drop=0.15, mlp_drop=0.1, proj_drop=0.15, drop_rate=0.0, revin=True,
+    revin_affine=False,
+)  # fmt: skip
+VARIANTS = {
+    "ffnet_ts": FFNET_TS,
+    # a hybrid: two blocks, FFNified attention then self-attention over the patches
+    "ffnet_ts_hybrid": dict(
+        FFNET_TS, depth=2, token_mixers=("ffnified", "attention"), token_acts=("gelu", "softmax")
+    ),
+    "ffnet_ts_test": dict(
+        FFNET_TS, dim=8, token_kernels=5, channel_kernels=5, channel_small_kernels=3
+    ),
+}
+
+
+def _example(network: nn.Module) -> tuple[Tensor]:
+    return (torch.randn(4, network.seq_len, network.num_vars),)
+
+
+for _name, _args in VARIANTS.items():
+    register_architecture(
+        _name, FFNetForecaster, _args, task_args=("num_vars", "seq_len", "horizon"),
+        example=_example, test_task={"num_vars": 3, "seq_len": 32, "horizon": 8},
+    )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TypeVar
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -23,53 +22,21 @@ from metamixer.core import (
     ConvBN,
     DenseOps,
     MetaBlock,
+    MixerContext,
     PointwiseShortcut,
-    build_token_mixer,
-    convnext_mixer,
+    StageMixers,
     init_trunc_normal,
+    register_architecture,
+    stage_values,
 )
 
-T = TypeVar("T")
 OPS = DenseOps(ndim=2)
 
 
-def per_stage(value: T | Sequence[T], name: str, num_stages: int = 4) -> tuple[T, ...]:
-    """Broadcast a scalar to every stage, or check that a sequence has one entry per stage."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != num_stages:
-            raise ValueError(f"{name} needs {num_stages} entries (one per stage), got {len(value)}")
-        return tuple(value)
-    return (value,) * num_stages
-
-
 def ffnet_block(
-    dim: int,
-    *,
-    token_kernel: int,
-    token_small_kernel: int | None,
-    channel_kernel: int,
-    channel_small_kernel: int | None,
-    expansion: float,
-    act: str,
-    drop_path: float,
-    layer_scale: float | None,
-    token_mixer_kind: str = "ffnified",
+    token: nn.Module, channel: nn.Module, dim: int, drop_path: float, layer_scale: float | None
 ) -> nn.Sequential:
-    """One FFNet block: FFNified attention (tokens) then a ConvNeXt-style mixer (channels)."""
-    token = build_token_mixer(
-        token_mixer_kind, dim, ops=OPS, kernel_size=token_kernel, act=act,
-        ffnified={"small_kernel": token_small_kernel},
-    )  # fmt: skip
-    channel = convnext_mixer(
-        dim,
-        ops=OPS,
-        kernel_size=channel_kernel,
-        small_kernel=channel_small_kernel,
-        expansion=expansion,
-        conv_norm=True,
-        query_norm=None,
-        act=act,
-    )
+    """One FFNet block: a token mixer then a channel mixer, each a residual ``MetaBlock``."""
     residual = dict(drop_path=drop_path, layer_scale=layer_scale)
     return nn.Sequential(
         OrderedDict(
@@ -88,14 +55,17 @@ class FFNet(nn.Module):
         in_chans: input image channels.
         num_classes: classifier outputs (0 = no head, features only).
         stem_dim: channels after the first stem conv.
-        token_kernels: FFNified-attention key/value depthwise kernel per stage.
+        token_mixers: token mixer per stage (a name in ``metamixer.core.TOKEN_MIXERS``: "ffnified"
+            is FFNet; e.g. ``[ffnified, ffnified, attention, attention]`` for a hybrid).
+        token_acts: the token mixers' coefficient activation per stage (``None`` = the mixer's own).
+        channel_mixers: channel mixer per stage (``metamixer.core.CHANNEL_MIXERS``; "convnext").
+        channel_acts: the channel mixers' coefficient activation per stage.
+        token_kernels: token-mixer key/value depthwise kernel (pool size for pooling) per stage.
         token_small_kernels: parallel small kernel per stage (``None`` = a plain conv with bias).
         channel_kernels: channel-mixer depthwise kernel per stage.
         channel_small_kernels: parallel small kernel per stage (``None`` = conv + BN).
-        expansion: channel-mixer hidden width / dim.
+        mlp_ratio: channel-mixer hidden width / dim.
         down_kernel: downsample depthwise kernel; ``down_small_kernel`` its parallel branch.
-        act: coefficient activation of both mixers (a name from ``metamixer.core.ACTIVATIONS``).
-        token_mixer: "ffnified" (FFNet), or for ablations "attention", "pooling", "identity".
         layer_scale: initial layer-scale, ``None`` = none.
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
@@ -110,15 +80,17 @@ class FFNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 1000,
         stem_dim: int = 64,
+        token_mixers: str | Sequence[str] = "ffnified",
+        token_acts: str | Sequence[str | None] | None = None,
+        channel_mixers: str | Sequence[str] = "convnext",
+        channel_acts: str | Sequence[str | None] | None = None,
         token_kernels: int | Sequence[int] = (3, 3, 7, 7),
         token_small_kernels: int | Sequence[int | None] | None = (None, None, 3, 3),
         channel_kernels: int | Sequence[int] = 3,
         channel_small_kernels: int | Sequence[int | None] | None = None,
-        expansion: float = 3.0,
+        mlp_ratio: float = 3.0,
         down_kernel: int = 7,
         down_small_kernel: int = 3,
-        act: str = "gelu",
-        token_mixer: str = "ffnified",
         layer_scale: float | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -128,10 +100,11 @@ class FFNet(nn.Module):
         n = len(depths)
         if len(dims) != n:
             raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
-        token_kernels = per_stage(token_kernels, "token_kernels", n)
-        token_small = per_stage(token_small_kernels, "token_small_kernels", n)
-        channel_kernels = per_stage(channel_kernels, "channel_kernels", n)
-        channel_small = per_stage(channel_small_kernels, "channel_small_kernels", n)
+        mixers = StageMixers.of(n, token_mixers, token_acts, channel_mixers, channel_acts)
+        token_kernels = stage_values(token_kernels, n, "token_kernels")
+        token_small = stage_values(token_small_kernels, n, "token_small_kernels")
+        channel_kernels = stage_values(channel_kernels, n, "channel_kernels")
+        channel_small = stage_values(channel_small_kernels, n, "channel_small_kernels")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -159,18 +132,22 @@ class FFNet(nn.Module):
                     ),
                     PointwiseShortcut(dims[i]),
                 )
+            where = f"stage {i + 1}"
+            token = MixerContext(
+                dims[i], OPS, kernel_size=token_kernels[i], small_kernel=token_small[i],
+                query_norm="batch", where=where,
+            )  # fmt: skip
+            channel = MixerContext(
+                dims[i], OPS, kernel_size=channel_kernels[i], small_kernel=channel_small[i],
+                conv_norm=True, mlp_ratio=mlp_ratio, where=where,
+            )  # fmt: skip
             blocks = [
                 ffnet_block(
+                    mixers.token_mixer(i, token),
+                    mixers.channel_mixer(i, channel),
                     dims[i],
-                    token_kernel=token_kernels[i],
-                    token_small_kernel=token_small[i],
-                    channel_kernel=channel_kernels[i],
-                    channel_small_kernel=channel_small[i],
-                    expansion=expansion,
-                    act=act,
-                    drop_path=next(rates),
-                    layer_scale=layer_scale,
-                    token_mixer_kind=token_mixer,
+                    next(rates),
+                    layer_scale,
                 )
                 for _ in range(depths[i])
             ]
@@ -265,36 +242,42 @@ class FFNet(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Variants (paper Table: FFNet-1…4) and timm registration.
 
+#: Every architectural argument of each variant (paper table: FFNet-1…4), spelled out once.
+FFNET = dict(
+    stem_dim=64, token_mixers="ffnified", token_acts=None, channel_mixers="convnext",
+    channel_acts=None, token_kernels=(3, 3, 7, 7), token_small_kernels=(None, None, 3, 3),
+    mlp_ratio=3.0, down_kernel=7, down_small_kernel=3, drop_rate=0.0, global_pool="avg",
+)  # fmt: skip
 VARIANTS: dict[str, dict] = {
-    "ffnet_1": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), channel_kernels=3),
+    "ffnet_1": dict(
+        FFNET, depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), channel_kernels=3,
+        channel_small_kernels=None, layer_scale=None, drop_path_rate=0.1,
+    ),
     "ffnet_2": dict(
-        depths=(3, 3, 15, 3), dims=(88, 176, 352, 704), channel_kernels=7, channel_small_kernels=3
+        FFNET, depths=(3, 3, 15, 3), dims=(88, 176, 352, 704), channel_kernels=7,
+        channel_small_kernels=3, layer_scale=None, drop_path_rate=0.15,
     ),
     "ffnet_3": dict(
-        depths=(4, 4, 22, 5),
-        dims=(96, 192, 384, 768),
-        channel_kernels=7,
-        channel_small_kernels=3,
-        layer_scale=1e-6,
+        FFNET, depths=(4, 4, 22, 5), dims=(96, 192, 384, 768), channel_kernels=7,
+        channel_small_kernels=3, layer_scale=1e-6, drop_path_rate=0.35,
     ),
     "ffnet_4": dict(
-        depths=(4, 4, 27, 3),
-        dims=(128, 256, 512, 1024),
-        channel_kernels=7,
-        channel_small_kernels=3,
-        layer_scale=1e-6,
+        FFNET, depths=(4, 4, 27, 3), dims=(128, 256, 512, 1024), channel_kernels=7,
+        channel_small_kernels=3, layer_scale=1e-6, drop_path_rate=0.4,
+    ),
+    # A hybrid in CAFormer's manner: FFNified attention in stages 1–2, self-attention in 3–4.
+    "ffnet_1_hybrid": dict(
+        FFNET, depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), channel_kernels=3,
+        channel_small_kernels=None, layer_scale=None, drop_path_rate=0.1,
+        token_mixers=("ffnified", "ffnified", "attention", "attention"),
+        token_acts=("gelu", "gelu", "softmax", "softmax"),
     ),
     # A tiny model with every module kind, for CI and CPU smoke runs.
     "ffnet_test": dict(
-        depths=(1, 1, 2, 1),
-        dims=(16, 32, 64, 128),
-        stem_dim=16,
-        channel_kernels=7,
-        channel_small_kernels=3,
-        layer_scale=1e-6,
+        FFNET, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), stem_dim=16, channel_kernels=7,
+        channel_small_kernels=3, layer_scale=1e-6, drop_path_rate=0.0,
     ),
-}
-DEFAULT_DROP_PATH = {"ffnet_1": 0.1, "ffnet_2": 0.15, "ffnet_3": 0.35, "ffnet_4": 0.4}
+}  # fmt: skip
 
 
 def _cfg(**kwargs: object) -> dict:
@@ -320,6 +303,7 @@ default_cfgs = generate_default_cfgs(
         "ffnet_2.in1k": _cfg(),
         "ffnet_3.in1k": _cfg(crop_pct=0.95),
         "ffnet_4.in1k": _cfg(crop_pct=0.95, input_size=(3, 384, 384), pool_size=(12, 12)),
+        "ffnet_1_hybrid.untrained": _cfg(),
         "ffnet_test.untrained": _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
     }
 )
@@ -328,7 +312,7 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
     from ..weights import convert_official_state_dict
 
-    args = {"drop_path_rate": DEFAULT_DROP_PATH.get(variant, 0.0), **VARIANTS[variant], **kwargs}
+    args = {**VARIANTS[variant], **kwargs}
     return build_model_with_cfg(
         FFNet,
         variant,
@@ -339,8 +323,13 @@ def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
     )
 
 
+def _example(network: nn.Module) -> tuple[Tensor]:
+    return (torch.randn(2, network.in_chans, 64, 64),)
+
+
 def _register(variant: str) -> None:
-    """Register ``variant`` with timm (timm keys its registry by the entry point's name)."""
+    """Register ``variant`` with timm (timm keys its registry by the entry point's name) and with
+    ``metamixer.core.ARCHITECTURES`` (built through timm, so pretrained configs apply)."""
 
     def entrypoint(pretrained: bool = False, **kwargs: object) -> FFNet:
         return _create(variant, pretrained, **kwargs)
@@ -348,6 +337,10 @@ def _register(variant: str) -> None:
     entrypoint.__name__ = entrypoint.__qualname__ = variant
     entrypoint.__doc__ = f"timm entry point of ``{variant}`` (keyword arguments go to ``FFNet``)."
     register_model(entrypoint)
+    register_architecture(
+        variant, FFNet, VARIANTS[variant], task_args=("num_classes", "in_chans"),
+        build=entrypoint, example=_example, test_task={"num_classes": 3, "in_chans": 3},
+    )  # fmt: skip
 
 
 for _variant in VARIANTS:
