@@ -3,6 +3,7 @@
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,39 @@ def test_config_with_an_unknown_section(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", f"--config={config}"])
     assert "modle" in capsys.readouterr().err
+
+
+EXP = Path(__file__).resolve().parents[1] / "experiments"
+DEFAULT_CONFIGS = {
+    "vision": ["vision/fashion_mnist.yaml"],
+    "timeseries": ["timeseries/base.yaml", "timeseries/elecdemand.yaml"],
+    "superres": ["superres/skimage_x2.yaml"],
+    "pointcloud": ["pointcloud/laspy_aerial.yaml"],
+}
+
+
+def default_config(modality: str) -> list[str]:
+    return [arg for c in DEFAULT_CONFIGS[modality] for arg in ("--config", str(EXP / c))]
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_a_precision_the_cpu_cannot_run_is_refused(modality):
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    with pytest.raises(
+        ValueError, match="16-mixed needs a GPU; on CPU use one of 32-true, 32, bf16"
+    ):
+        main(
+            [
+                *default_config(modality),
+                "--trainer.accelerator=cpu",
+                "--trainer.precision=16-mixed",
+            ],
+            run=False,
+        )
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_an_unknown_architecture_argument_lists_the_valid_ones(modality):
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    with pytest.raises(ValueError, match="has no argument 'mlp_ratoi'; valid: "):
+        main([*default_config(modality), "--model.arch_args.mlp_ratoi=2"], run=False)

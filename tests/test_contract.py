@@ -4,6 +4,7 @@ step and ONNX export where the modality has it.  A newly registered variant is c
 
 import pytest
 import torch
+from metamixer_testing import randomize_batchnorm
 
 import metamixer.pointcloud
 import metamixer.superres
@@ -12,7 +13,6 @@ import metamixer.vision  # noqa: F401  (each package registers its architectures
 from metamixer.core import ARCHITECTURES, build_network, reparameterize_model
 from metamixer.core.architectures import network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx
-from metamixer.core.testing import randomize_batchnorm
 
 #: Modalities whose networks export to ONNX (the sparse network runs on spconv's neighbour maps).
 ONNX = ("vision", "superres", "timeseries")

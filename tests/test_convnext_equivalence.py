@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from timm.models import convnext
 
 from metamixer.core import DenseOps, MetaBlock, convnext_mixer
-
-convnext = pytest.importorskip("timm.models.convnext")
 
 
 @pytest.mark.parametrize("dim,kernel", [(32, 7), (24, 5)])

@@ -47,8 +47,9 @@ def sweep(out: Path) -> subprocess.Popen:
 
 
 def test_smoke_sweep_is_killed_midway_and_resumes_without_redoing_cells(tmp_path):
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not installed (scripts/fetch-data fashion-mnist)")
+    assert Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").exists(), (
+        "Fashion-MNIST not installed (scripts/fetch-data fashion-mnist)"
+    )
     root = tmp_path / "smoke"
     first = sweep(tmp_path)
     deadline = time.time() + 600

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from metamixer_testing import randomize_batchnorm
 from torch import nn
 
 from metamixer.core import (
@@ -23,7 +24,6 @@ from metamixer.core import (
     stage_values,
 )
 from metamixer.core.registry import import_modules
-from metamixer.core.testing import randomize_batchnorm
 from metamixer.core.train import split_imports
 
 LAYOUTS = {1: (2, 16, 11), 2: (2, 16, 6, 7), 3: (1, 16, 4, 5, 3)}

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from metamixer_testing import count_modules, randomize_batchnorm
 from torch import nn
 
 from metamixer.core import (
@@ -17,7 +18,6 @@ from metamixer.core import (
     reparameterize_model,
 )
 from metamixer.core.reparam import interleave_channels
-from metamixer.core.testing import count_modules, randomize_batchnorm
 
 ATOL = 1e-5
 

@@ -133,3 +133,21 @@ def test_collate_offsets():
     batch = collate_points(scenes)
     assert batch["offset"].tolist() == [3, 8] and batch["batch"].tolist() == [0] * 3 + [1] * 5
     assert batch["feat"].dtype == torch.float32
+
+
+def test_laz_reads_like_the_uncompressed_las(tmp_path):
+    import laspy
+
+    from metamixer.pointcloud.data import read_las
+
+    las_path = write_las(tmp_path / "tile.las")
+    laz_path = tmp_path / "tile.laz"
+    laspy.read(las_path).write(str(laz_path))  # compressed by the lazrs backend
+    assert laz_path.stat().st_size < las_path.stat().st_size
+    with laspy.open(laz_path) as f:
+        assert f.header.point_format.id == 3 and f.header.are_points_compressed
+    classes = {2: 0, 5: 1, 6: 2}
+    las, laz = read_las(las_path, classes), read_las(laz_path, classes)
+    assert las.keys() == laz.keys()
+    for key in las:
+        np.testing.assert_array_equal(laz[key], las[key], err_msg=key)

@@ -1,9 +1,11 @@
+import itertools
+
 import pytest
 import torch
+from metamixer_testing import randomize_batchnorm
 from pc_scenes import write_las
 
 from metamixer.core import count_params, reparameterize_model
-from metamixer.core.testing import randomize_batchnorm
 from metamixer.pointcloud import SparseFFNet
 from metamixer.pointcloud.__main__ import main
 from metamixer.pointcloud.lit import iou_from_confusion, lovasz_softmax
@@ -20,11 +22,41 @@ def scene(n=600, seed=0):
     return torch.randn(len(coords), 6, generator=gen), coords, batch
 
 
+def block_params(dim: int, k: int, full: bool, mlp_ratio: int = 4) -> int:
+    """One block's parameters counted by hand: LayerNorm + FFNified attention (linear query,
+    two sparse k³ convs + BN) and LayerNorm + ConvNeXt mixer (k³ conv + BN, FFN)."""
+    conv = dim * dim * k**3 + dim if full else dim * k**3  # depthwise: bias-free conv + BN
+    bn, norm = 2 * dim, 2 * dim
+    token = norm + (dim * dim + dim) + 2 * (conv + bn)
+    channel = (
+        norm + conv + bn + (dim * mlp_ratio * dim + mlp_ratio * dim) + (mlp_ratio * dim * dim + dim)
+    )
+    return token + channel
+
+
+def network_params(full: bool) -> int:
+    enc, widths, dec, dec_widths = (
+        (2, 2, 2, 6, 2),
+        (32, 64, 128, 256, 512),
+        (2, 2, 2, 2),
+        (64, 64, 128, 256),
+    )
+    stem = 6 * 32 * 5**3 + 2 * 32
+    blocks = sum(n * block_params(w, 3, full) for n, w in zip(enc, widths, strict=True))
+    blocks += sum(n * block_params(w, 3, full) for n, w in zip(dec, dec_widths, strict=True))
+    pools = sum(a * b + b + 2 * b for a, b in itertools.pairwise(widths))
+    up_widths = [*dec_widths, widths[-1]]
+    unpools = sum(
+        (up_widths[s + 1] * w + w + 2 * w) + (widths[s] * w + w + 2 * w)
+        for s, w in enumerate(dec_widths)
+    )
+    head = dec_widths[0] * 20 + 20
+    return stem + blocks + pools + unpools + head
+
+
 def test_paper_sized_model_parameter_counts():
-    depthwise = count_params(SparseFFNet())
-    full = count_params(SparseFFNet(full_convs=True))
-    assert depthwise < full / 5
-    assert 10e6 < depthwise < 13e6 and 95e6 < full < 110e6
+    assert count_params(SparseFFNet()) == network_params(full=False) == 11_127_316
+    assert count_params(SparseFFNet(full_convs=True)) == network_params(full=True) == 103_212_436
 
 
 @pytest.mark.parametrize("full", [False, True])
@@ -115,3 +147,22 @@ def test_cli_fit_and_test_on_a_las_tile(tmp_path):
     assert {"test/mIoU", "test/mAcc", "test/allAcc", "test/IoU/building"} <= set(metrics)
     assert (tmp_path / "lightning_logs").exists() or any(tmp_path.rglob("per_class_iou.csv"))
     assert any(tmp_path.rglob("per_class_iou.csv"))
+
+
+def test_chunked_prediction_equals_whole_scene_prediction(tmp_path):
+    """Chunks are voxelised on the scene's grid: with a context wider than the network's
+    receptive field every point gets the whole-scene label."""
+    import laspy
+    import numpy as np
+
+    from metamixer.pointcloud.inference import predict_chunked
+
+    las = laspy.read(write_las(tmp_path / "tile.las", n=6000))
+    coord = np.stack([las.x, las.y, las.z], 1).astype(np.float32)
+    feat = np.random.default_rng(0).standard_normal((len(coord), 6)).astype(np.float32)
+    torch.manual_seed(0)
+    model = randomize_batchnorm(SparseFFNet(num_classes=6, **TINY)).eval()
+    whole = predict_chunked(model, coord, feat, 0.5)
+    assert len(torch.unique(whole)) > 1
+    chunked = predict_chunked(model, coord, feat, 0.5, chunk=12.0, context=16.0)
+    assert torch.equal(chunked, whole)

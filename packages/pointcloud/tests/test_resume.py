@@ -1,8 +1,7 @@
 """A point-cloud run killed mid-epoch and resumed ends like an uninterrupted one."""
 
+from metamixer_testing import assert_same_weights, kill_and_resume
 from pc_scenes import write_las
-
-from metamixer.core.testing import assert_same_weights, kill_and_resume
 
 
 def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path):

@@ -3,11 +3,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from metamixer_testing import count_modules, randomize_batchnorm
 
 from metamixer.core import reparameterize_model
-from metamixer.core.testing import count_modules, randomize_batchnorm
 from metamixer.pointcloud.ops import SparseOps
-from metamixer.pointcloud.sparse import SparseDepthwiseConv, SparseStructure, StructureSlot
+from metamixer.pointcloud.sparse import (
+    SparseDepthwiseConv,
+    SparseStructure,
+    StructureSlot,
+    sparse_depthwise,
+)
 
 
 def random_voxels(n, size, batch_size=2, seed=0):
@@ -116,3 +121,22 @@ def test_full_sparse_conv_matches_dense_conv3d():
         batch, :, coords[:, 0], coords[:, 1], coords[:, 2]
     ]
     torch.testing.assert_close(conv(x), ref)
+
+
+def test_torch_scatter_backend_equals_dense_forward_and_backward():
+    size, c, k = 10, 5, 3
+    coords, batch = random_voxels(300, size, seed=3)
+    pairs = SparseStructure(coords, batch, 2).pairs(k)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(c, 1, k, k, k, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(len(coords), c, dtype=torch.float64, generator=gen, requires_grad=True)
+    ours = sparse_depthwise(x, weight.view(c, -1).t(), pairs, scatter="torch_scatter")
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = weight.detach().clone().requires_grad_()
+    ref = dense_reference(x_ref, coords, batch, w_ref, None, size)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ours)
+    ours.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(weight.grad, w_ref.grad)

@@ -21,6 +21,38 @@ def test_missing_lr_folder_is_generated_with_matlab_bicubic(hr_folder):
     assert pairs[1]["hr"].shape == (3, 50, 66)  # mod-crop of a 51×67 image
 
 
+def matlab_bicubic_1d(v: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB's ``imresize(v, scale, 'bicubic')`` along axis 0 for scale < 1, written from its
+    definition: Keys' cubic (a = -0.5) widened by 1 / scale (antialiasing), weights normalised,
+    symmetric padding at the borders."""
+
+    def cubic(x):
+        a = np.abs(x)
+        return np.where(
+            a <= 1,
+            1.5 * a**3 - 2.5 * a**2 + 1,
+            np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0),
+        )
+
+    n = v.shape[0]
+    rows = []
+    for i in range(1, int(np.ceil(n * scale)) + 1):
+        centre = i / scale + 0.5 * (1 - 1 / scale)  # 1-based input coordinate
+        taps = np.arange(np.floor(centre - 2 / scale), np.ceil(centre + 2 / scale) + 1)
+        w = scale * cubic(scale * (centre - taps))
+        w /= w.sum()
+        j = taps.astype(int) - 1
+        j = np.where(j < 0, -j - 1, np.where(j >= n, 2 * n - j - 1, j))
+        rows.append(np.tensordot(w, v[j], axes=1))
+    return np.stack(rows)
+
+
+def test_bicubic_downscale_is_matlabs_imresize():
+    hr = np.random.default_rng(0).random((20, 26, 3))
+    expected = matlab_bicubic_1d(matlab_bicubic_1d(hr, 0.5).swapaxes(0, 1), 0.5).swapaxes(0, 1)
+    np.testing.assert_allclose(bicubic_downscale(hr, 2), np.clip(expected, 0, 1), atol=1e-5)
+
+
 def test_missing_lr_file_names_it(hr_folder):
     ensure_lr(hr_folder, 2)
     (hr_folder / "LR_bicubic" / "X2" / "img2x2.png").unlink()
@@ -67,6 +99,16 @@ def test_small_halo_blends_without_seams():
         approx = upscale(model, lr, 2, tile=16, overlap=4, halo=0)
         whole = model(lr)
     assert (approx - whole).abs().max() < 0.2 and torch.isfinite(approx).all()
+
+
+def test_metrics_crop_the_border_and_quantise_to_8_bit():
+    hr = torch.from_numpy(smooth_image(24, 30)).permute(2, 0, 1).float() / 255
+    border = hr.clone()
+    border[:, :2], border[:, :, -2:] = 1 - border[:, :2], 1 - border[:, :, -2:]
+    assert psnr_ssim_y(border, hr, crop_border=2)[0] == float("inf")
+    assert psnr_ssim_y(border, hr, crop_border=1)[0] < 40
+    below_half_a_level = (hr - 0.4 / 255).clamp(0, 1)  # rounds back to the same 8-bit image
+    assert psnr_ssim_y(below_half_a_level, hr, crop_border=2) == (float("inf"), 1.0)
 
 
 def test_psnr_ssim_agree_with_torchmetrics_on_the_y_channel():

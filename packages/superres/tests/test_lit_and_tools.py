@@ -50,31 +50,37 @@ def test_cli_fit_test_and_tools(train_root, hr_folder, tmp_path):
     assert export_sr(model, tmp_path / "sr.onnx") < 1e-4
 
 
-def test_bicubic_psnr_follows_the_published_protocol(hr_folder):
-    """Bicubic ×2 PSNR on a benchmark-layout folder equals an independent computation."""
+def test_model_and_bicubic_psnr_follow_the_published_protocol(hr_folder):
+    """The model's and bicubic's ×2 PSNR on a benchmark-layout folder equal an independent
+    computation (8-bit quantisation, BT.601 Y, border cropped); the model here is nearest-neighbour
+    upsampling, so the two columns must differ."""
     import numpy as np
 
-    class Bicubic(torch.nn.Module):
-        scale = 2
+    def bicubic(x):
+        return torch.nn.functional.interpolate(
+            x, scale_factor=2, mode="bicubic", align_corners=False
+        )
 
+    class Nearest(torch.nn.Module):
         def forward(self, x):
-            return torch.nn.functional.interpolate(
-                x, scale_factor=2, mode="bicubic", align_corners=False
-            )
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
-    rows = evaluate(Bicubic(), [hr_folder], 2, tile=None, save=None)
-    assert rows[0][1] == pytest.approx(rows[0][3])  # the model *is* bicubic
+    rows = evaluate(Nearest(), [hr_folder], 2, tile=None, save=None)
     from metamixer.superres.data import PairedImages
 
     def luma(t):  # 8-bit quantisation, BT.601 Y in [16, 235], border of 2 cropped
         q = (t * 255).round()
         return (16 + (65.481 * q[0] + 128.553 * q[1] + 24.966 * q[2]) / 255)[2:-2, 2:-2].double()
 
+    def psnr(sr, hr):
+        return 10 * np.log10(255**2 / float(((luma(sr) - luma(hr)) ** 2).mean()))
+
     pairs = PairedImages(hr_folder, 2)
-    scores = []
+    ours, base = [], []
     for i in range(len(pairs)):
         lr, hr = pairs[i]["lr"][None], pairs[i]["hr"]
-        sr = Bicubic()(lr)[0].clamp(0, 1)
-        mse = float(((luma(sr) - luma(hr)) ** 2).mean())
-        scores.append(10 * np.log10(255**2 / mse))
-    assert rows[0][3] == pytest.approx(float(np.mean(scores)), abs=0.01)
+        ours.append(psnr(Nearest()(lr)[0].clamp(0, 1), hr))
+        base.append(psnr(bicubic(lr)[0].clamp(0, 1), hr))
+    assert rows[0][1] == pytest.approx(float(np.mean(ours)), abs=0.01)
+    assert rows[0][3] == pytest.approx(float(np.mean(base)), abs=0.01)
+    assert abs(rows[0][1] - rows[0][3]) > 0.1

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from metamixer_testing import randomize_batchnorm
 from sr_authors_reference import authors_forward, random_state, read_tsv
 
 from metamixer.core import count_params, reparameterize_model
@@ -68,7 +69,7 @@ def test_norm_variants_train_and_fold(norm):
     model = FFNetSR(scale=2, dim=8, depth=2, norm=norm)
     model(torch.rand(2, 3, 8, 8)).mean().backward()
     assert all(p.grad is not None for p in model.parameters())
-    model.eval()
+    model = randomize_batchnorm(model).eval()  # fresh BNs are identities: a wrong fold would pass
     x = torch.rand(1, 3, 9, 7)
     with torch.no_grad():
         before = model(x)

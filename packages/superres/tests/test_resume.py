@@ -1,9 +1,8 @@
 """An SR run killed mid-epoch and resumed ends like an uninterrupted one."""
 
 import cv2
+from metamixer_testing import assert_same_weights, kill_and_resume
 from sr_test_images import smooth_image
-
-from metamixer.core.testing import assert_same_weights, kill_and_resume
 
 
 def test_kill_and_resume_matches_the_uninterrupted_run(hr_folder, tmp_path):

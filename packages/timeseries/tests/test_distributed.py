@@ -7,6 +7,7 @@ their test error (within 5 %) and by the DDP world size, not bit for bit.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,18 @@ ARGS = [
 ]  # fmt: skip
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one collides with parallel runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def script() -> str:
     path = shutil.which("metamixer-timeseries") or str(
         Path(sys.executable).parent / "metamixer-timeseries"
     )
-    if not Path(path).exists():
-        pytest.skip("console script metamixer-timeseries not installed")
+    assert Path(path).exists(), "console script metamixer-timeseries not installed (make env)"
     return path
 
 
@@ -43,7 +50,7 @@ def test_fabric_run_two_processes_matches_one_process(custom_root, tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     fabric = Path(sys.executable).parent / "fabric"
     double = subprocess.run(
-        [str(fabric), "run", "--accelerator=cpu", "--devices=2", "--main-port=29617", script(), "fit",
+        [str(fabric), "run", "--accelerator=cpu", "--devices=2", f"--main-port={free_port()}", script(), "fit",
          *common, "--data.batch_size=32", f"--trainer.default_root_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip

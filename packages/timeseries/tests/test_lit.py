@@ -36,6 +36,7 @@ def test_cli_fit_and_test_on_a_custom_csv(custom_root, tmp_path):
     metrics = cli.trainer.callback_metrics
     assert {"test/mse", "test/mae", "test/original_mse", "test/original_mae"} <= set(metrics)
     assert cli.trainer.checkpoint_callback.best_model_score is not None  # val/mse was tracked
+    assert cli.trainer.ckpt_path == cli.trainer.checkpoint_callback.best_model_path  # tested
     log_dir = Path(cli.trainer.log_dir)
     assert yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["pred_len"] == 24
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())

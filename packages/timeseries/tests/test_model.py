@@ -1,9 +1,9 @@
 import pytest
 import torch
 from forecaster_authors_reference import authors_forward, authors_parameter_count
+from metamixer_testing import count_modules, randomize_batchnorm
 
 from metamixer.core import count_params, reparameterize_model
-from metamixer.core.testing import count_modules, randomize_batchnorm
 from metamixer.timeseries import FFNetForecaster
 
 
@@ -54,3 +54,21 @@ def test_lookback_erf_covers_the_window_for_large_kernels():
     x = torch.randn(8, 96, 2)
     wide = lookback_erf(FFNetForecaster(2, 96, 24, dim=8).eval(), x)
     assert wide.shape == (96,) and (wide > 0).all()
+
+
+def features_reach(kernel: int) -> int:
+    """Look-back steps that the features of the last patch depend on (the head, which mixes all
+    patches, left out)."""
+    torch.manual_seed(0)
+    model = FFNetForecaster(
+        2, 96, 24, dim=8, token_kernels=kernel, channel_kernels=kernel,
+        channel_small_kernels=None, revin=False,
+    ).eval()  # fmt: skip
+    x = torch.randn(1, 96, 2, requires_grad=True)
+    model.forward_features(x)[..., -1].sum().backward()
+    return int((x.grad.abs().sum(2)[0] > 0).sum())
+
+
+def test_large_kernels_make_the_last_patch_see_the_whole_window():
+    assert features_reach(51) == 96
+    assert features_reach(3) < 20  # two 3-tap convs over stride-2 patches of 4

@@ -1,6 +1,6 @@
 """A forecasting run killed mid-epoch and resumed ends like an uninterrupted one."""
 
-from metamixer.core.testing import assert_same_weights, kill_and_resume
+from metamixer_testing import assert_same_weights, kill_and_resume
 
 
 def test_kill_and_resume_matches_the_uninterrupted_run(custom_root, tmp_path):

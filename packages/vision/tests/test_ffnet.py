@@ -3,10 +3,10 @@
 import pytest
 import timm
 import torch
+from metamixer_testing import count_modules, randomize_batchnorm
 
 import metamixer.vision  # noqa: F401  (registers the models)
 from metamixer.core import count_macs, count_params, reparameterize_model
-from metamixer.core.testing import count_modules, randomize_batchnorm
 
 # Paper table (params train / fused in M, fused GMACs at the listed resolution).
 PAPER = {

@@ -126,19 +126,63 @@ def test_rejects_images_with_the_wrong_channel_count():
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")
 def test_checkpoint_to_onnx_round_trip(image_folder, tmp_path):
-    pytest.importorskip("onnxruntime")
     cli = main(cli_args(image_folder, tmp_path, "--trainer.limit_val_batches=1"))
     ckpt = (
         cli.trainer.checkpoint_callback.best_model_path
         or cli.trainer.checkpoint_callback.last_model_path
     )
-    model = classifier_from_checkpoint(ckpt)
-    diff = export_classifier(model, tmp_path / "m.onnx", (1, 3, 64, 64))
-    assert diff < 1e-4 and (tmp_path / "m.onnx").stat().st_size > 10_000
+    export_classifier(classifier_from_checkpoint(ckpt), tmp_path / "m.onnx", (1, 3, 64, 64))
+    import onnxruntime as ort
+
+    trained = ImageClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained.eval()(images)
+    (got,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": images.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_channels_last_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
     model = reparameterize_model(timm.create_model("ffnet_test").eval())
     model = model.to(memory_format=torch.channels_last)  # the benchmark's deployment form
     assert export_classifier(model, tmp_path / "m.onnx", (1, 3, 64, 64)) < 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_exports_rebuild_exactly_the_validated_networks(image_folder, tmp_path):
+    """A distilled classifier is validated on the mean of its two heads and its EMA copy on one
+    head: the raw and EMA exports (and their ONNX files) give those validation logits."""
+    teacher = tmp_path / "teacher.pth"
+    torch.save(timm.create_model("ffnet_test", num_classes=3).state_dict(), teacher)
+    cli = main(cli_args(
+        image_folder, tmp_path, "--model.teacher=ffnet_test", f"--model.teacher_weights={teacher}",
+        "--model.ema_decay=0.5", "--trainer.limit_val_batches=1",
+    ))  # fmt: skip
+    ckpt = (
+        cli.trainer.checkpoint_callback.last_model_path
+        or cli.trainer.checkpoint_callback.best_model_path
+    )
+    lit = ImageClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    images = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        validated = {"raw": lit(images), "ema": lit.ema.module(images)}
+        assert not torch.allclose(validated["raw"], lit.model(images))  # the heads differ
+        for weights, expected in validated.items():
+            exported = classifier_from_checkpoint(ckpt, weights)
+            torch.testing.assert_close(exported(images), expected, atol=1e-5, rtol=1e-5)
+            export_classifier(exported, tmp_path / weights / "m.onnx", (1, 3, 64, 64))
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(tmp_path / weights / "m.onnx"))
+            (got,) = session.run(None, {"image": images.numpy()})
+            torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_ema_export_of_a_checkpoint_without_ema_says_so(image_folder, tmp_path):
+    cli = main(cli_args(image_folder, tmp_path, "--trainer.limit_val_batches=1"))
+    ckpt = (
+        cli.trainer.checkpoint_callback.last_model_path
+        or cli.trainer.checkpoint_callback.best_model_path
+    )
+    with pytest.raises(ValueError, match=r"holds no ema weights .* trained without ema_decay"):
+        classifier_from_checkpoint(ckpt, "ema")

@@ -1,6 +1,6 @@
 """A run killed with SIGKILL mid-epoch and resumed with --ckpt_path last ends like an uninterrupted one."""
 
-from metamixer.core.testing import assert_same_weights, kill_and_resume
+from metamixer_testing import assert_same_weights, kill_and_resume
 
 
 def test_kill_and_resume_matches_the_uninterrupted_run(fashion_root, tmp_path):

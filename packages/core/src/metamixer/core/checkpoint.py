@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,14 +40,16 @@ def export_onnx(
     atol: float = 1e-4,
     opset: int = 18,
 ) -> float:
-    """Fold ``model``, export it as ONNX (traced with ``example``) and compare onnxruntime with
-    PyTorch on ``check``.  Returns the largest difference; above ``atol`` it raises and no file is
-    left (the export goes to a temporary name that is renamed only after the check)."""
+    """Export a folded copy of ``model`` as ONNX (traced with ``example``; the caller's model is
+    left as it is) and compare onnxruntime with PyTorch on ``check``.  Returns the largest
+    difference; above ``atol`` it raises and no file is left (the export goes to a temporary name
+    that is renamed only after the check).  Needs the ``export`` extra (onnx, onnxruntime)."""
     import numpy as np
     import onnxruntime as ort
 
-    model = reparameterize_model(model.eval())
+    model = reparameterize_model(copy.deepcopy(model).eval())
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         torch.onnx.export(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import Sampler
 
@@ -86,22 +86,6 @@ class EpochShuffle(Sampler[int]):
         )
 
 
-class CrashAt(Callback):
-    """Fault injection for resume tests: the process SIGKILLs itself after training step ``step``
-    (no cleanup, exactly like an out-of-memory kill or a pre-empted node)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if trainer.global_step >= self.step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def launcher_world() -> tuple[int, int] | None:
     """``(processes per node, nodes)`` when started by a torchelastic-style launcher
     (``fabric run``, ``torchrun``), else ``None``."""
@@ -111,6 +95,25 @@ def launcher_world() -> tuple[int, int] | None:
         return None
     local_n, world_n = int(local), int(world)
     return local_n, max(1, world_n // max(1, local_n))
+
+
+CPU_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "64-true", "64")
+
+
+def check_precision(precision: Any, accelerator: Any) -> None:
+    """Refuse a precision the device cannot run, naming the choices (before any work)."""
+    if precision is None:
+        return
+    precision = str(precision)
+    on_gpu = torch.cuda.is_available() and str(accelerator) in ("auto", "gpu", "cuda", "None")
+    if not on_gpu and precision not in CPU_PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={precision} needs a GPU; on CPU use one of {', '.join(CPU_PRECISIONS)}"
+        )
+    if on_gpu and precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"trainer.precision={precision}: this GPU has no bfloat16; use 16-mixed or 32-true"
+        )
 
 
 def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -187,6 +190,7 @@ class MetaMixerCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_precision(config.trainer.get("precision"), config.trainer.get("accelerator"))
         self._join_launcher(config.trainer)
         self._share_logger_version(config.trainer)
 

@@ -2,7 +2,9 @@
 
 Large scenes are cut into square columns of ``chunk`` metres; each is predicted together with a
 margin of ``context`` metres around it (so voxels near a cut see their neighbours), and only the
-column's own points keep the prediction.  Peak memory then depends on the chunk, not the scene.
+column's own points keep the prediction.  Every chunk is voxelised on the whole scene's grid, so
+with a context at least the network's receptive field the labels equal whole-scene inference.
+Peak memory then depends on the chunk, not the scene.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from .transforms import voxelize
 
 @torch.no_grad()
 def predict_points(
-    model: nn.Module, coord: np.ndarray, feat: np.ndarray, grid_size: float
+    model: nn.Module,
+    coord: np.ndarray,
+    feat: np.ndarray,
+    grid_size: float,
+    origin: np.ndarray | None = None,
 ) -> Tensor:
-    """Labels ``(N,)`` of all points: one voxel per ``grid_size`` cell (first point's features)."""
-    grid, inverse, _ = voxelize(coord, grid_size)
+    """Labels ``(N,)`` of all points: one voxel per ``grid_size`` cell (first point's features);
+    ``origin`` (default: the points' minimum) anchors the voxel grid."""
+    origin = coord.min(0) if origin is None else origin
+    grid, inverse, _ = voxelize(coord - origin, grid_size, shift=False)
     first = np.full(inverse.max() + 1, len(inverse), dtype=np.int64)
     np.minimum.at(first, inverse, np.arange(len(inverse)))
     logits = model(
@@ -58,7 +66,7 @@ def predict_chunked(
             & (coord[:, 1] >= y0 - context) & (coord[:, 1] < y0 + chunk + context)
         )  # fmt: skip
         index = np.nonzero(near)[0]
-        pred = predict_points(model, coord[index], feat[index], grid_size)
+        pred = predict_points(model, coord[index], feat[index], grid_size, coord.min(0))
         keep = core[index]
         labels[torch.from_numpy(index[keep])] = pred[torch.from_numpy(keep)]
     return labels

@@ -135,10 +135,14 @@ def chromatic_jitter(
     return {**scene, "color": np.clip(scene["color"] + noise, 0, 255)}
 
 
-def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer grid coordinates (min at 0), each point's voxel id, and the voxel count."""
+def voxelize(
+    coord: np.ndarray, grid_size: float, shift: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer grid coordinates (min at 0 with ``shift``), each point's voxel id, and the voxel
+    count."""
     grid = np.floor(coord / grid_size).astype(np.int64)
-    grid -= grid.min(0)
+    if shift:
+        grid -= grid.min(0)
     _, inverse, counts = np.unique(grid, axis=0, return_inverse=True, return_counts=True)
     return grid, inverse.reshape(-1), counts
 

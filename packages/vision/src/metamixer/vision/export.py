@@ -35,20 +35,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkpoint", help="a Lightning checkpoint of ImageClassifier (arch read from it)"
     )
+    parser.add_argument(
+        "--weights", choices=("raw", "ema"), default="raw",
+        help="with --checkpoint: the trained weights (a distilled model's heads combined) or the "
+        "EMA copy, each exactly as validated (val/* or val_ema/*)",
+    )  # fmt: skip
     parser.add_argument("--arch", default="ffnet_1", help="timm model name (without --checkpoint)")
-    parser.add_argument("--weights", help="local weights for --arch (authors' release or ours)")
+    parser.add_argument(
+        "--weights_file", help="local weights for --arch (authors' release or ours)"
+    )
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--in_chans", type=int, default=3)
     parser.add_argument("--img_size", type=int, default=256)
     parser.add_argument("--out", required=True, help="output .onnx path")
     args = parser.parse_args(argv)
     if args.checkpoint:
-        model = classifier_from_checkpoint(args.checkpoint)
+        model = classifier_from_checkpoint(args.checkpoint, args.weights)
     else:
         model = timm.create_model(args.arch, num_classes=args.num_classes, in_chans=args.in_chans)
-        if args.weights:
-            state = convert_official_state_dict(load_weights_file(args.weights))
-            load_state_dict_strict(model, state, args.weights)
+        if args.weights_file:
+            state = convert_official_state_dict(load_weights_file(args.weights_file))
+            load_state_dict_strict(model, state, args.weights_file)
     in_chans = getattr(model, "in_chans", args.in_chans)
     diff = export_classifier(model, args.out, (1, in_chans, args.img_size, args.img_size))
     print(f"wrote {args.out}; onnxruntime vs PyTorch max |diff| = {diff:.2e}")

@@ -45,12 +45,22 @@ def build_classifier(
 
 
 def classifier_from_checkpoint(path: str | Path, weights: str = "raw") -> nn.Module:
-    """The network of an ``ImageClassifier`` Lightning checkpoint, rebuilt from its hyperparameters."""
-    hp = read_checkpoint(path).get("hyper_parameters") or {}
+    """The network that an ``ImageClassifier`` checkpoint was validated as, rebuilt from its
+    hyperparameters: ``raw`` weights (a distilled model's two heads averaged into one linear head,
+    exactly its ``val/*`` logits) or the ``ema`` copy (``val_ema/*``; one head)."""
+    checkpoint = read_checkpoint(path)
+    hp = checkpoint.get("hyper_parameters") or {}
     task = {k: hp[k] for k in ("num_classes", "in_chans") if k in hp}
-    return network_from_checkpoint(
+    network = network_from_checkpoint(
         path, weights=weights, build=lambda arch, _, args: build_classifier(arch, task, args)
     )
+    state = checkpoint.get("state_dict", {})
+    if weights == "raw" and "head_dist.weight" in state:
+        head = network.get_classifier()
+        with torch.no_grad():  # mean of two linear maps of the same features = one linear map
+            head.weight.add_(state["head_dist.weight"]).mul_(0.5)
+            head.bias.add_(state["head_dist.bias"]).mul_(0.5)
+    return network
 
 
 def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) -> float:

@@ -1,4 +1,5 @@
-"""Helpers for equivalence tests in every package (no test framework imported here)."""
+"""Test helpers shared by every package's tests (on pytest's ``pythonpath``): BatchNorm
+randomisation for fold tests, and the kill-and-resume harness with its fault-injection callback."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
+
+
+class CrashAt(Callback):
+    """Fault injection for resume tests: the process SIGKILLs itself after training step ``step``
+    (no cleanup, exactly like an out-of-memory kill or a pre-empted node)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @torch.no_grad()
@@ -37,27 +54,40 @@ def count_modules(model: nn.Module, kind: type[nn.Module] = nn.Module) -> int:
 def _fit(module: str, args: list[str], root: Path, extra: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", module, "fit", *args, f"--trainer.default_root_dir={root}",
            "--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    here = str(Path(__file__).parent)  # CrashAt is imported by the CLI from here
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -> dict[str, Path]:
     """Train ``python -m module fit args`` three ways and return the final checkpoints:
     uninterrupted, and killed with SIGKILL after ``crash_step`` steps then resumed with
-    ``--ckpt_path last``.  ``args`` must make a deterministic CPU run with ``save_last``."""
+    ``--ckpt_path last``.  ``args`` must make a deterministic CPU run with ``save_last``.
+
+    Fails unless the killed run left a checkpoint from before the kill and the restart restored
+    training from it (a fresh deterministic run would end equal too)."""
     full = _fit(module, args, root / "uninterrupted", [])
     if full.returncode != 0:
         raise AssertionError(f"uninterrupted run failed:\n{full.stderr[-3000:]}")
-    crash = ["--trainer.callbacks+=metamixer.core.train.CrashAt",
+    crash = ["--trainer.callbacks+=metamixer_testing.CrashAt",
              f"--trainer.callbacks.step={crash_step}"]  # fmt: skip
     killed = _fit(module, args, root / "resumed", crash)
     if killed.returncode != -signal.SIGKILL:
         raise AssertionError(
             f"the run was not killed (exit {killed.returncode}):\n{killed.stderr[-3000:]}"
         )
+    last = root / "resumed" / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise AssertionError(f"the killed run left no checkpoint at {last}: nothing to resume")
+    left = torch.load(last, map_location="cpu", weights_only=True)
+    if not 0 < left["global_step"] <= crash_step:
+        raise AssertionError(f"the killed run's checkpoint is at step {left['global_step']}")
     resumed = _fit(module, [*args, "--ckpt_path=last"], root / "resumed", [])
     if resumed.returncode != 0:
         raise AssertionError(f"resumed run failed:\n{resumed.stderr[-3000:]}")
+    if "Restored all states from the checkpoint" not in resumed.stdout + resumed.stderr:
+        raise AssertionError(f"the restart did not restore {last}:\n{resumed.stderr[-3000:]}")
     return {
         name: root / name / "checkpoints" / "last.ckpt" for name in ("uninterrupted", "resumed")
     }
