@@ -8,7 +8,7 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # configs that are used together with a shared base file
 BASES = {"timeseries": "base.yaml", "vision": "imagenet.yaml"}
-STANDALONE = {"vision": {"fashion_mnist.yaml"}}
+STANDALONE = {"vision": {"fashion_mnist.yaml", "fashion_mnist_hybrid.yaml"}}
 
 
 def configs():

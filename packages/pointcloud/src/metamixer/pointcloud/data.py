@@ -1,4 +1,4 @@
-"""Point-cloud datasets: preprocessed ScanNet scenes and LAS/LAZ aerial LiDAR tiles.
+"""Point-cloud datasets: preprocessed ScanNet / S3DIS scenes and LAS/LAZ aerial LiDAR tiles.
 
 Samples are scene dicts (see ``transforms``); ``collate_points`` concatenates them into an
 offset-batched dict: ``feat (N, F)``, ``grid_coord (N, 3)``, ``batch (N,)``, ``segment (N,)`` and,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from metamixer.core.train import EpochShuffle
 
 from . import transforms as T
+from .s3dis import S3DIS_CLASSES
 from .scannet import LabelMap
 
 SCANNET20_NAMES = (
@@ -82,11 +84,17 @@ class SceneDataset(Dataset):
         return self.transform(scene, rng)
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool) -> DataLoader:
+def _loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    train: bool,
+    collate: Callable | None = None,
+) -> DataLoader:
     return DataLoader(
         dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)) if train else None,
         drop_last=train, num_workers=num_workers,
-        collate_fn=collate_points, persistent_workers=num_workers > 0,
+        collate_fn=collate or collate_points, persistent_workers=num_workers > 0,
     )  # fmt: skip
 
 
@@ -99,65 +107,37 @@ def read_scene_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class ScanNetDataModule(L.LightningDataModule):
-    """Preprocessed ScanNet v2 / ScanNet200 (``metamixer.pointcloud.scannet`` output).
-
-    Args:
-        root: folder of per-scene folders (``coord.npy``, ``color.npy``, ``normal.npy``,
-            ``segment20.npy`` / ``segment200.npy``).
-        train_list, val_list: text files with one scene name per line (the official splits).
-        test_list: scenes scored on every original point (default: ``val_list``).
-        num_classes: 20 (ScanNet v2) or 200 (ScanNet200).
-        label_tsv: ``scannetv2-labels.combined.tsv`` for the class names (optional).
-        grid_size: voxel size in metres.
-        point_max: sphere-crop size for training.
-        batch_size: scenes per batch.
-        num_workers: data-loading processes.
-    """
+class IndoorScenes(L.LightningDataModule):
+    """Preprocessed indoor scenes (``coord``, ``color``, ``normal``, labels as ``.npy`` per
+    scene folder) with the authors' training pipeline, optional Mix3D, and every original point
+    scored in evaluation.  ``ScanNetDataModule`` and ``S3DISDataModule`` choose the scenes."""
 
     in_channels = 6
+    normal_channels = (3, 6)  # features are colour (0:3) then normal (3:6)
+    num_classes: int
+    segment_key: str
 
-    def __init__(
-        self,
-        root: str,
-        train_list: str,
-        val_list: str,
-        test_list: str | None = None,
-        num_classes: int = 20,
-        label_tsv: str | None = None,
-        grid_size: float = 0.02,
-        point_max: int = 102400,
-        batch_size: int = 12,
-        num_workers: int = 4,
-    ) -> None:
+    def __init__(self, root: str, grid_size: float, point_max: int, batch_size: int,
+                 num_workers: int, mix_prob: float) -> None:  # fmt: skip
         super().__init__()
-        if num_classes not in (20, 200):
-            raise ValueError(
-                f"num_classes must be 20 (ScanNet v2) or 200 (ScanNet200), got {num_classes}"
-            )
-        self.save_hyperparameters()
-        self.num_classes = num_classes
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ValueError(f"mix_prob must be in [0, 1], got {mix_prob}")
         self.root = Path(root)
         self.sets: dict[str, SceneDataset] = {}
 
-    @property
-    def classes(self) -> list[str]:
-        if self.num_classes == 20:
-            if self.hparams.label_tsv:
-                return LabelMap(Path(self.hparams.label_tsv)).class_names20
-            return list(SCANNET20_NAMES)
-        return [f"class{i}" for i in range(self.num_classes)]
+    def scenes(self, split: str) -> list[str]:
+        """Scene folder names (relative to ``root``) of "train", "val" or "test"."""
+        raise NotImplementedError
 
     def load(self, name: str) -> T.Scene:
         folder = self.root / name
-        key = f"segment{self.num_classes}"
         try:
             scene = {k: np.load(folder / f"{k}.npy") for k in ("coord", "color", "normal")}
-            scene["segment"] = np.load(folder / f"{key}.npy").astype(np.int64)
+            scene["segment"] = np.load(folder / f"{self.segment_key}.npy").astype(np.int64)
         except FileNotFoundError as err:
             raise FileNotFoundError(
                 f"scene {folder} is incomplete ({err.filename} missing); convert the raw scans "
-                "with `python -m metamixer.pointcloud.scannet`"
+                "with `python -m metamixer.pointcloud.scannet` / `metamixer.pointcloud.s3dis`"
             ) from err
         n = len(scene["coord"])
         if any(len(v) != n for v in scene.values()):
@@ -184,25 +164,146 @@ class ScanNetDataModule(L.LightningDataModule):
         return out
 
     def setup(self, stage: str) -> None:
-        h = self.hparams
         if stage == "fit":
             self.sets["train"] = SceneDataset(
-                read_scene_list(Path(h.train_list)), self.load, self._train, train=True
+                self.scenes("train"), self.load, self._train, train=True
             )
-        self.sets["val"] = SceneDataset(
-            read_scene_list(Path(h.val_list)), self.load, self._eval, train=False
-        )
-        test = Path(h.test_list or h.val_list)
-        self.sets["test"] = SceneDataset(read_scene_list(test), self.load, self._eval, train=False)
+        self.sets["val"] = SceneDataset(self.scenes("val"), self.load, self._eval, train=False)
+        self.sets["test"] = SceneDataset(self.scenes("test"), self.load, self._eval, train=False)
 
     def train_dataloader(self) -> DataLoader:
-        return _loader(self.sets["train"], self.hparams.batch_size, self.hparams.num_workers, True)
+        h = self.hparams
+        collate = partial(mix3d_collate, mix_prob=h.mix_prob) if h.mix_prob > 0 else None
+        return _loader(self.sets["train"], h.batch_size, h.num_workers, True, collate)
 
     def val_dataloader(self) -> DataLoader:
         return _loader(self.sets["val"], 1, self.hparams.num_workers, False)
 
     def test_dataloader(self) -> DataLoader:
         return _loader(self.sets["test"], 1, self.hparams.num_workers, False)
+
+
+def mix3d(first: T.Scene, second: T.Scene) -> T.Scene:
+    """Mix3D: overlay two training scenes (each centred) into one out-of-context scene; voxels of
+    ``second`` that fall on a voxel of ``first`` are dropped (one point per voxel)."""
+    taken = {tuple(c) for c in first["grid_coord"].tolist()}
+    keep = np.array([tuple(c) not in taken for c in second["grid_coord"].tolist()], dtype=bool)
+    shift = np.minimum(first["grid_coord"].min(0), second["grid_coord"][keep].min(0, initial=0))
+    keys = ("coord", "feat", "segment", "grid_coord")
+    merged = {k: np.concatenate([first[k], second[k][keep]]) for k in keys}
+    merged["grid_coord"] = merged["grid_coord"] - shift
+    return merged
+
+
+def mix3d_collate(samples: Sequence[T.Scene], mix_prob: float) -> dict[str, Tensor]:
+    """``collate_points`` after merging consecutive pairs of scenes with probability ``mix_prob``
+    (drawn from torch's generator, which ``EpochShuffle`` seeds per epoch)."""
+    out, i = [], 0
+    while i < len(samples):
+        if i + 1 < len(samples) and torch.rand(()).item() < mix_prob:
+            out.append(mix3d(samples[i], samples[i + 1]))
+            i += 2
+        else:
+            out.append(samples[i])
+            i += 1
+    return collate_points(out)
+
+
+class ScanNetDataModule(IndoorScenes):
+    """Preprocessed ScanNet v2 / ScanNet200 (``metamixer.pointcloud.scannet`` output).
+
+    Args:
+        root: folder of per-scene folders (``coord.npy``, ``color.npy``, ``normal.npy``,
+            ``segment20.npy`` / ``segment200.npy``).
+        train_list, val_list: text files with one scene name per line (the official splits).
+        test_list: scenes scored on every original point (default: ``val_list``).
+        num_classes: 20 (ScanNet v2) or 200 (ScanNet200).
+        label_tsv: ``scannetv2-labels.combined.tsv`` for the class names (optional).
+        grid_size: voxel size in metres.
+        point_max: sphere-crop size for training.
+        batch_size: scenes per batch.
+        num_workers: data-loading processes.
+        mix_prob: Mix3D probability of merging two training scenes into one (the authors: 0.8).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_list: str,
+        val_list: str,
+        test_list: str | None = None,
+        num_classes: int = 20,
+        label_tsv: str | None = None,
+        grid_size: float = 0.02,
+        point_max: int = 102400,
+        batch_size: int = 12,
+        num_workers: int = 4,
+        mix_prob: float = 0.0,
+    ) -> None:
+        super().__init__(root, grid_size, point_max, batch_size, num_workers, mix_prob)
+        if num_classes not in (20, 200):
+            raise ValueError(
+                f"num_classes must be 20 (ScanNet v2) or 200 (ScanNet200), got {num_classes}"
+            )
+        self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.segment_key = f"segment{num_classes}"
+
+    @property
+    def classes(self) -> list[str]:
+        if self.num_classes == 20:
+            if self.hparams.label_tsv:
+                return LabelMap(Path(self.hparams.label_tsv)).class_names20
+            return list(SCANNET20_NAMES)
+        return [f"class{i}" for i in range(self.num_classes)]
+
+    def scenes(self, split: str) -> list[str]:
+        h = self.hparams
+        lists = {"train": h.train_list, "val": h.val_list, "test": h.test_list or h.val_list}
+        return read_scene_list(Path(lists[split]))
+
+
+class S3DISDataModule(IndoorScenes):
+    """S3DIS rooms (``metamixer.pointcloud.s3dis`` output): train on every area but
+    ``test_area``, validate and test on it (the Area-5 protocol).
+
+    Args:
+        root: folder of ``Area_<k>/<room>/`` folders.
+        test_area: the held-out area (5 in the standard protocol).
+        grid_size: voxel size in metres.
+        point_max: sphere-crop size for training.
+        batch_size: rooms per batch.
+        num_workers: data-loading processes.
+        mix_prob: Mix3D probability of merging two training rooms into one.
+    """
+
+    num_classes = len(S3DIS_CLASSES)
+    segment_key = "segment"
+    classes = S3DIS_CLASSES
+
+    def __init__(
+        self,
+        root: str,
+        test_area: int = 5,
+        grid_size: float = 0.02,
+        point_max: int = 80000,
+        batch_size: int = 12,
+        num_workers: int = 4,
+        mix_prob: float = 0.0,
+    ) -> None:
+        super().__init__(root, grid_size, point_max, batch_size, num_workers, mix_prob)
+        self.save_hyperparameters()
+
+    def scenes(self, split: str) -> list[str]:
+        rooms = sorted(p for p in self.root.glob("Area_*/*") if p.is_dir())
+        test = f"Area_{self.hparams.test_area}"
+        if not any(r.parent.name == test for r in rooms):
+            raise FileNotFoundError(
+                f"no {test}/<room>/ folders under {self.root}; convert the release with "
+                "`python -m metamixer.pointcloud.s3dis`"
+            )
+        chosen = [r for r in rooms if (r.parent.name == test) == (split != "train")]
+        return [f"{r.parent.name}/{r.name}" for r in chosen]
 
 
 # --- LAS / LAZ aerial LiDAR ---------------------------------------------------------------------
@@ -267,6 +368,7 @@ class LASDataModule(L.LightningDataModule):
     """
 
     in_channels = 6
+    normal_channels = None  # intensity / return features do not turn with the scene
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class Segmenter(L.LightningModule):
         weight_decay: AdamW weight decay.
         pct_start: OneCycle warm-up share.
         lovasz_weight: weight of the Lovász-softmax loss.
+        test_views: test-time augmentation: vote over this many turns of each test scene about
+            the vertical axis (2 or 4 are exact on the voxel grid; 1 = off).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Segmenter(L.LightningModule):
         weight_decay: float = 0.05,
         pct_start: float = 0.05,
         lovasz_weight: float = 1.0,
+        test_views: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -101,9 +105,17 @@ class Segmenter(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)
         return loss
 
-    def _point_predictions(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Predictions for every original point (voxel prediction mapped back) and their labels."""
-        pred = self(batch).argmax(1)
+    def _point_predictions(self, batch: dict[str, Tensor], views: int = 1) -> tuple[Tensor, Tensor]:
+        """Predictions for every original point (voxel prediction mapped back) and their labels;
+        ``views`` > 1 votes over the scene turned by 360° / views about z (class probabilities
+        averaged; exact on the voxel grid for 2 and 4 views)."""
+        if views == 1:
+            pred = self(batch).argmax(1)
+        else:
+            normals = getattr(getattr(self.trainer, "datamodule", None), "normal_channels", None)
+            pred = sum(
+                self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views)
+            ).argmax(1)
         if "inverse" in batch:
             return pred[batch["inverse"]], batch["segment_full"]
         return pred, batch["segment"]
@@ -112,7 +124,7 @@ class Segmenter(L.LightningModule):
         self.val_confusion.update(*self._point_predictions(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.test_confusion.update(*self._point_predictions(batch))
+        self.test_confusion.update(*self._point_predictions(batch, self.hparams.test_views))
 
     def _log_confusion(self, confusion: MulticlassConfusionMatrix, prefix: str) -> Tensor:
         iou, acc, (miou, macc, allacc), _ = iou_from_confusion(confusion.compute())
@@ -152,6 +164,26 @@ class Segmenter(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def rotate_about_z(
+    batch: dict[str, Tensor], k: int, views: int, normals: tuple[int, int] | None
+) -> dict[str, Tensor]:
+    """The batch turned by ``k · 360° / views`` about z: voxel coordinates (rounded to the grid,
+    shifted back to ≥ 0) and, when the features hold normals (``normals`` = their slice), those."""
+    if k == 0:
+        return batch
+    angle = 2 * math.pi * k / views
+    c, s = math.cos(angle), math.sin(angle)
+    turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    coords = (batch["grid_coord"].double() @ turn.T).round().long()
+    out = {**batch, "grid_coord": coords - coords.min(0).values}
+    if normals is not None:
+        feat = batch["feat"].clone()
+        lo, hi = normals
+        feat[:, lo:hi] = (feat[:, lo:hi].double() @ turn.T).to(feat.dtype)
+        out["feat"] = feat
+    return out
 
 
 def write_class_table(path: Path, names: list[str], per_class: Tensor) -> Path:
