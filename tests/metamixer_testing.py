@@ -77,9 +77,10 @@ def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -
         raise AssertionError(
             f"the run was not killed (exit {killed.returncode}):\n{killed.stderr[-3000:]}"
         )
-    last = root / "resumed" / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise AssertionError(f"the killed run left no checkpoint at {last}: nothing to resume")
+    found = list((root / "resumed").rglob("fit-*/checkpoints/last.ckpt"))
+    if not found:
+        raise AssertionError(f"the killed run left no checkpoint under {root}: nothing to resume")
+    last = found[0]
     left = torch.load(last, map_location="cpu", weights_only=True)
     if not 0 < left["global_step"] <= crash_step:
         raise AssertionError(f"the killed run's checkpoint is at step {left['global_step']}")
@@ -88,9 +89,9 @@ def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -
         raise AssertionError(f"resumed run failed:\n{resumed.stderr[-3000:]}")
     if "Restored all states from the checkpoint" not in resumed.stdout + resumed.stderr:
         raise AssertionError(f"the restart did not restore {last}:\n{resumed.stderr[-3000:]}")
-    return {
-        name: root / name / "checkpoints" / "last.ckpt" for name in ("uninterrupted", "resumed")
-    }
+    if list((root / "resumed").rglob("fit-*/checkpoints/last.ckpt")) != [last]:
+        raise AssertionError("the resumed run did not continue in the interrupted run's folder")
+    return {name: next((root / name).rglob("last.ckpt")) for name in ("uninterrupted", "resumed")}
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:

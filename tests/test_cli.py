@@ -88,3 +88,31 @@ def test_an_unknown_architecture_argument_lists_the_valid_ones(modality):
     main = importlib.import_module(f"metamixer.{modality}.__main__").main
     with pytest.raises(ValueError, match="has no argument 'mlp_ratoi'; valid: "):
         main([*default_config(modality), "--model.arch_args.mlp_ratoi=2"], run=False)
+
+
+def test_runs_never_overwrite_each_other_and_a_saved_config_reruns(tmp_path, monkeypatch):
+    """fit, then test from the fit's saved config: a new folder per invocation, the fit's files
+    byte for byte intact, and the saved experiment name kept."""
+    from metamixer.timeseries.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # relative run folders land here, outside the checkout
+    limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+              "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+              "--trainer.enable_progress_bar=false", "--model.arch_args.dim=8",
+              f"--data.root={EXP.parent / 'data/timeseries'}"]  # fmt: skip
+    fit = main(["fit", *default_config("timeseries"), *limits])
+    run = Path(fit.trainer.log_dir)
+    assert run.parent == Path("runs/timeseries/elecdemand") and run.name.startswith("fit-")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert {"config.yaml", "hparams.yaml", "metrics.csv", "metrics.json"} <= {
+        p.name for p in before
+    }
+    test = main(["test", "--config", str(run / "config.yaml"),
+                 f"--ckpt_path={run / 'checkpoints/last.ckpt'}"])  # fmt: skip
+    rerun = Path(test.trainer.log_dir)
+    assert rerun.parent == run.parent and rerun.name.startswith("test-")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    again = main(
+        ["fit", *default_config("timeseries"), *limits, "--trainer.default_root_dir=elsewhere"]
+    )
+    assert Path(again.trainer.log_dir).parent == Path("elsewhere/timeseries/elecdemand")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from metamixer.core.sweep import cells, load_sweep
 
@@ -70,3 +71,43 @@ def test_smoke_sweep_is_killed_midway_and_resumes_without_redoing_cells(tmp_path
     assert all(0.3 < a <= 1.0 for a in accuracy)  # learned in 80 steps (BN needs dozens)
     for name in ("results.csv", "results.md", "results.png"):
         assert (root / name).stat().st_size > 100
+
+
+def test_dry_run_lists_cells_and_a_failed_cell_is_recorded_and_retried(tmp_path):
+    spec = {
+        "grid": {"token_mixer": ["no_such_mixer"]},
+        "modalities": {"timeseries": {
+            "config": ["experiments/timeseries/base.yaml", "experiments/timeseries/elecdemand.yaml"],
+            "metric": "test/mse", "budget": ["--trainer.max_epochs=1"],
+            "knobs": {"token_mixer": "--model.arch_args.token_mixers={}"},
+        }},
+    }  # fmt: skip
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+
+    def sweep_cmd(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "metamixer.core.sweep", str(path), "--out", str(tmp_path), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    dry = sweep_cmd("--dry-run")
+    assert dry.returncode == 0 and "--model.arch_args.token_mixers=no_such_mixer" in dry.stdout
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("log.txt"))
+    first = sweep_cmd()
+    assert first.returncode != 0 and "1 of 1 cells failed" in first.stderr
+    result = json.loads(next((tmp_path / "bad").glob("*/result.json")).read_text())
+    assert result["value"] is None and "unknown token mixer 'no_such_mixer'" in result["error"]
+    log = next((tmp_path / "bad").glob("*/log.txt"))
+    before = log.stat().st_mtime_ns
+    assert sweep_cmd().returncode != 0 and log.stat().st_mtime_ns != before  # retried
+
+
+def test_missing_config_is_refused_before_any_cell(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "grid: {act: [gelu]}\nmodalities: {vision: {config: nowhere.yaml, metric: m,"
+        " knobs: {act: '--x={}'}}}\n"
+    )
+    with pytest.raises(FileNotFoundError, match=r"config files not found: \['nowhere.yaml'\]"):
+        load_sweep(path)

@@ -46,8 +46,11 @@ def test_cli_fit_then_test_leaves_a_complete_run_directory(image_folder, tmp_pat
     assert config["data"]["class_path"].endswith("ImageFolderDataModule")
     hparams = yaml.safe_load(Path(log_dir, "hparams.yaml").read_text())
     assert hparams["num_classes"] == 3 and hparams["in_chans"] == 3  # linked from the data
-    assert list((out / "lightning_logs").glob("*/checkpoints/*.ckpt"))
-    assert (tmp_path / "runs" / "lightning_logs").exists()
+    assert Path(log_dir).parent == out / "vision" / "default" and Path(log_dir).name.startswith(
+        "fit-"
+    )
+    assert list(Path(log_dir, "checkpoints").glob("*.ckpt"))
+    assert (Path(log_dir) / "metrics.csv").is_file() and (Path(log_dir) / "metrics.json").is_file()
     assert "test/acc1" in cli.trainer.callback_metrics
     assert (Path(log_dir) / "confusion_matrix.png").stat().st_size > 1000
 

@@ -11,7 +11,11 @@ the cells' ``PYTHONPATH``, so such a module can sit beside it.  ``mode: one-at-a
 the baseline, ``product`` runs the full grid.  Every cell is one ``python -m metamixer.<modality>
 fit`` run in its own folder; a cell with a ``result.json`` is done and skipped, so a killed sweep
 restarts where it stopped.  Parallel cells share the cores (threads = cores / parallel).  Results:
-``results.csv``, ``results.md`` and ``results.png`` (one panel per modality).
+``results.csv``, ``results.md`` and ``results.png`` (one panel per modality).  A failed cell is
+recorded with its error's last line, reported in the summary and run again next time;
+``--dry-run`` prints every cell's command.  Config paths are read relative to the sweep file's
+folder (or the repository root two levels up, or the current folder) and checked before any cell
+starts.
 
 Cells run as subprocesses, so this module imports no modality package.
 """
@@ -23,6 +27,7 @@ import csv
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -68,7 +73,29 @@ def load_sweep(path: Path) -> dict:
         if axes:
             raise ValueError(f"{path}: modality {name!r} has no knob for axes {sorted(axes)}")
     spec["folder"] = str(path.resolve().parent)
+    missing = []
+    for mod in spec["modalities"].values():
+        configs = mod["config"] if isinstance(mod["config"], list) else [mod["config"]]
+        mod["config"] = [resolve_config(c, path.resolve().parent) for c in configs]
+        missing += [c for c in mod["config"] if not Path(c).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path}: config files not found: {missing} (relative paths are read from the sweep "
+            "file's folder, the repository root two levels up, then the current folder)"
+        )
     return spec
+
+
+def resolve_config(config: str, folder: Path) -> str:
+    """An absolute config path: as given if absolute, else found beside the sweep file, in the
+    repository root above ``experiments/sweeps/`` or in the current folder."""
+    path = Path(config)
+    if path.is_absolute():
+        return str(path)
+    for candidate in (folder / path, folder.parent.parent / path, Path.cwd() / path):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    return str(path)
 
 
 def cells(spec: dict) -> list[Cell]:
@@ -92,40 +119,49 @@ def cells(spec: dict) -> list[Cell]:
     return out
 
 
-def run_cell(cell: Cell, spec: dict, root: Path, threads: int) -> dict:
-    folder = root / cell.name
-    result = folder / "result.json"
-    if result.exists():
-        return json.loads(result.read_text())
+def cell_command(cell: Cell, spec: dict, folder: Path) -> list[str]:
+    """The full command line of one cell (a ``fit`` of its modality, tested afterwards)."""
     mod = spec["modalities"][cell.modality]
-    configs = mod["config"] if isinstance(mod["config"], list) else [mod["config"]]
     args = [sys.executable, "-m", f"metamixer.{cell.modality}", "fit"]
     for module in spec.get("imports", []):
         args += ["--import", module]
-    for config in configs:
+    for config in mod["config"]:
         args += ["--config", config]
     args += list(mod.get("budget", []))
     for axis, value in cell.setting:
         knob = mod["knobs"][axis]
         args += [k.format(value) for k in ([knob] if isinstance(knob, str) else knob)]
-    args += [f"--trainer.default_root_dir={folder}", "--trainer.enable_progress_bar=false",
+    args += [f"--trainer.default_root_dir={folder}", f"--name={cell.name}",
+             "--trainer.enable_progress_bar=false",
              "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-             f"--trainer.logger.save_dir={folder}", "--trainer.logger.name=csv",
-             "--test_after_fit=true"]  # fmt: skip
+             f"--trainer.logger.save_dir={folder}", "--test_after_fit=true"]  # fmt: skip
+    return args
+
+
+def run_cell(cell: Cell, spec: dict, root: Path, threads: int) -> dict:
+    """Run a cell unless it already succeeded; a failed cell is run again."""
+    folder = root / cell.name
+    result = folder / "result.json"
+    if result.exists():
+        done = json.loads(result.read_text())
+        if done.get("value") is not None:
+            return done
+    mod = spec["modalities"][cell.modality]
     path = os.pathsep.join(filter(None, [spec["folder"], os.environ.get("PYTHONPATH")]))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(threads),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": path,
-    }
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = path
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "w") as log:
-        code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(
+            cell_command(cell, spec, folder), stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
     row = {"modality": cell.modality, "setting": cell.label, **dict(cell.setting)}
-    metrics_file = next(folder.rglob("metrics.json"), None)  # in the CSV logger's run folder
-    if code != 0 or metrics_file is None:
-        row.update(metric=mod["metric"], value=None, error=f"exit {code}, see {folder / 'log.txt'}")
+    found = sorted(folder.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    metrics_file = found[-1] if code == 0 and found else None
+    if metrics_file is None:
+        lines = [x for x in (folder / "log.txt").read_text().splitlines() if x.strip()]
+        last = lines[-1].strip() if lines else "no output"
+        row.update(metric=mod["metric"], value=None, error=f"exit {code}: {last}")
     else:
         value = json.loads(metrics_file.read_text()).get(mod["metric"])
         row.update(
@@ -147,7 +183,7 @@ def write_reports(rows: list[dict], root: Path, spec: dict) -> None:
         writer.writerows(rows)
     lines = ["| modality | setting | metric | value |", "|---|---|---|---|"]
     for r in rows:
-        value = "failed" if r["value"] is None else f"{r['value']:.4f}"
+        value = f"failed ({r['error']})" if r["value"] is None else f"{r['value']:.4f}"
         lines.append(f"| {r['modality']} | {r['setting']} | {r['metric']} | {value} |")
     (root / "results.md").write_text("\n".join(lines) + "\n")
     from .plots import _pyplot, save_figure
@@ -166,7 +202,9 @@ def write_reports(rows: list[dict], root: Path, spec: dict) -> None:
     save_figure(fig, root / "results.png")
 
 
-def run_sweep(path: Path, out: Path, parallel: int | None = None) -> list[dict]:
+def run_sweep(
+    path: Path, out: Path, parallel: int | None = None, dry_run: bool = False
+) -> list[dict]:
     spec = load_sweep(path)
     cores = os.cpu_count() or 1
     parallel = max(1, min(parallel or spec.get("parallel", cores), cores))
@@ -174,6 +212,10 @@ def run_sweep(path: Path, out: Path, parallel: int | None = None) -> list[dict]:
     root = out / path.stem
     root.mkdir(parents=True, exist_ok=True)
     todo = cells(spec)
+    if dry_run:
+        for cell in todo:
+            print(f"{cell.name}:\n  {shlex.join(cell_command(cell, spec, root / cell.name))}")
+        return []
     with ThreadPoolExecutor(parallel) as pool:
         rows = list(pool.map(lambda c: run_cell(c, spec, root, threads), todo))
     write_reports(rows, root, spec)
@@ -187,12 +229,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parallel", type=int, help="concurrent cells (default: the file's, ≤ cores)"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print every cell's command and run nothing"
+    )
     args = parser.parse_args(argv)
-    rows = run_sweep(Path(args.sweep), Path(args.out), args.parallel)
+    try:
+        rows = run_sweep(Path(args.sweep), Path(args.out), args.parallel, args.dry_run)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.dry_run:
+        return
     failed = [r for r in rows if r["value"] is None]
     print((Path(args.out) / Path(args.sweep).stem / "results.md").read_text())
     if failed:
-        raise SystemExit(f"{len(failed)} cells failed: {[r['error'] for r in failed][:3]}")
+        summary = "\n".join(f"  {r['modality']} {r['setting']}: {r['error']}" for r in failed)
+        raise SystemExit(
+            f"{len(failed)} of {len(rows)} cells failed (run again to retry them):\n{summary}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,19 @@ import json
 import os
 import random
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import Sampler
 
+from . import runs
 from .registry import import_modules
 
 
@@ -139,6 +140,10 @@ class MetaMixerCLI(LightningCLI):
       e.g. ``("data.num_classes", "model.num_classes")``, so a value is never written twice.
     * ``subclass_mode_data``: the data module is chosen by ``class_path`` (any subclass).
     * ``fit --test_after_fit true`` tests the best checkpoint of the run right after training.
+    * every invocation writes into its own run folder (``metamixer.core.runs``:
+      ``<default_root_dir>/<modality>/<--name or config stem>/<subcommand>-<time>``), printed at the
+      start and the end; loggers and checkpoints go there, so re-running a saved config never
+      touches the original run; ``fit --ckpt_path last`` continues the latest fit of the experiment;
     * the resolved config is saved as ``config.yaml`` in every run directory; seed 0 by default;
       checkpoints are written atomically and loaded weights-only (train loaders use
       ``EpochShuffle`` so that a resumed run repeats the interrupted one).
@@ -156,10 +161,11 @@ class MetaMixerCLI(LightningCLI):
         links: Sequence[tuple[str, str]] = (),
         args: list[str] | None = None,
         run: bool = True,
-        default_root_dir: str = "runs",
         subclass_mode_data: bool = True,
     ) -> None:
         self.links = tuple(links)
+        self.modality = model_class.__module__.split(".")[1]
+        self.run_dir: Path | None = None
         if args is None:
             sys.argv[1:], modules = split_imports(sys.argv[1:])
             import_modules(modules)
@@ -172,15 +178,23 @@ class MetaMixerCLI(LightningCLI):
             subclass_mode_data=subclass_mode_data,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"default_root_dir": default_root_dir},
+            trainer_defaults={"default_root_dir": "runs"},
             auto_configure_optimizers=False,
             args=args,
             run=run,
         )
+        if not run:
+            os.environ.pop(runs.ENV, None)
 
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in self.links:
             parser.link_arguments(source, target, apply_on="instantiate")
+        parser.add_argument(
+            "--name",
+            type=str | None,
+            default=None,
+            help="experiment name of the run folder (default: the last --config file's stem)",
+        )
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -192,7 +206,7 @@ class MetaMixerCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_precision(config.trainer.get("precision"), config.trainer.get("accelerator"))
         self._join_launcher(config.trainer)
-        self._share_logger_version(config.trainer)
+        self._place_run(config)
 
     @staticmethod
     def _join_launcher(trainer: Any) -> None:
@@ -214,22 +228,51 @@ class MetaMixerCLI(LightningCLI):
         if per_node * nodes > 1 and trainer.get("strategy", "auto") == "auto":
             trainer.strategy = "ddp"
 
-    @staticmethod
-    def _share_logger_version(trainer: Any) -> None:
-        """Give every logger of the run the same version, so CSV and TensorBoard share one folder."""
-        loggers = trainer.get("logger")
-        if not isinstance(loggers, list):
-            return
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for logger in loggers:
+    def _place_run(self, config: Any) -> None:
+        """Choose this invocation's run folder and point every logger at it."""
+        name = config.name = runs.experiment_name(
+            config.get("name"), config.get("config"), "default"
+        )
+        experiment = Path(config.trainer.get("default_root_dir") or "runs") / self.modality / name
+        subcommand = self.subcommand or "run"
+        resume = None
+        if config.get("ckpt_path") == "last":  # the experiment's latest fit, whichever folder
+            last = runs.latest_checkpoint(experiment)
+            if last is None:
+                raise FileNotFoundError(
+                    f"--ckpt_path last: no {experiment}/fit-*/checkpoints/last.ckpt; give the "
+                    "checkpoint's path, or the --name / --config of the interrupted run"
+                )
+            config.ckpt_path = str(last)
+            resume = last.parent.parent if subcommand == "fit" else None  # fit continues there
+        self.run_dir = runs.shared_run_dir(
+            lambda: resume or runs.new_run_dir(experiment, subcommand)
+        )
+        loggers = config.trainer.get("logger")
+        if loggers in (None, True):  # Lightning's default logger, flat in the run folder
+            loggers = config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace()
+            )
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
             init = getattr(logger, "init_args", None)
-            if init is not None and "version" in init and init.version is None:
-                init.version = stamp
+            if init is not None:
+                init.save_dir, init.name, init.version = str(self.run_dir), "", ""
+        print(f"run folder: {self.run_dir}", flush=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            os.environ.pop(runs.ENV, None)
+        if self.trainer.is_global_zero:
+            print(f"run folder: {self.run_dir}", flush=True)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if not config.trainer.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if self.run_dir is not None:
+            kwargs.setdefault("default_root_dir", str(self.run_dir))
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:

@@ -15,7 +15,6 @@ def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
         links=(("data.scale", "model.scale"),),
         args=args,
         run=run,
-        default_root_dir="runs/superres",
         subclass_mode_data=False,
     )
 

@@ -18,7 +18,6 @@ def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
         links=LINKS,
         args=args,
         run=run,
-        default_root_dir="runs/vision",
     )
 
 
