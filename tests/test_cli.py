@@ -116,3 +116,16 @@ def test_runs_never_overwrite_each_other_and_a_saved_config_reruns(tmp_path, mon
         ["fit", *default_config("timeseries"), *limits, "--trainer.default_root_dir=elsewhere"]
     )
     assert Path(again.trainer.log_dir).parent == Path("elsewhere/timeseries/elecdemand")
+
+
+def test_a_configuration_error_is_one_line_naming_the_value(tmp_path):
+    args = [sys.executable, "-m", "metamixer.timeseries", "fit", *default_config("timeseries"),
+            "--model.arch_args.token_mixers=conv", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert lines == [
+        "error: unknown token mixer 'conv' at block 1; registered: attention, ffnified, identity, "
+        "pooling (register your own with metamixer.core.register_token_mixer and load its module "
+        "with --import)"
+    ]

@@ -58,7 +58,11 @@ def test_fabric_run_two_processes_matches_one_process(custom_root, tmp_path):
     assert "MEMBER: 2/2" in double.stderr + double.stdout, (
         "the Trainer did not join the 2 processes"
     )
-    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    folders = list((tmp_path / "two").rglob("fit-*"))
+    assert len(folders) == 1, f"the two processes chose different run folders: {folders}"
+    one, two = (
+        json.loads(next((tmp_path / d).rglob("metrics.json")).read_text()) for d in ("one", "two")
+    )
     assert two["test/mse"] == pytest.approx(one["test/mse"], rel=0.05)
 
 

@@ -8,7 +8,6 @@ from metamixer.vision.data import (
     FashionMNISTDataModule,
     ImageFolder,
     ImageFolderDataModule,
-    collate_skipping,
     read_idx,
 )
 
@@ -52,7 +51,7 @@ def test_image_folder_skips_unreadable_images_with_a_warning(image_folder):
     dm.setup("fit")
     with pytest.warns(UserWarning, match="broken.jpg"):
         batch = next(iter(dm._loader(dm.train_set, train=False)))
-    assert batch["image"].shape == (18, 3, 64, 64)
+    assert batch["image"].shape == (19, 3, 64, 64)  # the broken file's place is filled
     assert batch["skipped"].item() == 1
 
 
@@ -64,9 +63,13 @@ def test_empty_class_folder_and_missing_root(image_folder, tmp_path):
         ImageFolderDataModule(str(tmp_path / "nowhere")).num_classes  # noqa: B018
 
 
-def test_all_unreadable_batch_collates_to_empty():
-    batch = collate_skipping([None, None])
-    assert batch["image"].numel() == 0 and batch["skipped"].item() == 2
+def test_a_folder_without_any_readable_image_is_refused_by_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("x.png", "y.png"):
+        (tmp_path / "a" / name).write_bytes(b"not an image")
+    dataset = ImageFolder(tmp_path, transform=lambda x: x)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"0 readable images .*x\.png"):
+        dataset[0]
 
 
 def shift(image, dy, dx, fill):

@@ -10,7 +10,7 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,19 @@ class EpochShuffle(Sampler[int]):
         return iter(
             torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist()
         )
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a command-line entry point; a configuration or data error ends it with one ``error:``
+    line naming the problem (the traceback only with ``METAMIXER_DEBUG=1``)."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError, TimeoutError) as err:
+        if os.environ.get("METAMIXER_DEBUG"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        sys.stderr.write(f"error: {message}\n(set METAMIXER_DEBUG=1 for the traceback)\n")
+        raise SystemExit(2) from None
 
 
 def launcher_world() -> tuple[int, int] | None:

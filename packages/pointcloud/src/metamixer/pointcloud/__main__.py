@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch import LightningDataModule
 
-from metamixer.core.train import MetaMixerCLI
+from metamixer.core.train import MetaMixerCLI, run_cli
 
 from .lit import Segmenter
 
@@ -23,7 +23,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
 
 def entry() -> None:
     """Console script ``metamixer-pointcloud`` (also a script path for ``fabric run``)."""
-    main()
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metamixer.core.train import MetaMixerCLI
+from metamixer.core.train import MetaMixerCLI, run_cli
 
 from .data import PairedImageDataModule
 from .lit import SuperResolution
@@ -21,7 +21,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
 
 def entry() -> None:
     """Console script ``metamixer-superres`` (also a script path for ``fabric run``)."""
-    main()
+    run_cli(main)
 
 
 if __name__ == "__main__":

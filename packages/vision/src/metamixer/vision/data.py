@@ -26,8 +26,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 class ImageFolder(Dataset):
     """``root/<class>/<image>``: classes are the sorted sub-folder names.
 
-    An unreadable image does not stop training: the sample comes back as ``None``, a warning names
-    the file, and ``collate_skipping`` drops it from its batch and counts it.
+    An unreadable image does not stop training or change a batch's shape: a warning names the file
+    and the next readable image (in file order) takes its place; each sample carries how many
+    unreadable files it passed over, summed per batch as ``skipped``.  A folder with no readable
+    image at all is an error naming its files.
     """
 
     def __init__(self, root: Path, transform: Callable[[Image.Image], Tensor]) -> None:
@@ -55,28 +57,25 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=1)
-            return None
-        return self.transform(image), label
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        """``(image, label, unreadable files passed over)``."""
+        for skipped in range(len(self.samples)):
+            path, label = self.samples[(index + skipped) % len(self.samples)]
+            try:
+                with Image.open(path) as img:
+                    image = img.convert("RGB")
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=1)
+                continue
+            return self.transform(image), label, skipped
+        files = ", ".join(str(p) for p, _ in self.samples[:3])
+        raise ValueError(f"0 readable images among {len(self.samples)} files: {files}, …")
 
 
-def collate_skipping(batch: Sequence[tuple[Tensor, int] | None]) -> dict[str, Tensor]:
-    """Collate the readable samples; ``skipped`` counts the unreadable ones of this batch."""
-    good = [s for s in batch if s is not None]
-    if not good:
-        return {
-            "image": torch.empty(0),
-            "label": torch.empty(0, dtype=torch.long),
-            "skipped": torch.tensor(len(batch)),
-        }
-    images, labels = default_collate(good)
-    return {"image": images, "label": labels, "skipped": torch.tensor(len(batch) - len(good))}
+def collate_skipping(batch: Sequence[tuple[Tensor, int, int]]) -> dict[str, Tensor]:
+    """Stack a batch; ``skipped`` counts the unreadable files its samples replaced."""
+    images, labels, skipped = default_collate(batch)
+    return {"image": images, "label": labels, "skipped": skipped.sum()}
 
 
 class ImageFolderDataModule(L.LightningDataModule):

@@ -200,8 +200,6 @@ class ImageClassifier(L.LightningModule):
             on_epoch=True,
             batch_size=1,
         )
-        if images.shape[0] == 0:
-            return None  # every image of this batch was unreadable
         targets = labels
         if self.mixup is not None and images.shape[0] % 2 == 0:
             images, targets = self.mixup(images, labels)
@@ -234,8 +232,6 @@ class ImageClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = self._prepare(batch["image"]), batch["label"]
-        if images.shape[0] == 0:
-            return
         logits = self(images)
         n = len(labels)
         self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, batch_size=n)
@@ -247,8 +243,6 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = self._prepare(batch["image"]), batch["label"]
-        if images.shape[0] == 0:
-            return
         logits = self(images)
         self.test_metrics.update(logits, labels)
         self.confusion.update(logits, labels)
