@@ -343,6 +343,7 @@ def read_las(path: Path, class_map: dict[int, int]) -> T.Scene:
         / (np.log1p(intensity).std() + 1e-6),
         "returns": np.stack([ret / returns, returns / returns.max()], 1),
         "segment": lut[classes],
+        "row": np.arange(len(coord)),  # the point's row in the file
     }
     return T.select(scene, finite)
 
@@ -365,6 +366,9 @@ class LASDataModule(L.LightningDataModule):
         crops_per_epoch: training crops per epoch.
         batch_size: crops per batch.
         num_workers: data-loading processes.
+        predict_path: a LAS/LAZ file to label with ``predict``, in square chunks of
+            ``crop_size`` metres with a quarter of that as context (bounded memory); the same
+            file with its ``classification`` predicted is written into the run folder.
     """
 
     in_channels = 6
@@ -381,6 +385,7 @@ class LASDataModule(L.LightningDataModule):
         crops_per_epoch: int = 64,
         batch_size: int = 4,
         num_workers: int = 0,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -392,7 +397,7 @@ class LASDataModule(L.LightningDataModule):
         self.parts: dict[str, T.Scene] = {}
 
     def setup(self, stage: str) -> None:
-        if self.parts:
+        if self.parts or (stage == "predict" and self.hparams.predict_path is not None):
             return
         h = self.hparams
         scene = read_las(Path(h.path), self.class_map)
@@ -453,3 +458,40 @@ class LASDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval()
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_path is None:
+            return self._eval()
+        return DataLoader(LASChunks(self), batch_size=None, num_workers=self.hparams.num_workers)
+
+
+class LASChunks(Dataset):
+    """Square chunks of ``crop_size`` metres of a LAS/LAZ file, each with a quarter of that as
+    context: grid-sampled model input plus ``index`` (the file rows of the chunk's own points)
+    and ``inverse`` (their voxels), so every point gets the label of its voxel."""
+
+    def __init__(self, dm: LASDataModule) -> None:
+        self.dm, self.path = dm, Path(dm.hparams.predict_path)
+        self.scene = read_las(self.path, dm.class_map)  # rows = the file's finite points
+        size = dm.hparams.crop_size
+        xy = self.scene["coord"][:, :2]
+        self.cell = np.floor(xy / size).astype(np.int64)
+        self.cells = np.unique(self.cell, axis=0)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        size, (cx, cy) = self.dm.hparams.crop_size, self.cells[i]
+        xy = self.scene["coord"][:, :2]
+        lo, margin = np.array([cx, cy]) * size, size / 4
+        near = np.nonzero(((xy >= lo - margin) & (xy < lo + size + margin)).all(1))[0]
+        core = (self.cell[near] == (cx, cy)).all(1)
+        part = T.select(self.scene, near)
+        region = T.grid_sample(
+            {**part, "segment_full": part["segment"]}, self.dm.hparams.grid_size, None
+        )
+        batch = collate_points([self.dm._features(region)])
+        keep = torch.from_numpy(core)
+        batch["row"], batch["inverse"] = torch.from_numpy(part["row"][core]), batch["inverse"][keep]
+        return batch

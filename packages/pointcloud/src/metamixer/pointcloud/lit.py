@@ -120,6 +120,17 @@ class Segmenter(L.LightningModule):
             return pred[batch["inverse"]], batch["segment_full"]
         return pred, batch["segment"]
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Labels of every point of the batch (``row``: their rows in the input file, if any)."""
+        pred, _ = self._point_predictions(batch, self.hparams.test_views)
+        return {"label": pred, **({"row": batch["row"]} if "row" in batch else {})}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predict`` writes the labelled points (LAS/LAZ with ``classification``, or NPY)."""
+        from .predict import PointLabelWriter
+
+        return [PointLabelWriter()]
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.val_confusion.update(*self._point_predictions(batch))
 

@@ -178,6 +178,8 @@ class PairedImageDataModule(L.LightningDataModule):
         batch_size: training batch size.
         repeat: training crops per image per epoch.
         num_workers: data-loading processes.
+        predict_path: an image or a folder of images to upscale with ``predict`` (default: the
+            test sets' LR images).
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class PairedImageDataModule(L.LightningDataModule):
         batch_size: int = 16,
         repeat: int = 1,
         num_workers: int = 0,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -207,16 +210,20 @@ class PairedImageDataModule(L.LightningDataModule):
     def test_names(self) -> list[str]:
         return [Path(r).name for r in (self.hparams.test_roots or self.hparams.val_roots)]
 
-    def _roots(self) -> list[Path]:
+    def _roots(self) -> list[Path]:  # folders whose LR images may need generating
         h = self.hparams
         return [Path(r) for r in [h.train_root, *h.val_roots, *(h.test_roots or [])]]
 
     def prepare_data(self) -> None:
+        if self.hparams.predict_path is not None:
+            return  # only the user's files are read
         for root in self._roots():
             ensure_lr(root, self.hparams.scale)
 
     def setup(self, stage: str) -> None:
         h = self.hparams
+        if stage == "predict" and h.predict_path is not None:
+            return
         if stage == "fit" and "train" not in self.sets:
             self.sets["train"] = [
                 PairedImages(Path(h.train_root), h.scale, gt_size=h.gt_size, repeat=h.repeat)
@@ -245,3 +252,11 @@ class PairedImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.hparams.predict_path is None:
+            return self._eval_loaders("test")
+        from metamixer.core.predict import input_files_loader
+
+        load = lambda path: to_tensor(read_image(path))  # noqa: E731
+        return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, load)

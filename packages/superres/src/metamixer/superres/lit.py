@@ -139,10 +139,19 @@ class SuperResolution(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_scores()
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return upscale(self.model, batch["lr"], self.hparams.scale, tile=self.hparams.tile).clamp(
-            0, 1
-        )
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        lr = batch["input"] if "input" in batch else batch["lr"]  # own files / a test set
+        if lr.numel() == 0:  # an unreadable file
+            return None
+        if self.hparams.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        return upscale(self.model, lr, self.hparams.scale, tile=self.hparams.tile).clamp(0, 1)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predict`` writes ``predictions/<input>_x<scale>.png`` into the run folder."""
+        from .predict import SuperResolutionWriter
+
+        return [SuperResolutionWriter()]
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams

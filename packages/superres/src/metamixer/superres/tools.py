@@ -20,6 +20,7 @@ from torch import nn
 
 from metamixer.core import build_network, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
+from metamixer.core.predict import input_files_loader
 
 from .data import IMAGE_EXTENSIONS, PairedImages, ensure_lr, read_image, to_tensor, write_image
 from .inference import psnr_ssim_y, upscale
@@ -65,17 +66,27 @@ def evaluate(
 
 def predict_folder(
     model: nn.Module, src: Path, dst: Path, scale: int, tile: int | None
-) -> list[Path]:
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    out = []
-    for f in files:
-        lr = to_tensor(read_image(f))[None]
-        with torch.inference_mode():
-            sr = upscale(model, lr, scale, tile=tile)[0]
-        out.append(write_image(dst / f"{f.stem}_x{scale}.png", sr))
-    return out
+) -> tuple[list[Path], list[str]]:
+    """Upscale one image or every image under a folder; unreadable files are skipped (with a
+    warning) and returned by name, never fatal."""
+    out, unreadable = [], []
+    for batch in input_files_loader(str(src), IMAGE_EXTENSIONS, load_lr):
+        unreadable += batch["unreadable"]
+        if batch["name"]:
+            with torch.inference_mode():
+                sr = upscale(model, batch["input"], scale, tile=tile)[0]
+            out.append(write_image(dst / sr_name(batch["name"][0], scale), sr))
+    return out, unreadable
+
+
+def load_lr(path: Path) -> torch.Tensor:
+    return to_tensor(read_image(path))
+
+
+def sr_name(name: str, scale: int) -> str:
+    """``photos/a.jpg`` -> ``photos/a_x2.png`` (the input's relative path kept)."""
+    path = Path(name)
+    return str(path.with_name(f"{path.stem}_x{scale}.png"))
 
 
 def export_sr(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
@@ -117,8 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         for name, psnr, ssim, bpsnr, bssim in rows:
             print(f"| {name} | {psnr:.2f} | {ssim:.4f} | {bpsnr:.2f} | {bssim:.4f} |")
     elif args.command == "predict":
-        files = predict_folder(model, Path(args.input), Path(args.output), model.scale, args.tile)
+        files, unreadable = predict_folder(
+            model, Path(args.input), Path(args.output), model.scale, args.tile
+        )
         print(f"wrote {len(files)} images to {args.output}")
+        if unreadable:
+            print(f"skipped {len(unreadable)} unreadable files: {', '.join(unreadable)}")
     else:
         print(
             f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_sr(model, Path(args.out)):.2e}"

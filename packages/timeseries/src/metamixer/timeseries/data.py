@@ -131,6 +131,12 @@ class ForecastWindows(Dataset):
         return self.values[i:mid], self.values[mid : mid + self.pred_len]
 
 
+def future_dates(dates: pd.DatetimeIndex, steps: int) -> pd.DatetimeIndex:
+    """The ``steps`` timestamps after the last date, at the series' most common spacing."""
+    step = pd.Series(dates[-50:]).diff().mode()[0]
+    return pd.DatetimeIndex([dates[-1] + step * (k + 1) for k in range(steps)])
+
+
 class TSLibDataModule(L.LightningDataModule):
     """A TSLib long-term forecasting dataset.
 
@@ -147,6 +153,8 @@ class TSLibDataModule(L.LightningDataModule):
         scale: standardise with statistics of the training rows.
         shuffle: shuffle the training windows (off: consecutive windows, e.g. to compare a
             distributed run with a single-process one).
+        predict_path: a CSV in the same layout (``date`` + the same variables) to forecast past
+            its end with ``predict`` (default: every test window).
     """
 
     def __init__(
@@ -162,6 +170,7 @@ class TSLibDataModule(L.LightningDataModule):
         num_workers: int = 0,
         scale: bool = True,
         shuffle: bool = True,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -236,4 +245,22 @@ class TSLibDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        h = self.hparams
+        if h.predict_path is None:
+            return self._loader("test")
+        dates, values, names = read_series_csv(Path(h.predict_path), h.features, h.target)
+        if names != self.variables:
+            raise ValueError(
+                f"{h.predict_path} has the variables {names} but the model was trained on "
+                f"{self.variables} (same names, same order)"
+            )
+        if len(values) < h.seq_len:
+            raise ValueError(
+                f"{h.predict_path} has {len(values)} rows; the model reads the last {h.seq_len}"
+            )
+        history = values[-h.seq_len :]
+        if h.scale:
+            history = self.scaler.transform(history)
+        window = torch.from_numpy(np.ascontiguousarray(history))[None]
+        self.predict_dates = future_dates(dates, h.pred_len)
+        return DataLoader([(window[0], torch.zeros(h.pred_len, len(names)))], batch_size=1)

@@ -145,12 +145,16 @@ class Forecaster(L.LightningModule):
             plot_forecasts(*self._plot, Path(log_dir) / "forecasts.png", self.hparams.plot_series)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        self._check_batch(*batch)
         return self(batch[0])
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Keep the best checkpoint by validation MSE (and the last); stop after ``patience``."""
+        from .predict import ForecastWriter
+
         callbacks: list[L.Callback] = [
-            ModelCheckpoint(monitor="val/mse", mode="min", save_last=True, filename="best-{epoch}")
+            ForecastWriter(),
+            ModelCheckpoint(monitor="val/mse", mode="min", save_last=True, filename="best-{epoch}"),
         ]
         if self.hparams.patience > 0:
             callbacks.append(EarlyStopping("val/mse", patience=self.hparams.patience, mode="min"))

@@ -37,3 +37,23 @@ def plot_forecasts(
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("time step (scaled values)")
     return save_figure(fig, path)
+
+
+def plot_forecast(history: Tensor, forecast: Tensor, names: list[str], path: Path) -> Path:
+    """One panel per variable, named: the history ``(L, M)`` and the forecast ``(H, M)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = len(names)
+    fig, axes = plt.subplots(m, 1, figsize=(9, 2.0 * m), squeeze=False)
+    seq_len, horizon = history.shape[0], forecast.shape[0]
+    for ax, j in zip(axes[:, 0], range(m), strict=True):
+        ax.plot(range(seq_len), history[:, j], color="0.4", lw=1, label="history")
+        ax.plot(range(seq_len, seq_len + horizon), forecast[:, j], color="tab:orange", lw=1.2,
+                label="forecast")  # fmt: skip
+        ax.set_ylabel(names[j])
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
+    axes[-1, 0].set_xlabel("time step")
+    return save_figure(fig, path)

@@ -16,11 +16,19 @@ from timm.data import create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from metamixer.core.predict import input_files_loader
 from metamixer.core.train import EpochShuffle
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def open_image(path: Path) -> Image.Image:
+    """A fully decoded image (a truncated file fails here, not later)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.copy()
 
 
 class ImageFolder(Dataset):
@@ -95,6 +103,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         std: normalisation std per channel.
         train_split: training sub-folder.
         val_split: validation sub-folder (also used for ``test``).
+        predict_path: an image or a folder of images for ``predict`` (default: the validation
+            split); RGB, resized and cropped like the evaluation images.
     """
 
     def __init__(
@@ -112,6 +122,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
         train_split: str = "train",
         val_split: str = "validation",
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -178,6 +189,16 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        h = self.hparams
+        if h.predict_path is None:
+            return self._loader(self.val_set, False)
+        rgb = self._transform(False)
+        return input_files_loader(
+            h.predict_path, IMAGE_EXTENSIONS, lambda p: rgb(open_image(p).convert("RGB")),
+            batch_size=h.batch_size, num_workers=h.num_workers,
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,6 +301,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: training images held out for validation.
         pad: zero padding on each side (2 makes 32×32).
         augment: random shift + flip for training.
+        predict_path: an image or a folder of images for ``predict`` (default: the test set);
+            converted to grey and resized to 28×28 like the dataset.
     """
 
     mean, std = 0.2860, 0.3530
@@ -292,6 +315,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: int = 5000,
         pad: int = 2,
         augment: bool = True,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -357,4 +381,16 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        h = self.hparams
+        if h.predict_path is None:
+            return self._loader("test")
+
+        def grey(path: Path) -> Tensor:
+            img = open_image(path).convert("L").resize((28, 28))
+            x = (torch.from_numpy(np.asarray(img, dtype=np.float32)) / 255 - self.mean) / self.std
+            return torch.nn.functional.pad(x, [h.pad] * 4, value=-self.mean / self.std)[None]
+
+        return input_files_loader(
+            h.predict_path, IMAGE_EXTENSIONS, grey, batch_size=h.batch_size,
+            num_workers=h.num_workers,
+        )  # fmt: skip

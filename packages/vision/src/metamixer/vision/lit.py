@@ -260,8 +260,16 @@ class ImageClassifier(L.LightningModule):
         plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        probs = self(batch["image"]).softmax(1)
-        return {"prob": probs, "pred": probs.argmax(1)}
+        images = batch["input"] if "input" in batch else batch["image"]  # own files / a split
+        if images.numel() == 0:  # every file of this batch was unreadable
+            return {"prob": torch.empty(0, self.hparams.num_classes)}
+        return {"prob": self(images).softmax(1)}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predict`` writes ``predictions/predictions.csv`` into the run folder."""
+        from .predict import ClassificationWriter
+
+        return [ClassificationWriter()]
 
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
