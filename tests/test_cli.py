@@ -127,5 +127,5 @@ def test_a_configuration_error_is_one_line_naming_the_value(tmp_path):
     assert lines == [
         "error: unknown token mixer 'conv' at block 1; registered: attention, ffnified, identity, "
         "pooling (register your own with metamixer.core.register_token_mixer and load its module "
-        "with --import)"
+        "with --import) (METAMIXER_DEBUG=1 shows the traceback)"
     ]

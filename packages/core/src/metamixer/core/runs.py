@@ -41,7 +41,8 @@ def new_run_dir(experiment: Path, subcommand: str) -> Path:
 
 
 def shared_run_dir(choose: Callable[[], Path]) -> Path:
-    """``choose()`` in the first process; every other process of the run gets the same folder."""
+    """``choose()`` in the first process; every other process of the run gets the same folder
+    (from ``ENV``, which the CLI sets while it runs, or from rank 0's marker file)."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV])
     rank = int(os.environ.get("RANK", 0))
@@ -58,5 +59,4 @@ def shared_run_dir(choose: Callable[[], Path]) -> Path:
     run = choose()
     if marker is not None:
         marker.write_text(str(run))
-    os.environ[ENV] = str(run)  # inherited by processes the Trainer launches
     return run

@@ -96,7 +96,7 @@ def run_cli(main: Callable[[], object]) -> None:
         if os.environ.get("METAMIXER_DEBUG"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
-        sys.stderr.write(f"error: {message}\n(set METAMIXER_DEBUG=1 for the traceback)\n")
+        sys.stderr.write(f"error: {message} (METAMIXER_DEBUG=1 shows the traceback)\n")
         raise SystemExit(2) from None
 
 
@@ -196,8 +196,6 @@ class MetaMixerCLI(LightningCLI):
             args=args,
             run=run,
         )
-        if not run:
-            os.environ.pop(runs.ENV, None)
 
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in self.links:
@@ -273,6 +271,7 @@ class MetaMixerCLI(LightningCLI):
         print(f"run folder: {self.run_dir}", flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
+        os.environ[runs.ENV] = str(self.run_dir)  # processes the Trainer launches share the folder
         try:
             super()._run_subcommand(subcommand)
         finally:
