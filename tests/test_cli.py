@@ -129,3 +129,18 @@ def test_a_configuration_error_is_one_line_naming_the_value(tmp_path):
         "pooling (register your own with metamixer.core.register_token_mixer and load its module "
         "with --import) (METAMIXER_DEBUG=1 shows the traceback)"
     ]
+
+
+def test_missing_target_column_and_a_checkpoint_of_another_task_are_named(tmp_path, monkeypatch):
+    from metamixer.timeseries.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    data = [*default_config("timeseries"), f"--data.root={EXP.parent / 'data/timeseries'}"]
+    with pytest.raises(ValueError, match=r"target column 'Load' is not in .*elecdemand.csv"):
+        main([*data, "--data.target=Load"], run=False)
+    fit = main(["fit", *data, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+                "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+                "--model.arch_args.dim=8", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="trained with num_vars=3 but this data gives num_vars=1"):
+        main(["test", *data, "--data.features=S", f"--ckpt_path={ckpt}", "--model.arch_args.dim=8"])

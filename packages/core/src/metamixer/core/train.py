@@ -130,6 +130,26 @@ def check_precision(precision: Any, accelerator: Any) -> None:
         )
 
 
+#: hyperparameters that the data sets and a checkpoint must agree on
+TASK_ARGS = ("num_classes", "in_chans", "in_channels", "num_vars", "seq_len", "horizon", "scale")
+
+
+def check_checkpoint_task(path: str | None, model: LightningModule) -> None:
+    """Refuse a checkpoint trained for another task (class count, channels, window) by name,
+    before torch reports a size mismatch."""
+    if not path or not Path(path).is_file():
+        return
+    from .checkpoint import read_checkpoint
+
+    saved = read_checkpoint(path).get("hyper_parameters") or {}
+    for key in TASK_ARGS:
+        if key in saved and key in model.hparams and saved[key] != model.hparams[key]:
+            raise ValueError(
+                f"{path} was trained with {key}={saved[key]} but this data gives "
+                f"{key}={model.hparams[key]}; use data that matches the checkpoint"
+            )
+
+
 def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
     """``argv`` without its ``--import MODULE`` / ``--import=MODULE`` options, and the modules."""
     rest, modules, it = [], [], iter(argv)
@@ -271,6 +291,7 @@ class MetaMixerCLI(LightningCLI):
         print(f"run folder: {self.run_dir}", flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
+        check_checkpoint_task(self._get(self.config, "ckpt_path"), self.model)
         os.environ[runs.ENV] = str(self.run_dir)  # processes the Trainer launches share the folder
         try:
             super()._run_subcommand(subcommand)

@@ -189,6 +189,11 @@ class TSLibDataModule(L.LightningDataModule):
             h = self.hparams
             if "date" not in header:
                 raise ValueError(f"{self.path} has no 'date' column (header: {header[:8]})")
+            if h.target not in header:
+                raise ValueError(
+                    f"target column {h.target!r} is not in {self.path} (columns: {header[:8]}); "
+                    "set data.target to one of them"
+                )
             cols = [c for c in header if c != "date" and c != h.target]
             self._columns = (
                 [h.target] if h.features == "S" else cols + [h.target] * (h.target in header)
