@@ -144,3 +144,33 @@ def test_missing_target_column_and_a_checkpoint_of_another_task_are_named(tmp_pa
     ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="trained with num_vars=3 but this data gives num_vars=1"):
         main(["test", *data, "--data.features=S", f"--ckpt_path={ckpt}", "--model.arch_args.dim=8"])
+
+
+@pytest.mark.parametrize(
+    "modality,names",
+    [("vision", ["ImageFolderDataModule", "FashionMNISTDataModule"]),
+     ("pointcloud", ["ScanNetDataModule", "S3DISDataModule", "LASDataModule"])],
+)  # fmt: skip
+def test_data_modules_are_listed_in_help_and_selectable_by_short_name(modality, names):
+    out = subprocess.run([sys.executable, "-m", f"metamixer.{modality}", "fit", "--help"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert all(n in out.stdout for n in names)
+    short = subprocess.run(
+        [sys.executable, "-m", f"metamixer.{modality}", "fit", "--data", names[0], "--data.help",
+         names[0]], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert short.returncode == 0 and "--data." in short.stdout
+
+
+def test_timeseries_analysis_reads_its_data_from_the_checkpoint(tmp_path, monkeypatch):
+    from metamixer.timeseries.__main__ import main
+    from metamixer.timeseries.analyze import main as analyze
+
+    monkeypatch.chdir(tmp_path)
+    fit = main(["fit", *default_config("timeseries"), f"--data.root={EXP.parent / 'data/timeseries'}",
+                "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+                "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+                "--model.arch_args.dim=8", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    analyze(["--checkpoint", str(ckpt), "--windows", "8", "--out", str(tmp_path / "erf")])
+    assert (tmp_path / "erf" / "erf_1d.png").stat().st_size > 1000

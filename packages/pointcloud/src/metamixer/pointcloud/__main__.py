@@ -6,6 +6,7 @@ from lightning.pytorch import LightningDataModule
 
 from metamixer.core.train import MetaMixerCLI, run_cli
 
+from . import data as _data  # noqa: F401  (its data modules: selectable by short name, listed in --help)
 from .lit import Segmenter
 
 LINKS = (("data.num_classes", "model.num_classes"), ("data.in_channels", "model.in_channels"))

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from metamixer.core import network_from_checkpoint
+from metamixer.core.checkpoint import read_checkpoint
 from metamixer.core.plots import plot_erf_1d
+from metamixer.core.train import run_cli
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 from .data import TSLibDataModule
@@ -34,16 +36,23 @@ def lookback_erf(model: nn.Module, histories: Tensor) -> Tensor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a Forecaster Lightning checkpoint")
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--data_path", required=True)
-    parser.add_argument("--dataset", default="custom")
+    parser.add_argument("--root", help="data folder (default: the checkpoint's)")
+    parser.add_argument("--data_path", help="CSV file name (default: the checkpoint's)")
+    parser.add_argument("--dataset", help="split rule (default: the checkpoint's)")
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--out", default="runs/analysis")
     args = parser.parse_args(argv)
     model = network_from_checkpoint(args.checkpoint)
-    dm = TSLibDataModule(
-        args.root, args.data_path, args.dataset, seq_len=model.seq_len, pred_len=model.horizon
-    )
+    saved = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters") or {}
+    data = {k: getattr(args, k) or saved.get(k) for k in ("root", "data_path", "dataset")}
+    missing = [k for k, v in data.items() if v is None]
+    if missing:
+        raise ValueError(
+            f"{args.checkpoint} records no data {missing}; give --{' --'.join(missing)}"
+        )
+    keep = ("features", "target", "scale")
+    dm = TSLibDataModule(**data, **{k: saved[k] for k in keep if k in saved},
+                         seq_len=model.seq_len, pred_len=model.horizon)  # fmt: skip
     dm.setup("test")
     test = dm.windows["test"]
     step = max(1, len(test) // args.windows)
@@ -56,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
