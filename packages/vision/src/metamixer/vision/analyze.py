@@ -29,6 +29,7 @@ from metamixer.core.analysis import (
     effective_receptive_field,
     erf_area_ratios,
 )
+from metamixer.core.checkpoint import read_checkpoint
 from metamixer.core.plots import plot_coefficient_maps, plot_erf, plot_sparsity
 
 from . import models as _models  # noqa: F401  (registers FFNet)
@@ -86,31 +87,50 @@ def in_chans(model: nn.Module) -> int:
     return getattr(model, "in_chans", 3)
 
 
+def resolution(spec: str, size: int | None) -> int:
+    """``--size`` if given, else what a checkpoint was trained at (its data module's
+    ``img_size``, or Fashion-MNIST's padded 28), else 256."""
+    if size is not None:
+        return size
+    if spec.endswith(".ckpt"):
+        saved = read_checkpoint(spec).get("datamodule_hyper_parameters") or {}
+        if "img_size" in saved:
+            return int(saved["img_size"])
+        if "pad" in saved:
+            return 28 + 2 * int(saved["pad"])
+    return 256
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["erf", "sparsity", "coefmaps"])
     parser.add_argument("--models", nargs="+", default=["ffnet_1", "convnext_tiny"])
     parser.add_argument("--images", default="skimage")
     parser.add_argument("--count", type=int, default=7, help="images to average over")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument(
+        "--size", type=int, help="input resolution (default: the checkpoint's, else 256)"
+    )
     parser.add_argument("--layer", help="coefmaps: MetaMixer name (default: the middle one)")
     parser.add_argument("--top_k", type=int, default=4)
     parser.add_argument("--out", default="runs/analysis")
     args = parser.parse_args(argv)
     out = Path(args.out)
     models = {spec: load_model(spec) for spec in args.models}
+    sizes = {spec: resolution(spec, args.size) for spec in args.models}
+    for spec, model in models.items():
+        print(f"{spec}: {in_chans(model)}-channel images at {sizes[spec]}×{sizes[spec]}")
     summary: dict = {}
     if args.command == "erf":
         maps, ratios = {}, {}
         for spec, model in models.items():
-            images = load_images(args.images, args.size, in_chans(model), args.count)
+            images = load_images(args.images, sizes[spec], in_chans(model), args.count)
             maps[spec] = effective_receptive_field(model.forward_features, images)
             ratios[spec] = erf_area_ratios(maps[spec])
         summary = {k: {str(t): round(v, 4) for t, v in r.items()} for k, r in ratios.items()}
         print(plot_erf(maps, ratios, out / "erf.png"))
     elif args.command == "sparsity":
         for spec, model in models.items():
-            images = load_images(args.images, args.size, in_chans(model), args.count)
+            images = load_images(args.images, sizes[spec], in_chans(model), args.count)
             rows = coefficient_sparsity(model, images)
             if not rows:
                 raise SystemExit(f"{spec} has no MetaMixer layers to analyse")
@@ -127,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
             names = [n for n, m in metamixers(model) if m.mixes == "tokens"]
             layer = args.layer or names[len(names) // 2]
-            image = load_images(args.images, args.size, in_chans(model), 1)[0]
+            image = load_images(args.images, sizes[spec], in_chans(model), 1)[0]
             maps, channels = coefficient_maps(model, image, layer, args.top_k)
             name = Path(spec).stem if spec.endswith(".ckpt") else spec.split("=")[0]
             path = out / f"coefmaps_{name}.png"
