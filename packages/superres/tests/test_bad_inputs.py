@@ -41,6 +41,11 @@ def wrong_depth(t, root):
     return load_sr_weights(FFNetSR(dim=8, depth=1), path)
 
 
+def empty(folder):
+    (folder / "empty").mkdir()
+    return folder / "empty"
+
+
 CASES = {
     "corrupt image": (
         lambda t, r: (
@@ -82,9 +87,9 @@ CASES = {
         "no checkpoint",
     ),
     "folder without images to predict": (
-        lambda t, r: predict_folder(FFNetSR(dim=8, depth=1), t, t / "out", 2, None),
+        lambda t, r: predict_folder(FFNetSR(dim=8, depth=1), empty(t), t / "out", 2, None),
         ValueError,
-        "holds no images",
+        "holds no files of type .png",
     ),
 }
 

@@ -45,8 +45,8 @@ def test_cli_fit_test_and_tools(train_root, hr_folder, tmp_path):
     rows = evaluate(model, [hr_folder], 2, tile=None, save=None)
     assert rows[0][0] == "Set3"
     assert rows[0][3] == pytest.approx(float(metrics["test/Set3/bicubic_psnr"]), abs=1e-3)
-    out = predict_folder(model, hr_folder / "HR", tmp_path / "sr", 2, tile=24)
-    assert len(out) == 3 and cv2.imread(str(out[0])).shape == (96, 128, 3)
+    out, unreadable = predict_folder(model, hr_folder / "HR", tmp_path / "sr", 2, tile=24)
+    assert len(out) == 3 and not unreadable and cv2.imread(str(out[0])).shape == (96, 128, 3)
     assert export_sr(model, tmp_path / "sr.onnx") < 1e-4
 
 
