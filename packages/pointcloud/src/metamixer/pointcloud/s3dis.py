@@ -13,11 +13,11 @@ trains on areas 1–4 and 6 and tests on area 5 (``S3DISDataModule(test_area=5)`
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from .scannet import save_scene
 
 S3DIS_CLASSES = (
     "ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
@@ -71,15 +71,7 @@ def read_room(folder: Path) -> dict[str, np.ndarray]:
 
 
 def convert_room(folder: Path, out: Path) -> Path:
-    room = read_room(folder)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for key, value in room.items():
-        np.save(tmp / f"{key}.npy", value)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return save_scene(out, read_room(folder))
 
 
 def main(argv: list[str] | None = None) -> None:

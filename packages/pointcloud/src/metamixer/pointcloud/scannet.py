@@ -151,8 +151,13 @@ def convert_scene(scene_dir: Path, out_root: Path, labels: LabelMap) -> Path:
     segment200 = _segment200(scene_dir, scene, len(coord), labels)
     if segment200 is not None:
         arrays["segment200"] = segment200
-    out = out_root / scene
-    tmp = out_root / f".{scene}.tmp"
+    return save_scene(out_root / scene, arrays)
+
+
+def save_scene(out: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a scene folder of ``<name>.npy`` arrays atomically: into a temporary folder that is
+    renamed at the end, so an interrupted conversion leaves no half scene."""
+    tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, array in arrays.items():
