@@ -12,7 +12,7 @@ TOOLS = [
     "metamixer.vision.export", "metamixer.vision.analyze", "metamixer.timeseries.prepare",
     "metamixer.superres.prepare", "metamixer.superres.tools", "metamixer.pointcloud.scannet",
     "metamixer.timeseries.analyze",
-    "metamixer.core.sweep",
+    "metamixer.core.sweep", "metamixer.core.results", "metamixer.pointcloud.s3dis",
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import Sampler
 
-from . import runs
+from . import results, runs
 from .registry import import_modules
 
 
@@ -197,6 +198,7 @@ class MetaMixerCLI(LightningCLI):
         subclass_mode_data: bool = True,
     ) -> None:
         self.links = tuple(links)
+        self.started = time.time()
         self.modality = model_class.__module__.split(".")[1]
         self.run_dir: Path | None = None
         if args is None:
@@ -318,7 +320,8 @@ class MetaMixerCLI(LightningCLI):
         self.after_test()
 
     def after_test(self) -> None:
-        """Write the test metrics as ``metrics.json`` into the run directory (for sweeps, scripts)."""
+        """Write the test metrics as ``metrics.json`` and the run's record (``record.json``, see
+        ``metamixer.core.results``) into the run folder."""
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective under DDP
         if not self.trainer.is_global_zero:
             return
@@ -327,3 +330,11 @@ class MetaMixerCLI(LightningCLI):
         tmp = folder / ".metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
         os.replace(tmp, folder / "metrics.json")
+        config = self.config.get(self.subcommand)
+        saved = folder / "config.yaml"
+        results.write_record(
+            folder, modality=self.modality, experiment=config.get("name") or "default",
+            subcommand=self.subcommand, metrics=metrics,
+            config_yaml=saved.read_text() if saved.is_file() else self.parser.dump(self.config),
+            seed=config.get("seed_everything"), datamodule=self.datamodule, started=self.started,
+        )  # fmt: skip
