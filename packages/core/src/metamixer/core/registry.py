@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from torch import nn
 
@@ -209,7 +209,7 @@ def import_modules(names: Sequence[str]) -> None:
             ) from err
 
 
-__all__: list[Any] = [
+__all__ = [
     "CHANNEL_MIXERS",
     "TOKEN_MIXERS",
     "MixerContext",

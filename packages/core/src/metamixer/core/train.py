@@ -131,19 +131,17 @@ def check_precision(precision: Any, accelerator: Any) -> None:
         )
 
 
-#: hyperparameters that the data sets and a checkpoint must agree on
-TASK_ARGS = ("num_classes", "in_chans", "in_channels", "num_vars", "seq_len", "horizon", "scale")
-
-
 def check_checkpoint_task(path: str | None, model: LightningModule) -> None:
-    """Refuse a checkpoint trained for another task (class count, channels, window) by name,
-    before torch reports a size mismatch."""
+    """Refuse a checkpoint trained for another task (the registered architectures' task
+    arguments: classes, channels, variables, window, scale) by name, before torch reports a size
+    mismatch."""
     if not path or not Path(path).is_file():
         return
+    from .architectures import ARCHITECTURES
     from .checkpoint import read_checkpoint
 
     saved = read_checkpoint(path).get("hyper_parameters") or {}
-    for key in TASK_ARGS:
+    for key in sorted({k for entry in ARCHITECTURES.values() for k in entry.task_args}):
         if key in saved and key in model.hparams and saved[key] != model.hparams[key]:
             raise ValueError(
                 f"{path} was trained with {key}={saved[key]} but this data gives "

@@ -6,7 +6,7 @@ RevIN⁻¹ → ``(B, H, M)`` forecast.  A block is
 * token mixer = FFNified attention: query = FFN across variables (expansion 2) + shared BN,
   key / value = large-kernel depthwise convs along the patches, GELU in between;
 * channel mixer = ConvNeXt-style: query = depthwise conv (large + small kernel, re-parameterizable)
-  + shared BN, key = per-variable expansion (``ffn_ratio``), GELU, value = the authors' projection
+  + shared BN, key = per-variable expansion (``mlp_ratio``), GELU, value = the authors' projection
   back, which mixes each output feature across variables.
 """
 
