@@ -4,7 +4,8 @@
 ``default_root_dir`` (``runs`` by default), the experiment is ``--name`` or the last ``--config``
 file's stem.  ``fit --ckpt_path last`` continues the experiment's latest fit folder that holds a
 ``checkpoints/last.ckpt``.  Processes of one distributed run share the folder through the
-environment (the Trainer's own launcher) or a marker file written by rank 0 (``torchrun``).
+environment (the Trainer's own launcher) or a marker file written by rank 0 (``torchrun``,
+``fabric run``).
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ def new_run_dir(experiment: Path, subcommand: str) -> Path:
     return run
 
 
-def shared_run_dir(choose: Callable[[], Path]) -> Path:
+def shared_run_dir(experiment: Path, choose: Callable[[], Path]) -> Path:
     """``choose()`` in the first process; every other process of the run gets the same folder
-    (from ``ENV``, which the CLI sets while it runs, or from rank 0's marker file)."""
+    (from ``ENV``, which the CLI sets while it runs, or from rank 0's marker file in the
+    experiment folder, which a multi-node run shares like its checkpoints)."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV])
     rank = int(os.environ.get("RANK", 0))
     marker = None
     if "TORCHELASTIC_RUN_ID" in os.environ or "MASTER_PORT" in os.environ:
         key = os.environ.get("TORCHELASTIC_RUN_ID", "") + os.environ.get("MASTER_PORT", "")
-        marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"metamixer-run-{key}"
+        marker = experiment / f".run-{key}"
     if rank > 0 and marker is not None:
         for _ in range(600):  # a marker older than this process is another run's
             if marker.exists() and marker.stat().st_mtime >= STARTED - 30:
@@ -58,5 +60,6 @@ def shared_run_dir(choose: Callable[[], Path]) -> Path:
         raise TimeoutError(f"rank {rank}: rank 0 announced no run folder in {marker}")
     run = choose()
     if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(run))
     return run

@@ -277,7 +277,7 @@ class MetaMixerCLI(LightningCLI):
             config.ckpt_path = str(last)
             resume = last.parent.parent if subcommand == "fit" else None  # fit continues there
         self.run_dir = runs.shared_run_dir(
-            lambda: resume or runs.new_run_dir(experiment, subcommand)
+            experiment, lambda: resume or runs.new_run_dir(experiment, subcommand)
         )
         loggers = config.trainer.get("logger")
         if loggers in (None, True):  # Lightning's default logger, flat in the run folder
