@@ -189,3 +189,24 @@ def test_ema_export_of_a_checkpoint_without_ema_says_so(image_folder, tmp_path):
     )
     with pytest.raises(ValueError, match=r"holds no ema weights .* trained without ema_decay"):
         classifier_from_checkpoint(ckpt, "ema")
+
+
+def test_coreml_export_holds_the_folded_network(tmp_path):
+    """The authors' mobile route: an ML program whose operations are the folded network's (one
+    conv per folded conv, one GELU per activation, the final BatchNorm, the head)."""
+    import copy
+
+    from metamixer.core.checkpoint import export_coreml
+
+    model = timm.create_model("ffnet_test", num_classes=10).eval()
+    before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    info = export_coreml(model, tmp_path / "sub" / "m.mlpackage", torch.randn(1, 3, 64, 64),
+                         names=("image", "logits"))  # fmt: skip
+    assert (tmp_path / "sub" / "m.mlpackage").is_dir()
+    assert info["input"] == ("image", (1, 3, 64, 64)) and info["output"] == "logits"
+    folded = reparameterize_model(copy.deepcopy(model))
+    modules = list(folded.modules())
+    assert info["ops"]["conv"] == sum(isinstance(m, torch.nn.Conv2d) for m in modules)
+    assert info["ops"]["gelu"] == sum(isinstance(m, torch.nn.GELU) for m in modules)
+    assert info["ops"]["batch_norm"] == 1 and info["ops"]["linear"] == 1
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == before  # untouched

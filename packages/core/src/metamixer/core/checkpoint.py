@@ -66,3 +66,47 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return diff
+
+
+def export_coreml(
+    model: nn.Module,
+    path: str | Path,
+    example: Tensor,
+    *,
+    names: tuple[str, str] = ("input", "output"),
+) -> dict[str, object]:
+    """Export a folded copy of ``model`` as a Core ML ML program (``.mlpackage``, the authors'
+    mobile route), traced at ``example``'s shape.  Returns the input shape and the operation
+    inventory; running the package needs macOS (on Linux it is converted and inspected only).
+    Needs the ``coreml`` extra (coremltools).  The package appears only when complete."""
+    import shutil
+
+    import coremltools as ct
+
+    model = reparameterize_model(copy.deepcopy(model).eval())
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    package = ct.convert(
+        traced, inputs=[ct.TensorType(name=names[0], shape=tuple(example.shape))],
+        outputs=[ct.TensorType(name=names[1])], convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS16,
+    )  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.stem}.mlpackage")  # coremltools wants the suffix
+    shutil.rmtree(tmp, ignore_errors=True)
+    package.save(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    spec = package.get_spec()
+    ops: dict[str, int] = {}
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                ops[op.type] = ops.get(op.type, 0) + 1
+    inputs = spec.description.input[0]
+    return {
+        "input": (inputs.name, tuple(inputs.type.multiArrayType.shape)),
+        "output": spec.description.output[0].name,
+        "ops": dict(sorted(ops.items())),
+    }

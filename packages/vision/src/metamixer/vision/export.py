@@ -13,7 +13,8 @@ import timm
 import torch
 from torch import nn
 
-from metamixer.core.checkpoint import export_onnx
+from metamixer.core.checkpoint import export_coreml, export_onnx
+from metamixer.core.train import run_cli
 
 from .lit import classifier_from_checkpoint, load_weights_file
 from .weights import convert_official_state_dict, load_state_dict_strict
@@ -47,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--in_chans", type=int, default=3)
     parser.add_argument("--img_size", type=int, default=256)
-    parser.add_argument("--out", required=True, help="output .onnx path")
+    parser.add_argument("--out", required=True, help="output .onnx or .mlpackage path")
+    parser.add_argument(
+        "--format", choices=("onnx", "coreml"), default="onnx",
+        help="onnx (checked with onnxruntime) or coreml (an ML program for iOS / macOS, the "
+        "authors' mobile route; converted and inspected here, running it needs macOS)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.checkpoint:
         model = classifier_from_checkpoint(args.checkpoint, args.weights)
@@ -57,9 +63,16 @@ def main(argv: list[str] | None = None) -> None:
             state = convert_official_state_dict(load_weights_file(args.weights_file))
             load_state_dict_strict(model, state, args.weights_file)
     in_chans = getattr(model, "in_chans", args.in_chans)
-    diff = export_classifier(model, args.out, (1, in_chans, args.img_size, args.img_size))
+    shape = (1, in_chans, args.img_size, args.img_size)
+    if args.format == "coreml":
+        info = export_coreml(model, args.out, torch.randn(shape), names=("image", "logits"))
+        print(
+            f"wrote {args.out}: input {info['input']}, output {info['output']}, ops {info['ops']}"
+        )
+        return
+    diff = export_classifier(model, args.out, shape)
     print(f"wrote {args.out}; onnxruntime vs PyTorch max |diff| = {diff:.2e}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
