@@ -133,10 +133,12 @@ def network_from_checkpoint(
     *,
     weights: str = "raw",
     build: Callable[[str, Mapping[str, Any], Mapping[str, Any]], nn.Module] = build_network,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The network of a Lightning checkpoint, rebuilt from its ``arch`` / ``arch_args`` and the
-    task arguments in its hyperparameters, with its ``raw`` or ``ema`` weights (strict)."""
-    checkpoint = read_checkpoint(path)
+    task arguments in its hyperparameters, with its ``raw`` or ``ema`` weights (strict).
+    ``checkpoint``: the file's contents when the caller has read it already."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     hp = checkpoint.get("hyper_parameters")
     if not isinstance(hp, Mapping) or "arch" not in hp:
         raise ValueError(f"{path} is not a checkpoint of this project (no hyper_parameters.arch)")

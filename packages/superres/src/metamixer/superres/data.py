@@ -117,6 +117,11 @@ def to_tensor(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+def image_tensor(path: Path) -> Tensor:
+    """An image file as a ``(3, H, W)`` RGB tensor in [0, 1] (see ``read_image``)."""
+    return to_tensor(read_image(path))
+
+
 class PairedImages(Dataset):
     """LR / HR pairs of a folder; training samples are random aligned crops with flips and 90°
     rotations (``gt_size`` HR pixels), evaluation samples are whole images.
@@ -258,5 +263,4 @@ class PairedImageDataModule(L.LightningDataModule):
             return self._eval_loaders("test")
         from metamixer.core.predict import input_files_loader
 
-        load = lambda path: to_tensor(read_image(path))  # noqa: E731
-        return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, load)
+        return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, image_tensor)

@@ -27,7 +27,7 @@ class SuperResolutionWriter(PredictionFiles):
         if prediction is None:
             return
         scale = trainer.lightning_module.hparams.scale
-        names = batch.get("name") or [f"{batch.get('name', 'image')}{i}" for i in indices]
+        names = batch.get("name") or [f"image{i}" for i in indices]
         for sr, name in zip(prediction, names, strict=True):
             write_image(self.folder / sr_name(str(name), scale), sr)
 

@@ -22,7 +22,13 @@ from metamixer.core import build_network, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
 from metamixer.core.predict import input_files_loader
 
-from .data import IMAGE_EXTENSIONS, PairedImages, ensure_lr, read_image, to_tensor, write_image
+from .data import (
+    IMAGE_EXTENSIONS,
+    PairedImages,
+    ensure_lr,
+    image_tensor,
+    write_image,
+)
 from .inference import psnr_ssim_y, upscale
 from .models import VARIANTS
 from .plots import save_comparison
@@ -70,17 +76,13 @@ def predict_folder(
     """Upscale one image or every image under a folder; unreadable files are skipped (with a
     warning) and returned by name, never fatal."""
     out, unreadable = [], []
-    for batch in input_files_loader(str(src), IMAGE_EXTENSIONS, load_lr):
+    for batch in input_files_loader(str(src), IMAGE_EXTENSIONS, image_tensor):
         unreadable += batch["unreadable"]
         if batch["name"]:
             with torch.inference_mode():
                 sr = upscale(model, batch["input"], scale, tile=tile)[0]
             out.append(write_image(dst / sr_name(batch["name"][0], scale), sr))
     return out, unreadable
-
-
-def load_lr(path: Path) -> torch.Tensor:
-    return to_tensor(read_image(path))
 
 
 def sr_name(name: str, scale: int) -> str:

@@ -52,8 +52,9 @@ def classifier_from_checkpoint(path: str | Path, weights: str = "raw") -> nn.Mod
     hp = checkpoint.get("hyper_parameters") or {}
     task = {k: hp[k] for k in ("num_classes", "in_chans") if k in hp}
     network = network_from_checkpoint(
-        path, weights=weights, build=lambda arch, _, args: build_classifier(arch, task, args)
-    )
+        path, weights=weights, build=lambda arch, _, args: build_classifier(arch, task, args),
+        checkpoint=checkpoint,
+    )  # fmt: skip
     state = checkpoint.get("state_dict", {})
     if weights == "raw" and "head_dist.weight" in state:
         head = network.get_classifier()
