@@ -34,8 +34,8 @@ from metamixer.core.plots import plot_coefficient_maps, plot_erf, plot_sparsity
 
 from . import models as _models  # noqa: F401  (registers FFNet)
 from .data import FASHION_MNIST_ROOT, IMAGE_EXTENSIONS, read_idx
-from .lit import classifier_from_checkpoint, load_weights_file
-from .weights import convert_official_state_dict, load_state_dict_strict
+from .lit import classifier_from_checkpoint
+from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                   "immunohistochemistry", "retina")  # fmt: skip

@@ -16,8 +16,8 @@ from torch import nn
 from metamixer.core.checkpoint import export_coreml, export_onnx
 from metamixer.core.train import run_cli
 
-from .lit import classifier_from_checkpoint, load_weights_file
-from .weights import convert_official_state_dict, load_state_dict_strict
+from .lit import classifier_from_checkpoint
+from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
 
 
 def export_classifier(

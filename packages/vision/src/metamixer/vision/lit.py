@@ -23,15 +23,7 @@ from metamixer.core import ARCHITECTURES, build_network, network_from_checkpoint
 from metamixer.core.checkpoint import read_checkpoint
 
 from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
-from .weights import convert_official_state_dict, load_state_dict_strict, unwrap_state_dict
-
-
-def load_weights_file(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local file: official release, our export or a Lightning checkpoint."""
-    state = unwrap_state_dict(read_checkpoint(path))
-    if any(k.startswith("model.") for k in state):  # a Lightning checkpoint of ImageClassifier
-        state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
-    return state
+from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
 
 
 def build_classifier(

@@ -151,6 +151,29 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], s
     model.load_state_dict(state_dict, strict=True)
 
 
+def load_weights_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a local file: official release, our export or a Lightning checkpoint."""
+    state = unwrap_state_dict(read_checkpoint(path))
+    if any(k.startswith("model.") for k in state):  # a Lightning checkpoint of ImageClassifier
+        state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
+    """Initialise an FFNet used as a backbone (``features_only`` or the plain network) from a
+    classification file (authors' release, our export or an ``ImageClassifier`` checkpoint).
+
+    Every backbone parameter must come from the file; the file's classifier head (and final norm,
+    when the backbone pruned it) are left out.  Returns ``backbone``.
+    """
+    state = convert_official_state_dict(load_weights_file(path))
+    own = backbone.state_dict()
+    prefix = "model." if own and all(k.startswith("model.") for k in own) else ""
+    state = {prefix + k: v for k, v in state.items() if prefix + k in own}
+    load_state_dict_strict(backbone, state, str(path))
+    return backbone
+
+
 def load_official_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load an authors' FFNet checkpoint file (or one of ours) into ``model``, strictly.
 
