@@ -1,7 +1,10 @@
-"""Deployment: fold a trained FFNet and export it to ONNX, checked with onnxruntime.
+"""Deployment: fold a trained FFNet classifier or segmentation network and export it to ONNX,
+checked with onnxruntime.
 
 ``python -m metamixer.vision.export --checkpoint RUN/checkpoints/last.ckpt --img_size 32 \
---out ffnet.onnx``
+--out ffnet.onnx`` (a checkpoint of ``metamixer.vision`` or ``metamixer.vision.segmentation``; a
+segmentation network maps ``image (B, 3, H, W)`` to ``logits (B, classes, H, W)`` at the exported
+size, a multiple of 32).
 """
 
 from __future__ import annotations
@@ -9,14 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
 from metamixer.core.checkpoint import export_coreml, export_onnx
 from metamixer.core.train import run_cli
 
-from .lit import classifier_from_checkpoint
+from .lit import build_classifier, classifier_from_checkpoint
 from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
 
 
@@ -34,14 +36,18 @@ def export_classifier(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fold an FFNet and export it to ONNX (checked).")
     parser.add_argument(
-        "--checkpoint", help="a Lightning checkpoint of ImageClassifier (arch read from it)"
+        "--checkpoint",
+        help="a Lightning checkpoint of ImageClassifier or SemanticSegmenter (arch read from it)",
     )
     parser.add_argument(
         "--weights", choices=("raw", "ema"), default="raw",
         help="with --checkpoint: the trained weights (a distilled model's heads combined) or the "
         "EMA copy, each exactly as validated (val/* or val_ema/*)",
     )  # fmt: skip
-    parser.add_argument("--arch", default="ffnet_1", help="timm model name (without --checkpoint)")
+    parser.add_argument(
+        "--arch", default="ffnet_1",
+        help="registered architecture or timm model name (without --checkpoint)",
+    )  # fmt: skip
     parser.add_argument(
         "--weights_file", help="local weights for --arch (authors' release or ours)"
     )
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint:
         model = classifier_from_checkpoint(args.checkpoint, args.weights)
     else:
-        model = timm.create_model(args.arch, num_classes=args.num_classes, in_chans=args.in_chans)
+        task = {"num_classes": args.num_classes, "in_chans": args.in_chans}
+        model = build_classifier(args.arch, task)
         if args.weights_file:
             state = convert_official_state_dict(load_weights_file(args.weights_file))
             load_state_dict_strict(model, state, args.weights_file)

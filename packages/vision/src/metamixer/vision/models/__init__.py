@@ -1,5 +1,6 @@
 """Pure ``nn.Module`` model families (importing registers them with timm)."""
 
+from . import segmentation as _segmentation  # noqa: F401  (UperNet / FPN variants)
 from .ffnet import VARIANTS, FFNet
 
 __all__ = ["VARIANTS", "FFNet"]

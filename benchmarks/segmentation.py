@@ -1,0 +1,98 @@
+"""CPU inference of the segmentation networks, 512×512, batch 1, measured side by side in one run.
+
+    .venv/bin/python benchmarks/segmentation.py            # the README table
+    .venv/bin/python benchmarks/segmentation.py --modes jit
+
+Each network is built with 150 classes (ADE20K), put in its deployment form (FFNet backbones and
+FFNet-seg re-parameterized; ConvNeXt has nothing to fold), float32, channels-last, and run in each
+mode of ``benchmarks/vision.py`` (``eager``; ``jit`` = traced, frozen, optimized for inference).
+The networks are timed round-robin (``--rounds`` × ``--seconds``); images/s is the median over
+rounds and the ratio the median per-round ratio to UperNet on ConvNeXt-T in the same mode.
+Untrained weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+
+import torch
+from vision import deploy  # the deployment modes of the classification benchmark
+
+import metamixer.vision  # noqa: F401  (registers the architectures)
+from metamixer.core import build_network, count_macs, count_params, reparameterize_model
+
+# name, architecture, re-parameterized
+MODELS = [
+    ("UperNet ConvNeXt-T", "upernet_convnext_tiny", False),
+    ("UperNet FFNet-2 (fused)", "upernet_ffnet_2", True),
+    ("UperNet FFNet-2", "upernet_ffnet_2", False),
+    ("FPN FFNet-2 (fused)", "fpn_ffnet_2", True),
+    ("FFNet-seg (fused)", "ffnet_seg", True),
+]
+BASE = "UperNet ConvNeXt-T"
+
+
+def build(arch: str, fused: bool) -> torch.nn.Module:
+    net = build_network(arch, {"num_classes": 150, "in_chans": 3}).eval()
+    if fused:
+        net = reparameterize_model(net)
+    return net.to(memory_format=torch.channels_last)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--modes", nargs="+", default=["eager", "jit"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per model per round")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    nets = {name: build(arch, fused) for name, arch, fused in MODELS}
+    info = {
+        name: (count_params(net) / 1e6, count_macs(copy.deepcopy(net), x) / 1e9)
+        for name, net in nets.items()
+    }
+    rates, ratios = {}, {}
+    for mode in args.modes:
+        runners = {}
+        for name, net in nets.items():
+            runner = deploy(net, x, mode)
+            with torch.inference_mode():
+                for _ in range(2):  # warm-up
+                    runner(x)
+            runners[name] = runner
+        per_round = {name: [] for name in runners}
+        with torch.inference_mode():
+            for _ in range(args.rounds):
+                for name, runner in runners.items():
+                    n, start = 0, time.perf_counter()
+                    while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
+                        runner(x)
+                        n += 1
+                    per_round[name].append(n / elapsed)
+        for name, values in per_round.items():
+            rates[name, mode] = statistics.median(values)
+            ratios[name, mode] = statistics.median(
+                v / b for v, b in zip(values, per_round[BASE], strict=True)
+            )
+            print(f"  {mode:6s} {name:26s} {rates[name, mode]:6.2f} img/s", flush=True)
+    print(
+        f"\nCPU inference, {args.size}×{args.size}, batch 1, float32, channels-last, "
+        f"{torch.get_num_threads()} threads, 150 classes; img/s (ratio to {BASE})\n"
+    )
+    print("| network | params (M) | GMACs |" + "".join(f" {m} |" for m in args.modes))
+    print("|" + "---|" * (3 + len(args.modes)))
+    for name, (params, gmacs) in info.items():
+        cells = "".join(f" {rates[name, m]:.2f} ({ratios[name, m]:.2f}) |" for m in args.modes)
+        print(f"| {name} | {params:.1f} | {gmacs:.1f} |{cells}")
+
+
+if __name__ == "__main__":
+    main()

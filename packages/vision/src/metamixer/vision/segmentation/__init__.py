@@ -1,0 +1,1 @@
+"""Semantic segmentation with FFNet backbones: ``python -m metamixer.vision.segmentation``."""

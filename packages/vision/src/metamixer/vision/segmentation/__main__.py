@@ -1,0 +1,20 @@
+"""``python -m metamixer.vision.segmentation {fit,validate,test,predict} --config …`` (LightningCLI)."""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+
+from metamixer.core.train import MetaMixerCLI, run_cli
+
+from . import data as _data  # noqa: F401  (its data modules: selectable by short name)
+from .lit import SemanticSegmenter
+
+LINKS = (("data.num_classes", "model.num_classes"), ("data.in_chans", "model.in_chans"))
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
+    return MetaMixerCLI(SemanticSegmenter, LightningDataModule, links=LINKS, args=args, run=run)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,343 @@
+"""Semantic segmentation data: the ADE20K and Cityscapes layouts, with the mmseg training recipe
+(random rescale 0.5–2.0, random crop padded with the ignore label, flip, photometric distortion)
+through torchvision's joint image/mask transforms.
+
+Labels are class indices with ``IGNORE`` (255) for pixels that count nowhere.  ADE20K's 0
+("other") becomes 255 and 1…150 become 0…149 (``reduce_zero_label``); Cityscapes is read from
+``*_labelTrainIds.png`` (19 classes, 255 ignored) as made by its ``createTrainIdLabelImgs`` script.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from metamixer.core.predict import input_files_loader
+from metamixer.core.train import EpochShuffle
+
+from ..data import IMAGE_EXTENSIONS, open_image
+
+log = logging.getLogger(__name__)
+
+IGNORE = 255
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)  # fmt: skip
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)  # fmt: skip
+
+
+def distinct_palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` well-separated colours (golden-ratio hues, alternating lightness)."""
+    colours = []
+    for i in range(n):
+        r, g, b = colorsys.hls_to_rgb((i * 0.618034) % 1.0, 0.45 + 0.2 * (i % 2), 0.75)
+        colours.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colours
+
+
+def read_label(path: Path) -> np.ndarray:
+    """A label PNG as a uint8 array (palette PNGs give their indices, not colours)."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I;16", "I"):
+                raise ValueError(
+                    f"label {path} is a {img.mode} image; expected one class index per pixel "
+                    "(mode L or P)"
+                )
+            return np.asarray(img).astype(np.int64)
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"label {path} is not a readable PNG: {err}") from err
+
+
+class SegmentationFiles(Dataset):
+    """``(image, label)`` file pairs with the label convention of one dataset.
+
+    Each item: ``{"image": float (3, h, w) normalised, "label": int64 (h, w), "name": stem}``.
+    A label whose size differs from its image, or with values outside ``[0, num_classes)`` other
+    than the ignore value, is an error naming the file.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        num_classes: int,
+        transform: v2.Transform,
+        reduce_zero_label: bool,
+    ) -> None:
+        self.pairs, self.num_classes = list(pairs), num_classes
+        self.transform, self.reduce_zero_label = transform, reduce_zero_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def label(self, index: int) -> np.ndarray:
+        label_path = self.pairs[index][1]
+        label = read_label(label_path)
+        if self.reduce_zero_label:
+            label = np.where(label == 0, IGNORE, label - 1)
+        bad = np.unique(label[(label >= self.num_classes) & (label != IGNORE)])
+        if bad.size:
+            raise ValueError(
+                f"label {label_path} holds values {bad[:8].tolist()} outside the "
+                f"{self.num_classes} classes (ignore value {IGNORE}); wrong dataset layout or "
+                "num_classes?"
+            )
+        return label
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | str]:
+        image_path, label_path = self.pairs[index]
+        image = open_image(image_path).convert("RGB")
+        label = self.label(index)
+        if label.shape != (image.height, image.width):
+            raise ValueError(
+                f"label {label_path} is {label.shape[1]}×{label.shape[0]} but its image "
+                f"{image_path} is {image.width}×{image.height}; they must be the same size"
+            )
+        image_t = tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+        mask = tv_tensors.Mask(torch.from_numpy(label.astype(np.uint8)))
+        image_t, mask = self.transform(image_t, mask)
+        return {"image": image_t, "label": mask.long(), "name": image_path.stem}
+
+
+def training_transform(scale: int, ratio_range: Sequence[float], crop: int) -> v2.Transform:
+    """mmseg's recipe: short side ``scale × U(ratio_range)``, random crop ``crop`` (padded: image
+    0, label ignored), flip, photometric distortion, normalisation."""
+    low, high = ratio_range
+    return v2.Compose([
+        v2.RandomResize(int(scale * low), int(scale * high) + 1, antialias=True),
+        v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Mask: IGNORE, "others": 0}),
+        v2.RandomHorizontalFlip(),
+        v2.RandomPhotometricDistort(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(MEAN, STD),
+    ])  # fmt: skip
+
+
+def evaluation_transform() -> v2.Transform:
+    """Full-resolution images: the segmenter's inference rescales, pads and slides."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+def collate(batch: Sequence[dict]) -> dict:
+    """Stack equal-sized samples; differently sized ones (evaluation) stay lists."""
+    images, labels = [b["image"] for b in batch], [b["label"] for b in batch]
+    same = all(i.shape == images[0].shape for i in images)
+    return {
+        "image": torch.stack(images) if same else images,
+        "label": torch.stack(labels) if same else labels,
+        "name": [b["name"] for b in batch],
+    }
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Shared loading for the segmentation layouts; subclasses list the file pairs per split.
+
+    Args:
+        root: dataset root.
+        crop_size: training crop (square).
+        scale: short side at ratio 1 for training (mmseg: 512 for ADE20K, 1024 for Cityscapes).
+        ratio_range: random rescale range around ``scale``.
+        batch_size: per-device training batch size.
+        val_batch_size: evaluation batch size (images of different sizes need 1).
+        num_workers: data-loading processes.
+        predict_path: an image or a folder of images for ``predict`` (default: validation split).
+    """
+
+    classes: Sequence[str] = ()
+    palette: Sequence[tuple[int, int, int]] = ()
+    reduce_zero_label = False
+
+    def __init__(
+        self,
+        root: str,
+        crop_size: int = 512,
+        scale: int = 512,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.splits: dict[str, SegmentationFiles] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    in_chans = 3
+
+    def pairs(self, split: str) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        h = self.hparams
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",)}.get(stage, ())
+        for split in wanted:
+            if split in self.splits:
+                continue
+            transform = (
+                training_transform(h.scale, h.ratio_range, h.crop_size)
+                if split == "train"
+                else evaluation_transform()
+            )
+            self.splits[split] = SegmentationFiles(
+                self.pairs(split), self.num_classes, transform, self.reduce_zero_label
+            )
+        log.info("%s: %s", type(self).__name__, {k: len(v) for k, v in self.splits.items()})
+
+    def _loader(self, split: str) -> DataLoader:
+        h, train = self.hparams, split == "train"
+        return DataLoader(
+            self.splits[split],
+            batch_size=h.batch_size if train else h.val_batch_size,
+            sampler=EpochShuffle(len(self.splits[split])) if train else None,
+            drop_last=train,
+            num_workers=h.num_workers,
+            persistent_workers=h.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        h = self.hparams
+        if h.predict_path is None:
+            self.setup("validate")
+            return self._loader("val")
+        transform = evaluation_transform()
+
+        def read(path: Path) -> Tensor:
+            rgb = np.asarray(open_image(path).convert("RGB")).copy()
+            return transform(tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1)))
+
+        return input_files_loader(
+            h.predict_path, IMAGE_EXTENSIONS, read, batch_size=1, num_workers=h.num_workers
+        )
+
+
+def matched_pairs(
+    images: Path, image_glob: str, label_for: Callable[[Path], Path], layout: str
+) -> list[tuple[Path, Path]]:
+    """Every image under ``images`` with its label; a missing label or folder is an error."""
+    if not images.is_dir():
+        raise FileNotFoundError(f"{images} does not exist; expected the {layout} layout")
+    files = sorted(images.glob(image_glob))
+    if not files:
+        raise ValueError(f"{images} holds no images matching {image_glob} ({layout} layout)")
+    pairs = [(f, label_for(f)) for f in files]
+    missing = [str(lab) for _, lab in pairs if not lab.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(pairs)} images have no label, e.g. {missing[:3]} "
+            f"({layout} layout)"
+        )
+    return pairs
+
+
+class ADE20KDataModule(SegmentationDataModule):
+    """ADE20K (``ADEChallengeData2016/images|annotations/{training,validation}``): JPEG images,
+    PNG labels with 0 = other (ignored) and 1…150 = classes.  Class names come from the root's
+    ``objectInfo150.txt`` when present (tab-separated, a ``Name`` column), else the 150 indices.
+
+    Args: see ``SegmentationDataModule``; ``root`` is the ``ADEChallengeData2016`` folder.
+    """
+
+    reduce_zero_label = True
+
+    def __init__(
+        self,
+        root: str = "data/ADEChallengeData2016",
+        crop_size: int = 512,
+        scale: int = 512,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__(
+            root, crop_size, scale, ratio_range, batch_size, val_batch_size, num_workers,
+            predict_path,
+        )  # fmt: skip
+        self.classes = self._class_names()
+        self.palette = distinct_palette(len(self.classes))
+
+    def _class_names(self) -> tuple[str, ...]:
+        info = self.root / "objectInfo150.txt"
+        if not info.is_file():
+            return tuple(str(i) for i in range(150))
+        rows = [line.split("\t") for line in info.read_text().splitlines() if line.strip()]
+        name = rows[0].index("Name")
+        return tuple(r[name].split(";")[0].strip() for r in rows[1:])
+
+    def pairs(self, split: str) -> list[tuple[Path, Path]]:
+        folder = {"train": "training", "val": "validation"}[split]
+        return matched_pairs(
+            self.root / "images" / folder, "*.jpg",
+            lambda f: self.root / "annotations" / folder / f"{f.stem}.png", "ADE20K",
+        )  # fmt: skip
+
+
+class CityscapesDataModule(SegmentationDataModule):
+    """Cityscapes (``leftImg8bit/{train,val}/<city>/*_leftImg8bit.png`` with
+    ``gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png``): 19 classes, 255 ignored.
+
+    Args: see ``SegmentationDataModule``; the recipe scales and crops at 1024.
+    """
+
+    classes = CITYSCAPES_CLASSES
+    palette = CITYSCAPES_PALETTE
+
+    def __init__(
+        self,
+        root: str = "data/cityscapes",
+        crop_size: int = 1024,
+        scale: int = 1024,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__(
+            root, crop_size, scale, ratio_range, batch_size, val_batch_size, num_workers,
+            predict_path,
+        )  # fmt: skip
+
+    def pairs(self, split: str) -> list[tuple[Path, Path]]:
+        def label_for(image: Path) -> Path:
+            stem = image.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+            return self.root / "gtFine" / split / image.parent.name / stem
+
+        return matched_pairs(
+            self.root / "leftImg8bit" / split, "*/*_leftImg8bit.png", label_for, "Cityscapes",
+        )  # fmt: skip

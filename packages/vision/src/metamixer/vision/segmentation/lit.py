@@ -1,0 +1,224 @@
+"""LightningModule for semantic segmentation (the mmseg recipe: AdamW, poly schedule with linear
+warmup, cross-entropy with the ignore label, auxiliary head at weight 0.4, mIoU / mAcc / aAcc)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from metamixer.core import build_network
+
+from .. import models as _models  # noqa: F401  (registers the segmentation architectures)
+from .data import IGNORE
+from .inference import confusion_metrics, segment
+
+BLOCK = re.compile(r"stages\.(\d+)\.(?:blocks\.)?(\d+)\.")
+
+
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the labelled pixels (0, not NaN, when a crop has none)."""
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    return total / (labels != IGNORE).sum().clamp_min(1)
+
+
+def layer_ids(backbone: nn.Module, num_layers: int) -> dict[str, int]:
+    """Layer index (0 … ``num_layers`` − 1) of each backbone parameter for layer-wise lr decay:
+    the stem is 0, blocks are spread evenly over 1 … ``num_layers`` − 1 in depth order, a stage's
+    downsample goes with its first block, parameters after the last block with the last."""
+    names = [n for n, _ in backbone.named_parameters()]
+    blocks = sorted({(int(m[1]), int(m[2])) for n in names if (m := BLOCK.search(n))})
+    order = {b: i for i, b in enumerate(blocks)}
+    ids, current = {}, 0
+    for name in names:
+        m = BLOCK.search(name)
+        if m:
+            index = order[(int(m[1]), int(m[2]))]
+            current = 1 + index * (num_layers - 1) // max(len(blocks), 1)
+        elif "stages." in name and blocks:  # a downsample: the next block's layer
+            stage = int(re.search(r"stages\.(\d+)\.", name)[1])
+            first = next((order[b] for b in blocks if b[0] == stage), len(blocks) - 1)
+            current = 1 + first * (num_layers - 1) // len(blocks)
+        ids[name] = current
+    return ids
+
+
+class SemanticSegmenter(L.LightningModule):
+    """Train / evaluate a segmentation network (UperNet or FPN on an FFNet, or FFNet-seg).
+
+    Args:
+        arch: a registered segmentation architecture (``upernet_ffnet_2``, ``fpn_ffnet_1``,
+            ``ffnet_seg``, ``upernet_convnext_tiny``, ``*_test``…).
+        num_classes: classes (linked from the data module).
+        in_chans: image channels (linked from the data module).
+        arch_args: overrides of the architecture's arguments, checked by name.
+        init_backbone: a local classification checkpoint for the backbone (authors' ImageNet
+            release, our export or an ``ImageClassifier`` checkpoint).
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to norms and biases).
+        betas: AdamW betas.
+        head_lr_mult: learning-rate multiplier of everything outside the backbone.
+        layer_decay: layer-wise learning-rate decay of the backbone (1 = none).
+        num_layers: layers that ``layer_decay`` spreads the backbone over.
+        warmup_steps: linear warmup from ``warmup_ratio`` × lr.
+        warmup_ratio: starting fraction of the warmup.
+        poly_power: power of the polynomial decay to 0 at the last step.
+        aux_weight: weight of the auxiliary head's loss.
+        test_mode: "whole" image or "slide" window inference.
+        test_scale: short side the evaluation images are rescaled to (``None``: as they are).
+        test_crop: sliding-window size.
+        test_stride: sliding-window stride.
+        test_ratios: multi-scale test ratios of ``test_scale`` (mmseg: 0.5 … 1.75).
+        test_flip: add horizontally flipped predictions.
+    """
+
+    def __init__(
+        self,
+        arch: str = "upernet_ffnet_2",
+        num_classes: int = 150,
+        in_chans: int = 3,
+        arch_args: dict[str, Any] | None = None,
+        init_backbone: str | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        head_lr_mult: float = 1.0,
+        layer_decay: float = 1.0,
+        num_layers: int = 12,
+        warmup_steps: int = 1500,
+        warmup_ratio: float = 1e-6,
+        poly_power: float = 1.0,
+        aux_weight: float = 0.4,
+        test_mode: str = "whole",
+        test_scale: int | None = 512,
+        test_crop: int = 512,
+        test_stride: int = 341,
+        test_ratios: tuple[float, ...] = (1.0,),
+        test_flip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if test_mode not in ("whole", "slide"):
+            raise ValueError(f"test_mode must be 'whole' or 'slide', got {test_mode!r}")
+        self.model = build_network(
+            arch, {"num_classes": num_classes, "in_chans": in_chans}, arch_args
+        )
+        if not hasattr(self.model, "forward_with_aux"):
+            raise ValueError(f"{arch} is not a segmentation architecture (no forward_with_aux)")
+        if init_backbone is not None:
+            self.model.load_backbone(init_backbone)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
+
+    # --- steps ------------------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Class probabilities at the input size (the evaluation protocol of ``test_*``)."""
+        h = self.hparams
+        return segment(
+            self.model, images, mode=h.test_mode, scale=h.test_scale, ratios=h.test_ratios,
+            flip=h.test_flip, crop=h.test_crop, stride=h.test_stride,
+        )  # fmt: skip
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        images, labels = batch["image"], batch["label"]
+        logits, aux = self.model.forward_with_aux(images)
+        loss = segmentation_loss(logits, labels)
+        if aux is not None:
+            loss = loss + self.hparams.aux_weight * segmentation_loss(aux, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}; lower the "
+                "learning rate or check the inputs for NaN/inf"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any]) -> None:
+        for image, label in zip(batch["image"], batch["label"], strict=True):
+            self.confusion.update(self(image[None]).argmax(1), label[None])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def _log_metrics(self, prefix: str) -> dict[str, Tensor]:
+        metrics = confusion_metrics(self.confusion.compute())
+        self.confusion.reset()
+        for name in ("mIoU", "mAcc", "aAcc"):
+            self.log(f"{prefix}/{name}", metrics[name].float(), prog_bar=name == "mIoU")
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self._log_metrics("test")
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if log_dir is None or not self.trainer.is_global_zero:
+            return
+        names = getattr(self.trainer.datamodule, "classes", None) or [
+            str(i) for i in range(self.hparams.num_classes)
+        ]
+        with open(Path(log_dir) / "per_class.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "IoU", "Acc"])
+            for name, iou, acc in zip(names, metrics["IoU"], metrics["Acc"], strict=True):
+                writer.writerow([name, f"{iou.item():.4f}", f"{acc.item():.4f}"])
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        images = batch["input"] if "input" in batch else batch["image"]
+        return {"label": [self(image[None]).argmax(1)[0].byte() for image in images]}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predict`` writes palette PNGs into the run folder's ``predictions/``."""
+        from .predict import PaletteWriter
+
+        return [PaletteWriter()]
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: weight decay off for 1-D parameters; backbone lr by layer-wise decay,
+        everything else × ``head_lr_mult``."""
+        h = self.hparams
+        backbone = self.model.backbone
+        owned = {id(p): n for n, p in backbone.named_parameters()}
+        ids = layer_ids(backbone, h.num_layers)
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for param in self.model.parameters():
+            if not param.requires_grad:
+                continue
+            name = owned.get(id(param))
+            scale = (
+                h.layer_decay ** (h.num_layers - ids[name]) if name is not None else h.head_lr_mult
+            )
+            decay = 0.0 if param.ndim <= 1 else h.weight_decay
+            groups.setdefault((scale, decay), []).append(param)
+        return [
+            {"params": ps, "lr": h.lr * scale, "weight_decay": decay}
+            for (scale, decay), ps in groups.items()
+        ]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=h.lr, betas=h.betas)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+
+        def factor(step: int) -> float:
+            poly = (1 - min(step, total) / total) ** h.poly_power
+            if step < h.warmup_steps:
+                return poly * (h.warmup_ratio + (1 - h.warmup_ratio) * step / h.warmup_steps)
+            return poly
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
