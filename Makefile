@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env lock lint data test test-all run
+.PHONY: env lock lint data test test-all run run-segmentation run-detection
 
 env:  ## build or reuse the pinned virtualenv (cached outside the checkout) and link it as .venv
 	scripts/setup-env
@@ -16,8 +16,8 @@ lint: env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-data: env  ## the real offline datasets (Debian Fashion-MNIST, laspy tiles, elecdemand, skimage)
-	scripts/fetch-data fashion-mnist laspy elecdemand skimage
+data: env  ## the real offline datasets (Debian Fashion-MNIST, laspy tiles, elecdemand, skimage, scenes)
+	scripts/fetch-data fashion-mnist laspy elecdemand skimage scenes
 
 test: lint data  ## lint, format check and the default (non-slow) test suite
 	$(PY) -m pytest -q
@@ -28,3 +28,11 @@ test-all: lint data  ## every test, the slow ones included
 run: env  ## train and test a small FFNet on Fashion-MNIST (installs the Debian dataset if missing)
 	scripts/fetch-data fashion-mnist
 	$(PY) -m metamixer.vision fit --config experiments/vision/fashion_mnist.yaml
+
+run-segmentation: env  ## UperNet on a small FFNet, composed scenes (ADE20K layout), CPU
+	scripts/fetch-data scenes
+	$(PY) -m metamixer.vision.segmentation fit --config experiments/vision/segmentation/scenes.yaml
+
+run-detection: env  ## Mask R-CNN on a small FFNet, composed scenes (COCO layout), CPU
+	scripts/fetch-data scenes
+	$(PY) -m metamixer.vision.detection fit --config experiments/vision/detection/scenes.yaml

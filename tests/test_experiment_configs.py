@@ -7,24 +7,35 @@ import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # configs that are used together with a shared base file
-BASES = {"timeseries": "base.yaml", "vision": "imagenet.yaml"}
-STANDALONE = {"vision": {"fashion_mnist.yaml", "fashion_mnist_hybrid.yaml"}}
+BASES = {
+    "timeseries": "base.yaml",
+    "vision": "imagenet.yaml",
+    "vision/segmentation": "ade20k.yaml",
+}
+STANDALONE = {
+    "vision": {"fashion_mnist.yaml", "fashion_mnist_hybrid.yaml"},
+    "vision/segmentation": {"scenes.yaml", "ffnet_seg_cityscapes.yaml"},
+}
+FOLDERS = (
+    "vision", "vision/segmentation", "vision/detection", "timeseries", "superres", "pointcloud",
+)  # fmt: skip
 
 
 def configs():
-    for modality in ("vision", "timeseries", "superres", "pointcloud"):
-        for path in sorted((EXPERIMENTS / modality).glob("*.yaml")):
-            if path.name != BASES.get(modality):
-                yield modality, path
+    for folder in FOLDERS:
+        for path in sorted((EXPERIMENTS / folder).glob("*.yaml")):
+            if path.name != BASES.get(folder):
+                yield folder, path
 
 
-@pytest.mark.parametrize("modality,path", list(configs()), ids=lambda v: getattr(v, "name", v))
-def test_config_parses(modality, path, capsys):
-    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+@pytest.mark.parametrize("folder,path", list(configs()), ids=lambda v: getattr(v, "name", v))
+def test_config_parses(folder, path, capsys):
+    """A config of ``experiments/<folder>`` runs with ``python -m metamixer.<folder as module>``."""
+    main = importlib.import_module(f"metamixer.{folder.replace('/', '.')}.__main__").main
     args = ["fit"]
-    base = BASES.get(modality)
-    if base and path.name not in STANDALONE.get(modality, set()):
-        args += ["--config", str(EXPERIMENTS / modality / base)]
+    base = BASES.get(folder)
+    if base and path.name not in STANDALONE.get(folder, set()):
+        args += ["--config", str(EXPERIMENTS / folder / base)]
     args += ["--config", str(path), "--print_config"]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
