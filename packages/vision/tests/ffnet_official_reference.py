@@ -162,3 +162,17 @@ def official_forward(sd: dict[str, Tensor], x: Tensor) -> Tensor:
             x = _residual(sd, p + "channel_mixer.", x, out)
     x = _bn(sd, "norm.", x).mean((2, 3))
     return F.linear(x, sd["head.weight"], sd["head.bias"])
+
+
+def layout_of(name: str) -> dict[str, tuple[int, ...]]:
+    """The authors' layout for one of our variants (its sizes from ``VARIANTS``)."""
+    from metamixer.vision import VARIANTS
+
+    v = VARIANTS[name]
+    return official_layout(
+        v["depths"],
+        v["dims"],
+        channel_kernel=v["channel_kernels"],
+        layer_scale=v.get("layer_scale") is not None,
+        stem=v.get("stem_dim", 64),
+    )

@@ -249,3 +249,23 @@ def test_cli_fits_tests_and_predicts_palette_pngs(tmp_path):
     with Image.open(written) as png:
         assert png.mode == "P" and png.size == (72, 64)
         assert set(np.unique(np.asarray(png))) <= {0, 1, 2, 3}
+
+
+def test_backbone_starts_from_the_authors_release_layout(tmp_path):
+    """Their ImageNet file (checked against their forward pass in test_weights) seeds the backbone:
+    its feature maps are the classifier's intermediates."""
+    from ffnet_official_reference import layout_of, random_checkpoint
+
+    from metamixer.vision import load_official_weights
+
+    torch.save({"model": random_checkpoint(layout_of("ffnet_test"), seed=2)}, tmp_path / "o.pth")
+    module = SemanticSegmenter(
+        "upernet_ffnet_test", num_classes=4, init_backbone=str(tmp_path / "o.pth")
+    )
+    classifier = load_official_weights(timm.create_model("ffnet_test"), tmp_path / "o.pth").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = module.model.backbone.eval()(x)
+        expected = classifier.forward_intermediates(x, intermediates_only=True)
+    for got, want in zip(features, expected, strict=True):
+        torch.testing.assert_close(got, want)

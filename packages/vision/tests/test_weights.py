@@ -5,23 +5,17 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from ffnet_official_reference import official_forward, official_layout, random_checkpoint, read_tsv
+from ffnet_official_reference import (
+    layout_of,
+    official_forward,
+    random_checkpoint,
+    read_tsv,
+)
 
 import metamixer.vision  # noqa: F401
-from metamixer.vision import VARIANTS, load_official_weights
+from metamixer.vision import load_official_weights
 
 TSV = Path(__file__).parent / "data" / "ffnet_1_official_keys.tsv"
-
-
-def layout_of(name):
-    v = VARIANTS[name]
-    return official_layout(
-        v["depths"],
-        v["dims"],
-        channel_kernel=v["channel_kernels"],
-        layer_scale=v.get("layer_scale") is not None,
-        stem=v.get("stem_dim", 64),
-    )
 
 
 def test_generated_layout_matches_the_released_ffnet_1_keys():
