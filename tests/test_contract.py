@@ -16,7 +16,18 @@ from metamixer.core.checkpoint import export_onnx
 
 #: Modalities whose networks export to ONNX (the sparse network runs on spconv's neighbour maps).
 ONNX = ("vision", "superres", "timeseries")
-CASES = sorted(ARCHITECTURES)
+
+
+def case(name: str):
+    """Full-size dense-prediction networks (tens of millions of parameters at 512² recipes; their
+    ``_test`` variants cover the same code) run with the slow tests."""
+    dense = hasattr(ARCHITECTURES[name].cls, "forward_with_features")
+    slow = dense and not name.endswith("_test")
+    return pytest.param(name, marks=pytest.mark.slow) if slow else name
+
+
+NAMES = sorted(ARCHITECTURES)
+CASES = [case(name) for name in NAMES]
 
 
 def build(name: str) -> tuple[torch.nn.Module, tuple]:
@@ -93,7 +104,7 @@ def test_bf16_autocast_training_step(name):
     assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if modality(c) in ONNX])
+@pytest.mark.parametrize("name", [case(n) for n in NAMES if modality(n) in ONNX])
 def test_onnx_export_matches_pytorch(name, tmp_path):
     net, example = build(name)
     net = randomize_batchnorm(net).eval()

@@ -41,7 +41,9 @@ def export_onnx(
     opset: int = 18,
 ) -> float:
     """Export a folded copy of ``model`` as ONNX (traced with ``example``; the caller's model is
-    left as it is) and compare onnxruntime with PyTorch on ``check``.  Returns the largest
+    left as it is) and compare onnxruntime with PyTorch on ``check``.  The TorchScript exporter is
+    tried first; an op it cannot express (e.g. adaptive pooling to sizes that do not divide the
+    input, as in UperNet's pyramid pooling) sends the export to the dynamo exporter.  Returns the largest
     difference; above ``atol`` it raises and no file is left (the export goes to a temporary name
     that is renamed only after the check).  Needs the ``export`` extra (onnx, onnxruntime)."""
     import numpy as np
@@ -52,10 +54,14 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.onnx.export(
-            model, (example,), tmp, input_names=[names[0]], output_names=[names[1]],
-            dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
+        export = dict(
+            input_names=[names[0]], output_names=[names[1]], dynamic_axes=dynamic_axes,
+            opset_version=opset,
         )  # fmt: skip
+        try:
+            torch.onnx.export(model, (example,), tmp, dynamo=False, **export)
+        except torch.onnx.errors.OnnxExporterError:  # an op TorchScript's exporter cannot express
+            torch.onnx.export(model, (example,), tmp, dynamo=True, verbose=False, **export)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         (ours,) = session.run(None, {names[0]: check.numpy()})
         with torch.no_grad():

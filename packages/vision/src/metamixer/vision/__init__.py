@@ -1,9 +1,19 @@
-"""metamixer.vision: FFNet-1…4 image classification.
+"""metamixer.vision: FFNet-1…4 image classification, semantic segmentation (UperNet / FPN on any
+FFNet, the authors' FFNet-seg) and detection (Mask R-CNN on an FFNet + FPN).
 
-Importing this package registers ``ffnet_1`` … ``ffnet_4`` and ``ffnet_test`` with timm.
+Importing this package registers ``ffnet_1`` … ``ffnet_4`` and ``ffnet_test`` with timm and every
+classification and segmentation variant with ``metamixer.core.ARCHITECTURES``.
 """
 
-from .models import VARIANTS, FFNet
+from .ffnet_seg_weights import load_official_ffnet_seg
+from .models import VARIANTS, FFNet, FFNetSeg
 from .weights import convert_official_state_dict, load_official_weights
 
-__all__ = ["VARIANTS", "FFNet", "convert_official_state_dict", "load_official_weights"]
+__all__ = [
+    "VARIANTS",
+    "FFNet",
+    "FFNetSeg",
+    "convert_official_state_dict",
+    "load_official_ffnet_seg",
+    "load_official_weights",
+]

@@ -2,5 +2,6 @@
 
 from . import segmentation as _segmentation  # noqa: F401  (UperNet / FPN variants)
 from .ffnet import VARIANTS, FFNet
+from .ffnet_seg import FFNetSeg
 
-__all__ = ["VARIANTS", "FFNet"]
+__all__ = ["VARIANTS", "FFNet", "FFNetSeg"]

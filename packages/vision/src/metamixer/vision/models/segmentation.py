@@ -2,13 +2,14 @@
 
 The backbone is any timm model with feature maps at strides 4/8/16/32 (our ``ffnet_*`` variants,
 registered with timm, or a peer such as ``convnext_tiny``); smp builds the decoder on it
-(``encoder_name="tu-<model>"``).  smp has no auxiliary head, so the FCN auxiliary head of the
-standard UperNet recipe (on the stride-16 features, loss weight 0.4) is the only part written here.
+(``encoder_name="tu-<model>"``), so nothing here is written by hand.
 
 Contract of every segmentation network of this project (also ``FFNetSeg``): ``forward(images)``
 returns logits ``(B, num_classes, H, W)`` at the input resolution (H, W multiples of 32);
-``forward_with_aux`` returns ``(logits, auxiliary logits or None)``; ``backbone`` is the feature
-extractor and ``load_backbone(path)`` initialises it from a classification checkpoint.
+``forward_with_features`` returns ``(logits, backbone feature maps, finest first, the last two at
+strides 16 and 32)`` and ``feature_channels`` their widths (the training recipe's auxiliary head
+reads the stride-16 map); ``backbone`` is the feature extractor and ``load_backbone(path)``
+initialises it from a classification checkpoint.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import Conv2dNormActivation
 
 from metamixer.core import register_architecture
 
@@ -29,19 +28,8 @@ from ..weights import load_backbone_weights
 DECODERS = {"upernet": smp.UPerNet, "fpn": smp.FPN}
 
 
-class FCNHead(nn.Sequential):
-    """The auxiliary head of the UperNet recipe: 3×3 conv-BN-ReLU, dropout, 1×1 classifier."""
-
-    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float) -> None:
-        super().__init__(
-            Conv2dNormActivation(in_channels, channels, 3, bias=False),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(channels, num_classes, 1),
-        )
-
-
 class SegmentationNetwork(nn.Module):
-    """A timm backbone with an smp decoder (and optionally the auxiliary FCN head).
+    """A timm backbone with an smp decoder.
 
     Args:
         encoder: timm model name of the backbone (``ffnet_1`` … ``ffnet_4``, ``convnext_tiny``…).
@@ -51,8 +39,6 @@ class SegmentationNetwork(nn.Module):
         encoder_args: the backbone's own arguments (e.g. ``depths``, ``token_mixers``).
         drop_path_rate: the backbone's stochastic depth.
         decoder_channels: UperNet width (FPN: the pyramid width; its segmentation branch is half).
-        aux_channels: width of the auxiliary FCN head on the stride-16 features (``None`` = none).
-        dropout: dropout before the auxiliary classifier.
     """
 
     def __init__(
@@ -64,8 +50,6 @@ class SegmentationNetwork(nn.Module):
         encoder_args: dict[str, Any] | None = None,
         drop_path_rate: float = 0.2,
         decoder_channels: int = 512,
-        aux_channels: int | None = 256,
-        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -83,10 +67,7 @@ class SegmentationNetwork(nn.Module):
             encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=in_chans,
             classes=num_classes, drop_path_rate=drop_path_rate, **widths, **(encoder_args or {}),
         )  # fmt: skip
-        self.aux_head = None
-        if aux_channels is not None:
-            stride16 = self.net.encoder.out_channels[-2]
-            self.aux_head = FCNHead(stride16, aux_channels, num_classes, dropout)
+        self.feature_channels = [c for c in self.net.encoder.out_channels[1:] if c > 0]
 
     @property
     def backbone(self) -> nn.Module:
@@ -104,20 +85,15 @@ class SegmentationNetwork(nn.Module):
                 "stride); pad it (the segmenter's inference pads for you)"
             )
 
-    def forward_with_aux(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward_with_features(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
         self.check_input(images)
         features = self.net.encoder(images)
         logits = self.net.segmentation_head(self.net.decoder(features))
-        if self.aux_head is None:
-            return logits, None
-        aux = F.interpolate(
-            self.aux_head(features[-2]), size=images.shape[-2:], mode="bilinear",
-            align_corners=False,
-        )  # fmt: skip
-        return logits, aux
+        return logits, [f for f in features[1:] if f.shape[1] > 0]  # without the input and the
+        # empty stride-2 slot smp keeps for 4-stage encoders
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.forward_with_aux(images)[0]
+        return self.forward_with_features(images)[0]
 
     def load_backbone(self, path: str) -> None:
         """Initialise the backbone from a classification file (authors' release or ours)."""
@@ -129,10 +105,9 @@ def _example(network: nn.Module) -> tuple[Tensor]:
 
 
 #: Every argument of each variant.  UperNet FFNet-2/3/4: the paper's ADE20K models (with the
-#: auxiliary head: 58 / 80 / 113 M parameters at 150 classes, as the paper reports).
-UPERNET = dict(decoder="upernet", encoder_args=None, decoder_channels=512, aux_channels=256,
-               dropout=0.1)  # fmt: skip
-FPN = dict(decoder="fpn", encoder_args=None, decoder_channels=256, aux_channels=None, dropout=0.1)
+#: recipe's auxiliary head: 58 / 80 / 113 M parameters at 150 classes, as the paper reports).
+UPERNET = dict(decoder="upernet", encoder_args=None, decoder_channels=512)
+FPN = dict(decoder="fpn", encoder_args=None, decoder_channels=256)
 VARIANTS: dict[str, Mapping[str, Any]] = {
     "upernet_ffnet_1": dict(UPERNET, encoder="ffnet_1", drop_path_rate=0.1),
     "upernet_ffnet_2": dict(UPERNET, encoder="ffnet_2", drop_path_rate=0.2),
@@ -143,7 +118,7 @@ VARIANTS: dict[str, Mapping[str, Any]] = {
     # the peer of the speed table: ConvNeXt-T with the same UperNet
     "upernet_convnext_tiny": dict(UPERNET, encoder="convnext_tiny", drop_path_rate=0.4),
     "upernet_ffnet_test": dict(UPERNET, encoder="ffnet_test", drop_path_rate=0.0,
-                               decoder_channels=32, aux_channels=16),
+                               decoder_channels=32),
     "fpn_ffnet_test": dict(FPN, encoder="ffnet_test", drop_path_rate=0.0, decoder_channels=64),
 }  # fmt: skip
 

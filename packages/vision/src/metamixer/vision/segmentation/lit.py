@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.ops import Conv2dNormActivation
 
 from metamixer.core import build_network
 
@@ -27,6 +28,18 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy over the labelled pixels (0, not NaN, when a crop has none)."""
     total = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
     return total / (labels != IGNORE).sum().clamp_min(1)
+
+
+class FCNHead(nn.Sequential):
+    """The auxiliary head of the UperNet recipe (training only): 3×3 conv-BN-ReLU, dropout, 1×1
+    classifier; smp has none."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float) -> None:
+        super().__init__(
+            Conv2dNormActivation(in_channels, channels, 3, bias=False),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(channels, num_classes, 1),
+        )
 
 
 def layer_ids(backbone: nn.Module, num_layers: int) -> dict[str, int]:
@@ -70,6 +83,8 @@ class SemanticSegmenter(L.LightningModule):
         warmup_steps: linear warmup from ``warmup_ratio`` × lr.
         warmup_ratio: starting fraction of the warmup.
         poly_power: power of the polynomial decay to 0 at the last step.
+        aux_channels: width of the auxiliary FCN head on the backbone's stride-16 features
+            (UperNet recipe: 256; ``None`` = no auxiliary head).  Used in training only.
         aux_weight: weight of the auxiliary head's loss.
         test_mode: "whole" image or "slide" window inference.
         test_scale: short side the evaluation images are rescaled to (``None``: as they are).
@@ -95,6 +110,7 @@ class SemanticSegmenter(L.LightningModule):
         warmup_steps: int = 1500,
         warmup_ratio: float = 1e-6,
         poly_power: float = 1.0,
+        aux_channels: int | None = None,
         aux_weight: float = 0.4,
         test_mode: str = "whole",
         test_scale: int | None = 512,
@@ -110,10 +126,16 @@ class SemanticSegmenter(L.LightningModule):
         self.model = build_network(
             arch, {"num_classes": num_classes, "in_chans": in_chans}, arch_args
         )
-        if not hasattr(self.model, "forward_with_aux"):
-            raise ValueError(f"{arch} is not a segmentation architecture (no forward_with_aux)")
+        if not hasattr(self.model, "forward_with_features"):
+            raise ValueError(
+                f"{arch} is not a segmentation architecture (no forward_with_features)"
+            )
         if init_backbone is not None:
             self.model.load_backbone(init_backbone)
+        self.aux_head = None
+        if aux_channels is not None:
+            stride16 = self.model.feature_channels[-2]
+            self.aux_head = FCNHead(stride16, aux_channels, num_classes, dropout=0.1)
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
 
     # --- steps ------------------------------------------------------------------------------------
@@ -127,9 +149,13 @@ class SemanticSegmenter(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         images, labels = batch["image"], batch["label"]
-        logits, aux = self.model.forward_with_aux(images)
+        logits, features = self.model.forward_with_features(images)
         loss = segmentation_loss(logits, labels)
-        if aux is not None:
+        if self.aux_head is not None:
+            aux = F.interpolate(
+                self.aux_head(features[-2]), size=labels.shape[-2:], mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
             loss = loss + self.hparams.aux_weight * segmentation_loss(aux, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -192,7 +218,7 @@ class SemanticSegmenter(L.LightningModule):
         owned = {id(p): n for n, p in backbone.named_parameters()}
         ids = layer_ids(backbone, h.num_layers)
         groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-        for param in self.model.parameters():
+        for param in self.parameters():
             if not param.requires_grad:
                 continue
             name = owned.get(id(param))
