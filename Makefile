@@ -31,8 +31,8 @@ run: env  ## train and test a small FFNet on Fashion-MNIST (installs the Debian 
 
 run-segmentation: env  ## UperNet on a small FFNet, composed scenes (ADE20K layout), CPU
 	scripts/fetch-data scenes
-	$(PY) -m metamixer.vision.segmentation fit --config experiments/vision/segmentation/scenes.yaml
+	$(PY) -m metamixer.vision.segmentation fit --config experiments/vision/segmentation/scenes_upernet.yaml
 
 run-detection: env  ## Mask R-CNN on a small FFNet, composed scenes (COCO layout), CPU
 	scripts/fetch-data scenes
-	$(PY) -m metamixer.vision.detection fit --config experiments/vision/detection/scenes.yaml
+	$(PY) -m metamixer.vision.detection fit --config experiments/vision/detection/scenes_mask_rcnn.yaml

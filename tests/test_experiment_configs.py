@@ -14,7 +14,7 @@ BASES = {
 }
 STANDALONE = {
     "vision": {"fashion_mnist.yaml", "fashion_mnist_hybrid.yaml"},
-    "vision/segmentation": {"scenes.yaml", "ffnet_seg_cityscapes.yaml"},
+    "vision/segmentation": {"scenes_upernet.yaml", "ffnet_seg_cityscapes.yaml"},
 }
 FOLDERS = (
     "vision", "vision/segmentation", "vision/detection", "timeseries", "superres", "pointcloud",

@@ -21,7 +21,7 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import results, runs
 from .registry import import_modules
@@ -86,6 +86,19 @@ class EpochShuffle(Sampler[int]):
         return iter(
             torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist()
         )
+
+
+def split_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, *, train: bool,
+    collate_fn: Callable | None = None,
+) -> DataLoader:  # fmt: skip
+    """A split's loader: training draws its order from ``EpochShuffle`` and drops the last partial
+    batch; evaluation keeps the dataset's order and every sample."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)) if train else None,
+        drop_last=train, num_workers=num_workers, persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
+    )  # fmt: skip
 
 
 def run_cli(main: Callable[[], object]) -> None:

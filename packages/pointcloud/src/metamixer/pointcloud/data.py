@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import split_loader
 
 from . import transforms as T
 from .s3dis import S3DIS_CLASSES
@@ -91,11 +91,9 @@ def _loader(
     train: bool,
     collate: Callable | None = None,
 ) -> DataLoader:
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)) if train else None,
-        drop_last=train, num_workers=num_workers,
-        collate_fn=collate or collate_points, persistent_workers=num_workers > 0,
-    )  # fmt: skip
+    return split_loader(
+        dataset, batch_size, num_workers, train=train, collate_fn=collate or collate_points
+    )
 
 
 # --- ScanNet --------------------------------------------------------------------------------------

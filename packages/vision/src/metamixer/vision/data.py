@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from metamixer.core.predict import input_files_loader
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import split_loader
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +171,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochShuffle(len(dataset)) if train else None,
-            drop_last=train,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=collate_skipping,
+        h = self.hparams
+        return split_loader(
+            dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_skipping
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -356,19 +351,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         log.info("Fashion-MNIST: %s", {k: len(v) for k, v in self.splits.items()})
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.hparams.batch_size,
-            sampler=EpochShuffle(len(self.splits[split])) if split == "train" else None,
-            drop_last=split == "train",
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=PadShiftFlip(
-                pad=self.hparams.pad,
-                augment=self.hparams.augment and split == "train",
-                mean=self.mean,
-                std=self.std,
-            ),
+        h, train = self.hparams, split == "train"
+        collate = PadShiftFlip(pad=h.pad, augment=h.augment and train, mean=self.mean, std=self.std)
+        return split_loader(
+            self.splits[split], h.batch_size, h.num_workers, train=train, collate_fn=collate
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -4,7 +4,7 @@
 
 No labelled segmentation or detection set ships offline, so this builds one from two real sources
 that do: Fashion-MNIST items (Debian ``dataset-fashion-mnist``) are scaled, tinted and pasted at
-random positions on random crops of scikit-image's colour photos.  Each item's mask is exact (its
+random positions on random crops of scikit-image's photos.  Each item's mask is exact (its
 pixels above an intensity threshold; later items occlude earlier ones).  Written twice, in the two
 standard layouts, so the same loaders that read ADE20K and COCO read it:
 
@@ -14,8 +14,9 @@ standard layouts, so the same loaders that read ADE20K and COCO read it:
 - ``coco/{train2017,val2017}`` + ``coco/annotations/instances_{train,val}2017.json``: one
   instance per visible item, its mask as RLE (``iscrowd`` 0), its box from the visible mask.
 
-Training scenes use Fashion-MNIST's training items and six photos; validation scenes its test
-items and two other photos (no item or background is shared).
+Training scenes use Fashion-MNIST's training items on sixteen photos (six colour, ten grey with a
+random tint); validation scenes its test items on two other colour photos (no item or background
+is shared).
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ from PIL import Image
 
 from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
 
+#: training backgrounds: six colour photos and ten grey ones (tinted at random when used)
 TRAIN_PHOTOS = (
-    "astronaut",
-    "coffee",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "stereo_motorcycle",
-)
-VAL_PHOTOS = ("chelsea", "rocket")
+    "astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
+    "stereo_motorcycle", "brick", "camera", "cell", "clock", "coins", "grass", "gravel", "moon",
+    "page", "text",
+)  # fmt: skip
+VAL_PHOTOS = ("chelsea", "rocket")  # never seen in training (``cat`` is chelsea: left out)
 SPLITS = {"train": ("training", "train2017"), "val": ("validation", "val2017")}
 #: item pixels at or above this intensity are the object, fainter non-zero ones its ignored rim
 OBJECT, RIM = 0.25, 0.04
@@ -45,7 +44,7 @@ MIN_VISIBLE = 64  # pixels: an item occluded below this is dropped from the labe
 
 
 def photo(name: str) -> np.ndarray:
-    """A uint8 RGB photo from inside the scikit-image wheel (no download)."""
+    """A uint8 photo from inside the scikit-image wheel (no download): RGB, or grey (H, W)."""
     from skimage import data
 
     image = getattr(data, name)()
@@ -53,13 +52,16 @@ def photo(name: str) -> np.ndarray:
 
 
 def background(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
-    """A random square crop of a random photo, resized to ``size``, randomly flipped."""
+    """A random square crop of a random photo, resized to ``size``, randomly flipped; a grey
+    photo gets a random colour tint."""
     image = photos[rng.integers(len(photos))]
     h, w = image.shape[:2]
     side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     crop = Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR)
     out = np.asarray(crop, dtype=np.float32)
+    if out.ndim == 2:
+        out = out[..., None] * rng.uniform(0.5, 1.0, 3).astype(np.float32)
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 

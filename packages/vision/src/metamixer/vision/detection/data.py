@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from metamixer.core.predict import InputFiles
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import split_loader
 
 from ..data import IMAGE_EXTENSIONS, open_image
 
@@ -298,14 +298,9 @@ class COCODetectionDataModule(L.LightningDataModule):
             self.val_set = self.val_set or self._split("val", train=False)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochShuffle(len(dataset)) if train else None,
-            drop_last=train,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=collate_detection,
+        h = self.hparams
+        return split_loader(
+            dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_detection
         )
 
     def train_dataloader(self) -> DataLoader:

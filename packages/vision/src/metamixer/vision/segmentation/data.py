@@ -12,6 +12,7 @@ from __future__ import annotations
 import colorsys
 import logging
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from metamixer.core.predict import input_files_loader
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import split_loader
 
 from ..data import IMAGE_EXTENSIONS, open_image
 
@@ -120,13 +121,16 @@ class SegmentationFiles(Dataset):
 
 def training_transform(scale: int, ratio_range: Sequence[float], crop: int) -> v2.Transform:
     """mmseg's recipe: short side ``scale × U(ratio_range)``, random crop ``crop`` (padded: image
-    0, label ignored), flip, photometric distortion, normalisation."""
+    0, label ignored), flip, photometric distortion, normalisation (ImageNet statistics)."""
     low, high = ratio_range
     return v2.Compose([
         v2.RandomResize(int(scale * low), int(scale * high) + 1, antialias=True),
         v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Mask: IGNORE, "others": 0}),
         v2.RandomHorizontalFlip(),
-        v2.RandomPhotometricDistort(),
+        # mmseg's photometric distortion (brightness here a factor 1 ± 32/255 rather than an
+        # offset; contrast and saturation 0.5–1.5, hue ±18°); torchvision's
+        # RandomPhotometricDistort would also permute the channels
+        v2.ColorJitter(brightness=32 / 255, contrast=0.5, saturation=0.5, hue=0.05),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(MEAN, STD),
     ])  # fmt: skip
@@ -209,14 +213,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         h, train = self.hparams, split == "train"
-        return DataLoader(
-            self.splits[split],
-            batch_size=h.batch_size if train else h.val_batch_size,
-            sampler=EpochShuffle(len(self.splits[split])) if train else None,
-            drop_last=train,
-            num_workers=h.num_workers,
-            persistent_workers=h.num_workers > 0,
-            collate_fn=collate,
+        batch_size = h.batch_size if train else h.val_batch_size
+        return split_loader(
+            self.splits[split], batch_size, h.num_workers, train=train, collate_fn=collate
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -273,31 +272,18 @@ class ADE20KDataModule(SegmentationDataModule):
 
     reduce_zero_label = True
 
-    def __init__(
-        self,
-        root: str = "data/ADEChallengeData2016",
-        crop_size: int = 512,
-        scale: int = 512,
-        ratio_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 2,
-        val_batch_size: int = 1,
-        num_workers: int = 4,
-        predict_path: str | None = None,
-    ) -> None:
-        super().__init__(
-            root, crop_size, scale, ratio_range, batch_size, val_batch_size, num_workers,
-            predict_path,
-        )  # fmt: skip
-        self.classes = self._class_names()
-        self.palette = distinct_palette(len(self.classes))
-
-    def _class_names(self) -> tuple[str, ...]:
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
         info = self.root / "objectInfo150.txt"
         if not info.is_file():
             return tuple(str(i) for i in range(150))
         rows = [line.split("\t") for line in info.read_text().splitlines() if line.strip()]
         name = rows[0].index("Name")
         return tuple(r[name].split(";")[0].strip() for r in rows[1:])
+
+    @cached_property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return distinct_palette(len(self.classes))
 
     def pairs(self, split: str) -> list[tuple[Path, Path]]:
         folder = {"train": "training", "val": "validation"}[split]
