@@ -8,18 +8,21 @@ from pathlib import Path
 import pytest
 
 MODALITIES = ("vision", "timeseries", "superres", "pointcloud")
+#: every LightningCLI entry point: one per modality and the two dense-prediction tasks of vision
+CLIS = (*MODALITIES, "vision.segmentation", "vision.detection")
 TOOLS = [
     "metamixer.vision.export", "metamixer.vision.analyze", "metamixer.timeseries.prepare",
     "metamixer.superres.prepare", "metamixer.superres.tools", "metamixer.pointcloud.scannet",
     "metamixer.timeseries.analyze",
     "metamixer.core.sweep", "metamixer.core.results", "metamixer.pointcloud.s3dis",
+    "metamixer.vision.scenes",
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("module", [f"metamixer.{m}" for m in MODALITIES] + TOOLS)
+@pytest.mark.parametrize("module", [f"metamixer.{m}" for m in CLIS] + TOOLS)
 def test_help(module):
     args = [sys.executable, "-m", module]
-    args += ["fit", "--help"] if module.count(".") == 1 else ["--help"]
+    args += ["fit", "--help"] if module.removeprefix("metamixer.") in CLIS else ["--help"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage" in out.stdout.lower()
@@ -33,7 +36,7 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("modality", MODALITIES)
+@pytest.mark.parametrize("modality", CLIS)
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_cli_arguments_fail_early(modality, case, capsys):
     main = importlib.import_module(f"metamixer.{modality}.__main__").main
