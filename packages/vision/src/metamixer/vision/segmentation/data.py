@@ -169,6 +169,7 @@ class SegmentationDataModule(L.LightningDataModule):
     classes: Sequence[str] = ()
     palette: Sequence[tuple[int, int, int]] = ()
     reduce_zero_label = False
+    in_chans = 3
 
     def __init__(
         self,
@@ -189,8 +190,6 @@ class SegmentationDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    in_chans = 3
 
     def pairs(self, split: str) -> list[tuple[Path, Path]]:
         raise NotImplementedError
