@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from metamixer.core.checkpoint import read_checkpoint
 
-from .weights import load_state_dict_strict, unwrap_state_dict
+from .weights import load_state_dict_strict, rename_official_keys, unwrap_state_dict
 
 _BRANCHES = {"conv1": "large", "conv2": "small", "strip_conv1": "row", "strip_conv2": "column"}
 _TOKEN_ROLES = {"fc": "query", "conv1": "key", "conv2": "value"}
@@ -98,22 +98,6 @@ def _head_key(key: str) -> str:
     raise KeyError(key)
 
 
-def _convert(state: Mapping[str, Tensor], rename, what: str) -> dict[str, Tensor]:
-    converted, unknown = {}, []
-    for key, value in state.items():
-        try:
-            new = rename(key)
-        except KeyError:
-            unknown.append(key)
-            continue
-        converted[new] = value.flatten() if new.endswith("layer_scale.weight") else value
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} keys are not in the authors' {what} layout, e.g. {unknown[:5]}"
-        )
-    return converted
-
-
 def _ours(state: Mapping[str, Tensor]) -> bool:
     return any(k.startswith("stem.") for k in state)
 
@@ -128,7 +112,7 @@ def convert_official_ffnet_seg_backbone(state_dict: Mapping[str, Tensor]) -> dic
     if _ours(state):
         return {k: v for k, v in state.items() if not k.startswith("head.")}
     state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-    return _convert(state, _backbone_key, "FFNet-seg backbone")
+    return rename_official_keys(state, _backbone_key, "FFNet-seg backbone layout")
 
 
 def convert_official_ffnet_seg(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -145,7 +129,7 @@ def convert_official_ffnet_seg(state_dict: Mapping[str, Tensor]) -> dict[str, Te
             return _head_key(key[12:])
         raise KeyError(key)
 
-    return _convert(state, rename, "FFNet-seg (mmseg EncoderDecoder)")
+    return rename_official_keys(state, rename, "FFNet-seg (mmseg EncoderDecoder) layout")
 
 
 def load_ffnet_seg_backbone(network: nn.Module, path: str | Path) -> nn.Module:

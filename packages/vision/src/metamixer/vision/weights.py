@@ -8,7 +8,7 @@ under ``state_dict`` or ``model``, keys possibly prefixed ``module.``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -95,18 +95,28 @@ def convert_official_state_dict(
     state_dict = unwrap_state_dict(state_dict)
     if any(k.startswith("stem.") for k in state_dict):
         return dict(state_dict)
+    return rename_official_keys(
+        state_dict, _map_key, "FFNet layout; is this an FFNet ImageNet checkpoint?"
+    )
+
+
+def rename_official_keys(
+    state_dict: Mapping[str, Tensor], rename: Callable[[str], str], layout: str
+) -> dict[str, Tensor]:
+    """Every key through ``rename`` (a ``KeyError`` marks a key outside the authors' layout);
+    their ``(dim, 1, 1)`` layer-scales become our flat ones.  Unknown keys: a ValueError naming
+    them and ``layout``."""
     converted, unknown = {}, []
     for key, value in state_dict.items():
         try:
-            new = _map_key(key)
+            new = rename(key)
         except KeyError:
             unknown.append(key)
             continue
         converted[new] = value.flatten() if new.endswith("layer_scale.weight") else value
     if unknown:
         raise ValueError(
-            f"{len(unknown)} keys are not in the authors' FFNet layout, e.g. {unknown[:5]}; "
-            "is this an FFNet ImageNet checkpoint?"
+            f"{len(unknown)} keys are not in the authors' {layout}, e.g. {unknown[:5]}"
         )
     return converted
 
