@@ -2,22 +2,17 @@
 
 import pytest
 import torch
+from core_models import build_core_model
 from metamixer_testing import count_modules, randomize_batchnorm
 from torch import nn
 
 from metamixer.core import (
     BNConv,
     ConvBN,
-    DenseOps,
-    MetaBlock,
     PointwiseShortcut,
     RepDWConv,
-    convnext_mixer,
-    ffn,
-    ffnified_attention,
     reparameterize_model,
 )
-from metamixer.core.reparam import interleave_channels
 
 ATOL = 1e-5
 
@@ -63,30 +58,14 @@ def test_channel_multiplier_and_3d_fold():
     assert_same_after_folding(conv, torch.randn(1, 4, 9, 9, 9))
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_channel_multiplier_runs_as_pure_depthwise_convs(channels_last):
+def test_channel_multiplier_folds_into_one_grouped_conv():
+    """The fused form is target-neutral: one conv with the training-time grouping."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 11, 11)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     conv = assert_same_after_folding(RepDWConv(4, 7, 3, out_channels=12, stride=2), x)
-    assert [(c.in_channels, c.out_channels, c.groups) for c in conv.fused] == [(4, 4, 4)] * 3
-    assert conv(x).is_contiguous(memory_format=torch.channels_last) == channels_last
-    weight, bias = conv.kernel_bias()  # back in grouped-conv order: the plain conv agrees
-    expected = nn.functional.conv2d(x, weight, bias, stride=2, padding=3, groups=4)
-    torch.testing.assert_close(conv(x), expected, atol=ATOL, rtol=1e-5)
-
-
-def test_interleave_channels():
-    parts = [torch.randn(2, 3, 4, 5) for _ in range(2)]
-    y = interleave_channels(parts)
-    for c in range(3):
-        for j in range(2):
-            assert torch.equal(y[:, 2 * c + j], parts[j][:, c])
-    z = interleave_channels([p.contiguous(memory_format=torch.channels_last) for p in parts])
-    assert z.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(z, y)
-    assert torch.equal(interleave_channels([p[0] for p in parts], dim=0), y[0])
+    assert type(conv.fused) is nn.Conv2d
+    assert (conv.fused.in_channels, conv.fused.out_channels, conv.fused.groups) == (4, 12, 4)
+    assert sorted(conv.state_dict()) == ["fused.bias", "fused.weight"]
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -124,39 +103,6 @@ def test_folding_twice_is_harmless():
 def test_even_kernels_are_rejected(kernels):
     with pytest.raises(ValueError, match="odd"):
         RepDWConv(3, *kernels)
-
-
-def build_core_model(ndim, dim=8, kernel=7, small=3):
-    """A small network of core instances with every foldable module kind."""
-    ops = DenseOps(ndim)
-    conv = {1: nn.Conv1d, 2: nn.Conv2d}[ndim]
-    blocks = [conv(3, dim, 3, padding=1)]
-    for _ in range(2):
-        blocks.append(
-            MetaBlock(
-                dim,
-                ffnified_attention(dim, ops=ops, kernel_size=kernel, small_kernel=small),
-                layer_scale=0.5,
-            )
-        )
-        blocks.append(
-            MetaBlock(
-                dim,
-                convnext_mixer(
-                    dim,
-                    ops=ops,
-                    kernel_size=kernel,
-                    small_kernel=small,
-                    conv_norm=True,
-                    query_norm=None,
-                ),
-            )
-        )
-        blocks.append(MetaBlock(dim, ffn(dim, ops=ops, expansion=2)))
-    blocks.append(ops.depthwise(dim, kernel, out_dim=2 * dim, stride=2, small_kernel=small))
-    blocks.append(PointwiseShortcut(2 * dim, ndim=ndim))
-    blocks.append(ops.pointwise(2 * dim, dim, norm=True))
-    return nn.Sequential(*blocks)
 
 
 @pytest.mark.parametrize("ndim,kernels", [(1, (51, 5)), (1, (7, 3)), (2, (7, 3)), (2, (5, 1))])

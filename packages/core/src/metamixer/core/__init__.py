@@ -4,10 +4,11 @@ Imports torch only.  A MetaMixer is ``value(act(key(query(x))))``; ``MetaBlock``
 residual, drop-path and layer-scale.  The instance constructors (self-attention, FFN, ConvNeXt block,
 FFNified attention, pooling) take an ops bundle so one definition serves 1D, 2D and sparse 3D; they
 are registered by name (``TOKEN_MIXERS``, ``CHANNEL_MIXERS``) next to any mixer a user registers,
-and every network names its mixers per stage.  ``ARCHITECTURES`` holds every model variant.
+and every network names its mixers per stage.  ``ARCHITECTURES`` holds every model variant;
+``deploy`` applies the explicit deployment passes (folding, CPU kernels, memory format).
 """
 
-from .activations import ACTIVATIONS, GELU, build_activation
+from .activations import ACTIVATIONS, build_activation
 from .architectures import (
     ARCHITECTURES,
     Architecture,
@@ -16,6 +17,7 @@ from .architectures import (
     network_from_checkpoint,
     register_architecture,
 )
+from .deploy import PASSES, RECIPES, apply_passes, deploy
 from .instances import (
     AttentionKey,
     AttentionValue,
@@ -56,7 +58,8 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "CHANNEL_MIXERS",
-    "GELU",
+    "PASSES",
+    "RECIPES",
     "TOKEN_MIXERS",
     "Architecture",
     "AttentionKey",
@@ -81,12 +84,14 @@ __all__ = [
     "StageMixers",
     "TokenOps",
     "UsesInput",
+    "apply_passes",
     "attention_heads",
     "build_activation",
     "build_network",
     "convnext_mixer",
     "count_macs",
     "count_params",
+    "deploy",
     "ffn",
     "ffnified_attention",
     "init_trunc_normal",

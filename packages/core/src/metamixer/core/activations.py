@@ -4,32 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 ActivationFactory = Callable[[int], nn.Module]
 
 
-class GELU(nn.GELU):
-    """``nn.GELU`` that overwrites its input at inference when ``inplace`` is set.
-
-    ``MetaMixer`` sets ``inplace`` when its key op returns a fresh tensor: an inference pass then
-    allocates one buffer fewer per mixer (training always runs out of place).
-    """
-
-    def __init__(self, approximate: str = "none", inplace: bool = False) -> None:
-        super().__init__(approximate)
-        self.inplace = inplace
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.inplace and not torch.is_grad_enabled():
-            return torch.ops.aten.gelu_(x, approximate=self.approximate)
-        return super().forward(x)
-
-
 #: name -> factory(axis).  ``axis`` only matters for activations that normalise over an axis.
 ACTIVATIONS: dict[str, ActivationFactory] = {
-    "gelu": lambda axis: GELU(),
+    "gelu": lambda axis: nn.GELU(),
     "relu": lambda axis: nn.ReLU(),
     "silu": lambda axis: nn.SiLU(),
     "sigmoid": lambda axis: nn.Sigmoid(),

@@ -29,9 +29,6 @@ class SpatialOps(Protocol):
     """What a modality provides to build mixers (see ``metamixer.core.ops.DenseOps``)."""
 
     channel_axis: int
-    #: the axis of positions (pixels, tokens) along which FFN-like mixers may be sliced at inference,
-    #: ``None`` where a tensor cannot be sliced (see ``MetaMixer``)
-    position_axis: int | None
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
@@ -164,7 +161,6 @@ def ffn(
         value=_then_dropout(ops.project(hidden, dim), proj_drop),
         act_axis=ops.channel_axis,
         mixes="channels",
-        position_axis=ops.position_axis,
     )
 
 
@@ -203,7 +199,6 @@ def convnext_mixer(
         value=_then_dropout(ops.project(hidden, dim), proj_drop),
         act_axis=ops.channel_axis,
         mixes="channels",
-        position_axis=ops.position_axis,
     )
 
 

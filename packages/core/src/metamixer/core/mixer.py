@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .activations import GELU, build_activation
-
-#: At inference a position-wise mixer runs on slices of at most this many query elements (16 MiB in
-#: float32), so that even a 2x-expanded hidden tensor stays below glibc's largest mmap threshold
-#: (32 MiB): its buffers are then reused from the heap instead of page-faulted in afresh every call.
-SLICE_ELEMENTS = 1 << 22
+from .activations import build_activation
 
 
 class UsesInput:
@@ -31,10 +26,8 @@ class MetaMixer(nn.Module):
         act: the coefficient activation, an ``nn.Module`` or a name in ``ACTIVATIONS``.
         value: the coefficient-value interaction (``None`` = identity).
         act_axis: the axis a normalising activation (softmax) reduces over, used when ``act`` is a name.
-        mixes: what the mixer mixes, "tokens" or "channels" (for analysis and reports).
-        position_axis: set when key, act and value treat every position along this axis on its own
-            (an FFN): inference then evaluates them slice by slice (``SLICE_ELEMENTS``), bounding
-            the working memory on large inputs; results are identical.
+        mixes: what the mixer mixes, "tokens" or "channels" (for analysis, reports and the
+            deployment passes that apply to position-wise mixers).
 
     Returns only the mixer's contribution; residual, norm and layer-scale belong to ``MetaBlock``.
     The sub-operations are children named ``query``, ``key``, ``act``, ``value``, so forward hooks on
@@ -51,42 +44,20 @@ class MetaMixer(nn.Module):
         value: nn.Module | None,
         act_axis: int = 1,
         mixes: str = "tokens",
-        position_axis: int | None = None,
     ) -> None:
         super().__init__()
         if mixes not in ("tokens", "channels"):
             raise ValueError(f"mixes must be 'tokens' or 'channels', got {mixes!r}")
-        self.dim, self.mixes = dim, mixes
+        self.dim, self.mixes, self.act_axis = dim, mixes, act_axis
         self.query = nn.Identity() if query is None else query
         self.key = key
         self.act = build_activation(act, act_axis)
         self.value = nn.Identity() if value is None else value
         self._key_reads_input = isinstance(key, UsesInput)
         self._value_reads_input = isinstance(value, UsesInput)
-        if position_axis is not None and (self._key_reads_input or self._value_reads_input):
-            raise ValueError(
-                "position_axis needs key and value ops that act on each position alone"
-            )
-        self.position_axis = position_axis
-        if isinstance(self.act, GELU) and not isinstance(self.key, nn.Identity):
-            self.act.inplace = True  # the key's output is a fresh tensor, free to overwrite
 
     def forward(self, x: Tensor) -> Tensor:
         q = self.query(x)
-        axis = self.position_axis
-        if (
-            axis is None
-            or self.training  # batch statistics must see the whole batch
-            or torch.is_grad_enabled()
-            or torch.onnx.is_in_onnx_export()  # keep exported graphs free of shape-specific slices
-            or q.numel() <= SLICE_ELEMENTS
-        ):
-            return self._mix(q, x)
-        slices = -(-q.numel() // SLICE_ELEMENTS)
-        length = -(-q.shape[axis] // slices)
-        return torch.cat([self._mix(part, None) for part in q.split(length, axis)], axis)
-
-    def _mix(self, q: Tensor, x: Tensor | None) -> Tensor:
         coef = self.act(self.key(q, x) if self._key_reads_input else self.key(q))
         return self.value(coef, x) if self._value_reads_input else self.value(coef)
 

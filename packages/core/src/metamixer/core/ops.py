@@ -192,7 +192,6 @@ class DenseOps(PositionwiseProjections):
 
     ndim: int = 2
     channel_axis: int = 1
-    position_axis: int = 2
 
     def __post_init__(self) -> None:
         if self.ndim not in CONV_CLASSES:
@@ -250,7 +249,6 @@ class TokenOps(PositionwiseProjections):
     """Ops on channels-last token sequences ``(..., N, C)``: linear layers and LayerNorm only."""
 
     channel_axis: int = -1
-    position_axis: int = -2
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True

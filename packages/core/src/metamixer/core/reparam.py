@@ -7,15 +7,12 @@ spatial dimensions; the weight layout is PyTorch's ``(out, in / groups, *kernel)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from .banded import DepthwiseConv1d
 
 CONV_CLASSES: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCHNORM_CLASSES: dict[int, type[nn.Module]] = {
@@ -122,9 +119,6 @@ class DenseConvs:
         groups: int = 1,
         bias: bool = True,
     ) -> nn.Module:
-        """A 1D depthwise stride-1 conv is a ``DepthwiseConv1d`` (banded product on CPU)."""
-        if self.ndim == 1 and stride == 1 and groups == in_channels == out_channels:
-            return DepthwiseConv1d(in_channels, kernel_size, bias=bias)
         return CONV_CLASSES[self.ndim](
             in_channels,
             out_channels,
@@ -144,9 +138,7 @@ class FusableConv(nn.Module):
 
     Subclasses build their branches with ``self.convs`` and implement ``forward_branches`` and
     ``equivalent_kernel_bias``.  After ``reparameterize()`` the branches are gone and ``self.fused``
-    (one conv of the same family, with bias) does the work; a depthwise conv with a channel
-    multiplier r becomes r pure depthwise convs (``nn.ModuleList``), the j-th making output channels
-    ``c·r + j`` (oneDNN has fast kernels only for pure depthwise convs).
+    (one conv of the same family and grouping, with bias) does the work.
     """
 
     def __init__(
@@ -179,16 +171,11 @@ class FusableConv(nn.Module):
         """The ``(weight, bias)`` of the single equivalent conv, folded or not."""
         if self.fused is None:
             return self.equivalent_kernel_bias()
-        if isinstance(self.fused, nn.ModuleList):
-            weight = interleave_channels([conv.weight for conv in self.fused], dim=0)
-            return weight, interleave_channels([conv.bias for conv in self.fused], dim=0)
         return self.fused.weight, self.fused.bias
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused is None:
             return self.forward_branches(x)
-        if isinstance(self.fused, nn.ModuleList):
-            return interleave_channels([conv(x) for conv in self.fused])
         return self.fused(x)
 
     @torch.no_grad()
@@ -198,41 +185,17 @@ class FusableConv(nn.Module):
         weight, bias = self.equivalent_kernel_bias()
         for name in list(self._modules):
             delattr(self, name)
-        multiplier = self.out_channels // self.in_channels
-        if self.groups == self.in_channels and multiplier > 1:
-            self.fused = nn.ModuleList(
-                self._conv(weight[j::multiplier], bias[j::multiplier], self.in_channels)
-                for j in range(multiplier)
-            )
-        else:
-            self.fused = self._conv(weight, bias, self.groups)
-
-    def _conv(self, weight: Tensor, bias: Tensor, groups: int) -> nn.Module:
-        """A conv of ``self.convs`` holding ``weight`` and ``bias``."""
-        in_channels = weight.shape[1] * groups
         conv = self.convs.conv(
-            in_channels,
-            weight.shape[0],
+            self.in_channels,
+            self.out_channels,
             self.kernel_size,
             stride=self.stride,
-            groups=groups,
+            groups=self.groups,
             bias=True,
         ).to(weight)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
-        return conv
-
-
-def interleave_channels(parts: Sequence[Tensor], dim: int = 1) -> Tensor:
-    """Entry ``c·r + j`` along ``dim`` is entry ``c`` of ``parts[j]`` (r parts).
-
-    Channels-last parts give a channels-last result.
-    """
-    first = parts[0]
-    channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
-    if dim == 1 and channels_last and not first.is_contiguous():
-        return torch.stack([p.movedim(1, 3) for p in parts], 4).flatten(3).movedim(3, 1)
-    return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
+        self.fused = conv
 
 
 def reparameterize_model(model: nn.Module) -> nn.Module:

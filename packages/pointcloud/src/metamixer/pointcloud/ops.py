@@ -95,7 +95,6 @@ class SparseOps(PositionwiseProjections):
     slot: StructureSlot
     full: bool = False
     channel_axis: int = -1
-    position_axis: int | None = None  # mixers see a level's whole feature matrix
 
     def depthwise(
         self,

@@ -37,10 +37,9 @@ from gluonts.transform import (
 )
 from torch import Tensor, nn
 
-from metamixer.core import build_network
+from metamixer.core import build_network, deploy
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
-from .ops import use_fast_dropout
 
 PREDICTION_INPUTS = ["past_target", "past_observed_values"]
 TRAINING_INPUTS = [*PREDICTION_INPUTS, "future_target", "future_observed_values"]
@@ -69,7 +68,7 @@ class FFNetDistributionModel(nn.Module):
         self.scaler = SCALERS[scaling](keepdim=True)
         task = {"num_vars": 1, "seq_len": context_length, "horizon": prediction_length}
         self.backbone = build_network(arch, task, {"revin": False, **(arch_args or {})})
-        use_fast_dropout(self.backbone)  # as before the architecture registry: integer masks
+        deploy(self.backbone, "cpu_training")
         self.head_dim = head_dim
         features = self.backbone.dim * self.backbone.num_patches
         self.head = nn.Linear(features, prediction_length * head_dim)

@@ -12,10 +12,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from metamixer.core import build_network
+from metamixer.core import RECIPES, apply_passes, build_network
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
-from .ops import use_fast_dropout
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
@@ -36,7 +35,9 @@ class Forecaster(L.LightningModule):
         horizon: forecast length (linked from the data module's ``pred_len``).
         arch_args: overrides of the architecture's arguments (e.g. ``dim``, ``mlp_ratio``,
             ``token_kernels``, ``token_mixers``, ``mlp_drop``), checked by name.
-        fast_dropout: training-time pass ``use_fast_dropout`` (integer dropout masks on CPU).
+        training_passes: CPU training speed-ups applied to the network (``metamixer.core.deploy``:
+            banded long-kernel depthwise conv, batched grouped 1×1 conv, integer dropout masks);
+            ``[]`` trains the network as defined.  Leaves the parameters and their names alone.
         loss: training objective, "mse" (the authors') or "mae" (robust to outlying days; the
             validation / test metrics are MSE and MAE either way, checkpoints selected on MSE).
         lr: Adam learning rate.
@@ -53,7 +54,7 @@ class Forecaster(L.LightningModule):
         seq_len: int = 96,
         horizon: int = 96,
         arch_args: dict[str, Any] | None = None,
-        fast_dropout: bool = True,
+        training_passes: tuple[str, ...] = RECIPES["cpu_training"],
         loss: Literal["mse", "mae"] = "mse",
         lr: float = 1e-4,
         lr_hold_epochs: int = 2,
@@ -67,8 +68,7 @@ class Forecaster(L.LightningModule):
         self.save_hyperparameters()
         task = {"num_vars": num_vars, "seq_len": seq_len, "horizon": horizon}
         self.model = build_network(arch, task, arch_args)
-        if fast_dropout:
-            use_fast_dropout(self.model)
+        apply_passes(self.model, training_passes)
 
         def metrics(prefix: str) -> MetricCollection:
             return MetricCollection(

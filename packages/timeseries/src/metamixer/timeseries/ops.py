@@ -13,54 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from metamixer.core import DenseOps
-from metamixer.core.banded import eager_on_cpu
 
 _DENSE_1D = DenseOps(ndim=1)
-
-
-class PointwiseConv1d(nn.Conv1d):
-    """``nn.Conv1d(in, out, 1, groups=groups)``, same parameters.
-
-    On CPU (eager) the forward is one batched matrix product over the groups on a
-    ``(groups, in / groups, B·N)`` layout.  Forward+backward at the forecaster's shapes (batch 64,
-    48 patches, one thread) against oneDNN's grouped 1×1 conv: 5.8× faster for the token mixer's
-    one-in-two-out groups, 1.6× for the channel mixer's projection, on par for dense ones.
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, groups: int = 1, bias: bool = True
-    ) -> None:
-        super().__init__(in_channels, out_channels, 1, groups=groups, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not eager_on_cpu(x):
-            return super().forward(x)
-        batch, _, n = x.shape
-        g = self.groups
-        weight = self.weight.view(g, self.out_channels // g, -1)
-        grouped = x.reshape(batch, g, -1, n).permute(1, 2, 0, 3).reshape(g, -1, batch * n)
-        if self.bias is None:
-            out = torch.bmm(weight, grouped)
-        else:
-            out = torch.baddbmm(self.bias.view(g, -1, 1), weight, grouped)
-        return out.view(g, -1, batch, n).permute(2, 0, 1, 3).reshape(batch, -1, n)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose CPU keep mask compares 15-bit random integers with ``(1 - p)·2¹⁵``.
-
-    Same distribution up to rounding p to a multiple of 2⁻¹⁵.  Drawing the mask takes half the
-    time of ``bernoulli_`` on CPU, whose masks were a quarter of the forecaster's training step.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0 or not eager_on_cpu(x):
-            return super().forward(x)
-        threshold = round((1.0 - self.p) * 2**15)
-        if threshold == 0:
-            return x * 0.0
-        draws = torch.empty(x.shape, dtype=torch.int16).random_()
-        return x * (draws < threshold).to(x.dtype).mul_(2**15 / threshold)
 
 
 class SwapAxes(nn.Module):
@@ -90,15 +44,6 @@ class SharedBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(batch * self.num_vars, -1, n)).reshape(batch, -1, n)
 
 
-def use_fast_dropout(model: nn.Module) -> nn.Module:
-    """Training-time pass: every ``nn.Dropout`` of ``model`` draws its CPU mask as ``Dropout``
-    does (in place; same parameters, same expectation; off = leave the model alone)."""
-    for module in model.modules():
-        if type(module) is nn.Dropout:
-            module.__class__ = Dropout
-    return model
-
-
 @dataclass(frozen=True)
 class VariableOps:
     """Spatial ops for ``(B, M·D, N)`` features; ``dim`` arguments count features per variable.
@@ -112,7 +57,6 @@ class VariableOps:
     query_drop: float = 0.0
     query_proj_drop: float = 0.0
     channel_axis: int = 1
-    position_axis: int | None = None  # the forecaster's inputs are small: no slicing
 
     def depthwise(
         self,
@@ -136,7 +80,7 @@ class VariableOps:
     ) -> nn.Module:
         """Per-variable linear map of the features (a grouped 1×1 conv, groups = M)."""
         m = self.num_vars
-        conv = PointwiseConv1d(m * in_dim, m * out_dim, groups=m, bias=bias and not norm)
+        conv = nn.Conv1d(m * in_dim, m * out_dim, 1, groups=m, bias=bias and not norm)
         return nn.Sequential(conv, self.norm(out_dim)) if norm else conv
 
     def query(self, dim: int, *, norm: bool = False) -> nn.Module:
@@ -145,11 +89,11 @@ class VariableOps:
         m, hidden = self.num_vars, self.query_mlp_ratio * self.num_vars
         return nn.Sequential(
             SwapAxes(m, dim),  # (M, D) -> (D, M): group by feature
-            PointwiseConv1d(dim * m, dim * hidden, groups=dim),
+            nn.Conv1d(dim * m, dim * hidden, 1, groups=dim),
             nn.Dropout(self.query_drop),
             nn.GELU(),
             SwapAxes(dim, hidden),  # (D, e·M) -> (e·M, D)
-            PointwiseConv1d(hidden * dim, m * dim, groups=m),
+            nn.Conv1d(hidden * dim, m * dim, 1, groups=m),
             nn.Dropout(self.query_proj_drop),
             *([SharedBatchNorm(dim, m)] if norm else []),
         )
@@ -160,7 +104,7 @@ class VariableOps:
         m = self.num_vars
         return nn.Sequential(
             SwapAxes(m, in_dim),
-            PointwiseConv1d(in_dim * m, out_dim * m, groups=out_dim),
+            nn.Conv1d(in_dim * m, out_dim * m, 1, groups=out_dim),
             SwapAxes(out_dim, m),
         )
 

@@ -18,7 +18,6 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from metamixer.core import (
-    GELU,
     ConvBN,
     DenseOps,
     MetaBlock,
@@ -112,7 +111,7 @@ class FFNet(nn.Module):
 
         self.stem = nn.Sequential(
             ConvBN(in_chans, stem_dim, 3, stride=2),
-            GELU(inplace=True),  # in place at inference only
+            nn.GELU(),
             ConvBN(stem_dim, dims[0], 3, stride=2),
         )
         rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metamixer.core import (
-    GELU,
     ConvBN,
     DenseConvs,
     DenseOps,
@@ -131,7 +130,6 @@ def strip_convnext_mixer(
         value=OPS.project(hidden, dim),
         act_axis=OPS.channel_axis,
         mixes="channels",
-        position_axis=OPS.position_axis,
     )
 
 
@@ -140,7 +138,7 @@ class PostActBlock(MetaBlock):
 
     def __init__(self, dim: int, mixer: nn.Module, *, drop_path: float = 0.0) -> None:
         super().__init__(dim, mixer, drop_path=drop_path)
-        self.act = GELU(inplace=True)  # the residual sum is a fresh tensor
+        self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(super().forward(x))
@@ -178,9 +176,7 @@ class FFNetSegHead(nn.Module):
     ) -> None:
         super().__init__()
         total = sum(in_dims)
-        self.squeeze = nn.Sequential(
-            ConvBN(total, total, 1), GELU(inplace=True), ConvBN(total, width, 1)
-        )
+        self.squeeze = nn.Sequential(ConvBN(total, total, 1), nn.GELU(), ConvBN(total, width, 1))
         rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.Sequential(
             *(
@@ -203,7 +199,7 @@ class FFNetSegHead(nn.Module):
         self.expand = (
             nn.Identity()
             if out_ratio is None
-            else nn.Sequential(ConvBN(width, out_dim, 1), GELU(inplace=True))
+            else nn.Sequential(ConvBN(width, out_dim, 1), nn.GELU())
         )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(out_dim, num_classes, 1)
@@ -281,9 +277,9 @@ class FFNetSeg(nn.Module):
 
         self.stem = nn.Sequential(
             ConvBN(in_chans, stem_dim, 3, stride=2),
-            GELU(inplace=True),
+            nn.GELU(),
             ConvBN(stem_dim, stem_dim, 3),
-            GELU(inplace=True),
+            nn.GELU(),
             ConvBN(stem_dim, dims[0], 3),
             ConvBN(dims[0], dims[0], 3, stride=2),
         )
@@ -295,7 +291,7 @@ class FFNetSeg(nn.Module):
                 if i == 0
                 else nn.Sequential(
                     ConvBN(dims[i - 1], 2 * dims[i], 3, stride=2),
-                    GELU(inplace=True),
+                    nn.GELU(),
                     ConvBN(2 * dims[i], dims[i], 1),
                 )
             )
