@@ -38,7 +38,7 @@ from metamixer.pointcloud._spconv import spconv
 from metamixer.pointcloud.sparse import (
     SparseDepthwiseConv,
     SparseStructure,
-    StructureSlot,
+    SparseTensor,
     sparse_depthwise,
 )
 
@@ -99,13 +99,11 @@ def spconv_features(conv, tensor):
 
 
 def conv_table(structure: SparseStructure, channels: list[int], repeats: int, device: str) -> list:
-    slot = StructureSlot()
-    slot.structure = structure
     pairs = structure.pairs(3)
     rows = []
     for c in channels:
         x = torch.randn(structure.num_voxels, c, device=device, requires_grad=True)
-        ours = SparseDepthwiseConv(c, 3, slot, bias=False).to(device)
+        ours = SparseDepthwiseConv(c, 3, bias=False).to(device)
         full = spconv.SubMConv3d(c, c, 3, padding=1, bias=False, indice_key="bench").to(device)
         tensor = spconv.SparseConvTensor(
             x,
@@ -126,7 +124,7 @@ def conv_table(structure: SparseStructure, channels: list[int], repeats: int, de
 
         impls = {
             "spconv SubMConv3d (full C→C)": partial(spconv_features, full, tensor),
-            "depthwise (ours, native)": partial(ours, x),
+            "depthwise (ours, native)": partial(ours, SparseTensor(x, structure)),
             "depthwise (naive)": partial(naive_depthwise, x, weight, pairs),
         }
         if torch_scatter is not None:

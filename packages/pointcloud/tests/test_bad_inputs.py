@@ -10,7 +10,7 @@ from metamixer.pointcloud.data import LASDataModule, ScanNetDataModule, read_sce
 from metamixer.pointcloud.inference import predict_chunked
 from metamixer.pointcloud.ops import SceneTokens
 from metamixer.pointcloud.scannet import LabelMap, convert_scene, read_ply
-from metamixer.pointcloud.sparse import SparseStructure, StructureSlot
+from metamixer.pointcloud.sparse import SparseStructure, SparseTensor
 
 TINY = dict(enc_depths=(1, 1), enc_channels=(8, 16), dec_depths=(1,), dec_channels=(8,))
 
@@ -44,10 +44,10 @@ def model_call(features, coords, batch):
 
 
 def attention_on(voxels: int, max_tokens: int) -> torch.Tensor:
-    slot = StructureSlot()
     coords = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).view(-1, 3)
-    slot.structure = SparseStructure(coords[:voxels], torch.zeros(voxels, dtype=torch.long), 1)
-    return SceneTokens(torch.nn.Identity(), slot, max_tokens)(torch.randn(voxels, 4))
+    structure = SparseStructure(coords[:voxels], torch.zeros(voxels, dtype=torch.long), 1)
+    x = SparseTensor(torch.randn(voxels, 4), structure)
+    return SceneTokens(torch.nn.Identity(), max_tokens)(x).features
 
 
 CASES = {

@@ -10,7 +10,7 @@ from metamixer.pointcloud import SparseFFNet
 from metamixer.pointcloud.__main__ import main
 from metamixer.pointcloud.lit import iou_from_confusion, lovasz_softmax
 from metamixer.pointcloud.ops import SceneDropPath
-from metamixer.pointcloud.sparse import SparseStructure, StructureSlot
+from metamixer.pointcloud.sparse import SparseStructure, SparseTensor
 
 TINY = dict(enc_depths=(1, 1, 1), enc_channels=(8, 16, 32), dec_depths=(1, 1), dec_channels=(8, 16))
 
@@ -103,13 +103,12 @@ def test_bad_inputs_name_the_problem():
 
 
 def test_drop_path_drops_whole_scenes():
-    slot = StructureSlot()
     coords = torch.randint(0, 5, (40, 3))
-    slot.structure = SparseStructure(coords, torch.arange(40) % 8, 8)
-    drop = SceneDropPath(0.5, slot).train()
+    structure = SparseStructure(coords, torch.arange(40) % 8, 8)
+    drop = SceneDropPath(0.5).train()
     torch.manual_seed(1)
-    out = drop(torch.ones(40, 3))
-    per_scene = [out[slot.structure.batch == b] for b in range(8)]
+    out = drop(SparseTensor(torch.ones(40, 3), structure)).features
+    per_scene = [out[structure.batch == b] for b in range(8)]
     assert all(((s == 0).all() or (s == 2).all()) for s in per_scene)
     assert 0 < sum((s == 0).all() for s in per_scene) < 8
 

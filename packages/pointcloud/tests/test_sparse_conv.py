@@ -10,7 +10,7 @@ from metamixer.pointcloud.ops import SparseOps
 from metamixer.pointcloud.sparse import (
     SparseDepthwiseConv,
     SparseStructure,
-    StructureSlot,
+    SparseTensor,
     sparse_depthwise,
 )
 
@@ -39,13 +39,14 @@ def dense_reference(features, coords, batch, weight, bias, size):
 def test_matches_dense_grouped_conv3d_forward_and_backward(kernel, density):
     size, c = 10, 6
     coords, batch = random_voxels(int(density * size**3), size, seed=kernel)
-    slot = StructureSlot()
-    slot.structure = SparseStructure(coords, batch, 2)
-    conv = SparseDepthwiseConv(c, kernel, slot)
+    structure = SparseStructure(coords, batch, 2)
+    conv = SparseDepthwiseConv(c, kernel)
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(len(coords), c, requires_grad=True, dtype=torch.float64)
     conv = conv.double()
-    ours = conv(x)
+    out = conv(SparseTensor(x, structure))
+    assert out.structure is structure
+    ours = out.features
     w = conv.weight.detach().clone().requires_grad_()
     b = conv.bias.detach().clone().requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
@@ -69,15 +70,14 @@ def test_neighbour_maps_are_computed_once_per_structure():
 def test_large_small_sparse_branches_fold(kernels):
     size = 9
     coords, batch = random_voxels(150, size, seed=3)
-    slot = StructureSlot()
-    slot.structure = SparseStructure(coords, batch, 2)
-    conv = SparseOps(slot).depthwise(8, kernels[0], small_kernel=kernels[1])
+    structure = SparseStructure(coords, batch, 2)
+    conv = SparseOps().depthwise(8, kernels[0], small_kernel=kernels[1])
     randomize_batchnorm(conv).eval()
     x = torch.randn(len(coords), 8)
     with torch.no_grad():
-        before = conv(x)
+        before = conv(SparseTensor(x, structure)).features
         reparameterize_model(conv)
-        after = conv(x)
+        after = conv(SparseTensor(x, structure)).features
     assert count_modules(conv, torch.nn.BatchNorm1d) == 0
     assert isinstance(conv.fused, SparseDepthwiseConv)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
@@ -91,15 +91,19 @@ def test_bad_inputs():
         SparseStructure(torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long), 1)
     with pytest.raises(ValueError, match="non-negative"):
         SparseStructure(torch.tensor([[-1, 0, 0]]), torch.zeros(1, dtype=torch.long), 1)
-    slot = StructureSlot()
-    conv = SparseDepthwiseConv(4, 3, slot)
-    with pytest.raises(RuntimeError, match="no sparse structure"):
+    conv = SparseDepthwiseConv(4, 3)
+    with pytest.raises(ValueError, match="expected a SparseTensor with 4 channels"):
         conv(torch.zeros(3, 4))
-    slot.structure = SparseStructure(
+    structure = SparseStructure(
         torch.tensor([[0, 0, 0], [0, 0, 1]]), torch.zeros(2, dtype=torch.long), 1
     )
-    with pytest.raises(ValueError, match=r"features \(N, 4\)"):
-        conv(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="expected a SparseTensor with 4 channels"):
+        conv(SparseTensor(torch.zeros(2, 5), structure))
+    with pytest.raises(ValueError, match=r"\(3, 4\) for a structure of 2 voxels"):
+        SparseTensor(torch.zeros(3, 4), structure)
+    other = SparseStructure(structure.coords.clone(), structure.batch, 1)
+    with pytest.raises(ValueError, match="two structures"):
+        SparseTensor(torch.zeros(2, 4), structure) + SparseTensor(torch.zeros(2, 4), other)
 
 
 def test_full_sparse_conv_matches_dense_conv3d():
@@ -107,9 +111,8 @@ def test_full_sparse_conv_matches_dense_conv3d():
 
     size = 8
     coords, batch = random_voxels(120, size, seed=5)
-    slot = StructureSlot()
-    slot.structure = SparseStructure(coords, batch, 2)
-    conv = SparseFullConv(4, 6, 3, slot).double()
+    structure = SparseStructure(coords, batch, 2)
+    conv = SparseFullConv(4, 6, 3).double()
     torch.nn.init.normal_(conv.weight)
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(len(coords), 4, dtype=torch.float64)
@@ -120,7 +123,28 @@ def test_full_sparse_conv_matches_dense_conv3d():
     ref = F.conv3d(grid, dense_w, conv.bias.detach(), padding=1)[
         batch, :, coords[:, 0], coords[:, 1], coords[:, 2]
     ]
-    torch.testing.assert_close(conv(x), ref)
+    torch.testing.assert_close(conv(SparseTensor(x, structure)).features, ref)
+
+
+@pytest.mark.parametrize("mixer", ["ffnified", "convnext", "pooling", "attention"])
+def test_a_sparse_block_runs_on_its_own(mixer):
+    """No stage, no side channel: a block's sparse ops read the structure from their input."""
+    from metamixer.core import CHANNEL_MIXERS, TOKEN_MIXERS, MetaBlock, MixerContext
+    from metamixer.pointcloud.ops import SceneDropPath
+
+    coords, batch = random_voxels(120, 6, seed=2)
+    structure = SparseStructure(coords, batch, 2)
+    where = "test block"
+    context = MixerContext(8, SparseOps(), kernel_size=3, conv_norm=True, where=where)
+    registry = CHANNEL_MIXERS if mixer == "convnext" else TOKEN_MIXERS
+    block = MetaBlock(8, registry.build(mixer, context), norm=torch.nn.LayerNorm(8),
+                      drop_path=SceneDropPath(0.2), channel_axis=-1)  # fmt: skip
+    x = torch.randn(len(coords), 8, requires_grad=True)
+    out = block(SparseTensor(x, structure))
+    assert isinstance(out, SparseTensor) and out.structure is structure
+    assert out.shape == (len(coords), 8)
+    out.features.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_torch_scatter_backend_equals_dense_forward_and_backward():

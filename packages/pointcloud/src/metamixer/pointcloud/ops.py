@@ -1,8 +1,9 @@
 """The sparse ops bundle: ``metamixer.core``'s mixers on voxel features ``(N, C)``.
 
-``SparseOps(slot)`` realises depthwise convs as true sparse depthwise submanifold convs (or, with
+``SparseOps()`` realises depthwise convs as true sparse depthwise submanifold convs (or, with
 ``full=True``, as the authors' full ``C → C`` submanifold convs), pointwise projections as
-linear layers, and norms as BatchNorm1d / LayerNorm over the features.
+linear layers, and norms as BatchNorm1d / LayerNorm over the features.  Every module maps a
+``SparseTensor`` to a ``SparseTensor``: sparse ones read the voxel structure from their input.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from metamixer.core import ConvBN, RepDWConv
 from metamixer.core.ops import PositionwiseProjections
 
-from .sparse import SparseDepthwiseConv, SparseFullConv, StructureSlot
+from .sparse import SparseDepthwiseConv, SparseFullConv, SparseTensor
 
 
 def batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -27,7 +28,6 @@ def batch_norm(channels: int) -> nn.BatchNorm1d:
 class SparseDepthwiseConvs:
     """Conv family for ``metamixer.core``'s fusable blocks: sparse depthwise convs + BatchNorm1d."""
 
-    slot: StructureSlot
     ndim: int = 3
 
     def conv(
@@ -44,7 +44,7 @@ class SparseDepthwiseConvs:
             raise ValueError(
                 "sparse convs here are depthwise submanifold convs: in = out = groups, stride 1"
             )
-        return SparseDepthwiseConv(in_channels, kernel_size, self.slot, bias=bias)
+        return SparseDepthwiseConv(in_channels, kernel_size, bias=bias)
 
     def batch_norm(self, channels: int) -> nn.Module:
         return batch_norm(channels)
@@ -53,32 +53,33 @@ class SparseDepthwiseConvs:
 class SparseAvgPool(nn.Module):
     """Mean of the active voxels in the ``k³`` neighbourhood (PoolFormer's pool on sparse data)."""
 
-    def __init__(self, kernel_size: int, slot: StructureSlot) -> None:
+    def __init__(self, kernel_size: int) -> None:
         super().__init__()
-        self.kernel_size, self.slot = kernel_size, slot
+        self.kernel_size = kernel_size
 
-    def forward(self, x: Tensor) -> Tensor:
-        table = self.slot.get().neighbours(self.kernel_size)
-        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        table = x.structure.neighbours(self.kernel_size)
+        f = x.features
+        padded = torch.cat([f, f.new_zeros(1, f.shape[1])])
         total = sum(padded.index_select(0, t) for t in table)
-        count = (table < len(x)).sum(0, keepdim=True).t().to(x)
-        return total / count
+        count = (table < len(f)).sum(0, keepdim=True).t().to(f)
+        return x.replace(total / count)
 
 
 class SceneDropPath(nn.Module):
     """Stochastic depth per scene: all voxels of a dropped scene lose the branch together."""
 
-    def __init__(self, p: float, slot: StructureSlot) -> None:
+    def __init__(self, p: float) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
-        self.p, self.slot = p, slot
+        self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: SparseTensor) -> SparseTensor:
         if not self.training or self.p == 0.0:
             return x
-        s = self.slot.get()
-        keep = x.new_empty(s.batch_size).bernoulli_(1.0 - self.p) / (1.0 - self.p)
+        s = x.structure
+        keep = x.features.new_empty(s.batch_size).bernoulli_(1.0 - self.p) / (1.0 - self.p)
         return x * keep[s.batch][:, None]
 
     def extra_repr(self) -> str:
@@ -92,7 +93,6 @@ class SparseOps(PositionwiseProjections):
     ``full=True`` builds the authors' full ``C → C`` submanifold convs instead of depthwise ones.
     """
 
-    slot: StructureSlot
     full: bool = False
     channel_axis: int = -1
 
@@ -108,15 +108,15 @@ class SparseOps(PositionwiseProjections):
     ) -> nn.Module:
         if stride != 1 or out_dim not in (None, dim):
             raise ValueError("sparse depthwise convs keep the channels and the voxels (stride 1)")
-        convs = SparseDepthwiseConvs(self.slot)
+        convs = SparseDepthwiseConvs()
         if self.full:
-            conv = SparseFullConv(dim, dim, kernel_size, self.slot, bias=True)
+            conv = SparseFullConv(dim, dim, kernel_size, bias=True)
             return nn.Sequential(conv, batch_norm(dim)) if norm or small_kernel else conv
         if small_kernel is not None:
             return RepDWConv(dim, kernel_size, small_kernel, convs=convs)
         if norm:
             return ConvBN(dim, dim, kernel_size, groups=dim, convs=convs)
-        return SparseDepthwiseConv(dim, kernel_size, self.slot, bias=True)
+        return SparseDepthwiseConv(dim, kernel_size, bias=True)
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
@@ -133,10 +133,10 @@ class SparseOps(PositionwiseProjections):
         raise ValueError(f"unknown norm kind {kind!r}; valid: 'layer', 'batch'")
 
     def avg_pool(self, kernel_size: int) -> nn.Module:
-        return SparseAvgPool(kernel_size, self.slot)
+        return SparseAvgPool(kernel_size)
 
     def as_tokens(self, mixer: nn.Module) -> nn.Module:
-        return SceneTokens(mixer, self.slot)
+        return SceneTokens(mixer)
 
 
 #: The most voxels of one scene at one level that a token-sequence mixer (self-attention) may see:
@@ -152,14 +152,12 @@ class SceneTokens(nn.Module):
     coarse levels, as CAFormer does at its late stages).
     """
 
-    def __init__(
-        self, mixer: nn.Module, slot: StructureSlot, max_tokens: int = MAX_SCENE_TOKENS
-    ) -> None:
+    def __init__(self, mixer: nn.Module, max_tokens: int = MAX_SCENE_TOKENS) -> None:
         super().__init__()
-        self.mixer, self.slot, self.max_tokens = mixer, slot, max_tokens
+        self.mixer, self.max_tokens = mixer, max_tokens
 
-    def forward(self, x: Tensor) -> Tensor:
-        s = self.slot.get()
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        s = x.structure
         counts = torch.bincount(s.batch.long(), minlength=s.batch_size)
         if int(counts.max()) > self.max_tokens:
             raise ValueError(
@@ -167,5 +165,5 @@ class SceneTokens(nn.Module):
                 f"exceeds the limit of {self.max_tokens}: use attention only at coarser levels "
                 "(e.g. token_mixers with 'attention' in the last encoder stages) or smaller crops"
             )
-        parts = x.split(counts.tolist())  # a level's voxels are ordered by scene
-        return torch.cat([self.mixer(p[None])[0] if len(p) else p for p in parts])
+        parts = x.features.split(counts.tolist())  # a level's voxels are ordered by scene
+        return x.replace(torch.cat([self.mixer(p[None])[0] if len(p) else p for p in parts]))

@@ -2,15 +2,18 @@
 
 A ``SparseStructure`` holds the voxels of one resolution level (integer coordinates, scene index)
 and caches, per kernel size, the neighbour table computed once from spconv's submanifold indice
-pairs.  Modules of a stage read the current structure from a shared ``StructureSlot`` that the
-stage fills before running its blocks, so channel-wise ops act on plain ``(N, C)`` features and
-every block of the stage reuses the same maps.
+pairs.  A ``SparseTensor`` carries features ``(N, C)`` together with their structure through the
+network (like spconv's ``SparseConvTensor``): sparse modules read the structure from their input,
+and every other op (linear layers, norms, activations, sums) sees the features, so a level's
+blocks share its maps and any module runs on its own.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -102,16 +105,91 @@ class SparseStructure:
         return table
 
 
-class StructureSlot:
-    """The structure of the level a stage is currently running on (shared by its modules)."""
+class SparseTensor:
+    """Voxel features ``(N, C)`` and the ``SparseStructure`` of their N voxels, as one value.
 
-    def __init__(self) -> None:
-        self.structure: SparseStructure | None = None
+    Any torch function given a ``SparseTensor`` runs on its features (``__torch_function__``); a
+    result with one row per voxel comes back as a ``SparseTensor`` on the same structure, anything
+    else (reductions, other shapes) as a plain tensor.  Combining tensors of two different
+    structures is refused.  ``replace(features)`` makes a new one on the same structure.
+    """
 
-    def get(self) -> SparseStructure:
-        if self.structure is None:
-            raise RuntimeError("no sparse structure set: run sparse modules through their stage")
-        return self.structure
+    __slots__ = ("features", "structure")
+
+    def __init__(self, features: Tensor, structure: SparseStructure) -> None:
+        if features.dim() != 2 or len(features) != structure.num_voxels:
+            raise ValueError(
+                f"features of shape {tuple(features.shape)} for a structure of "
+                f"{structure.num_voxels} voxels: need one feature row per voxel, (N, C)"
+            )
+        self.features, self.structure = features, structure
+
+    def replace(self, features: Tensor) -> SparseTensor:
+        return SparseTensor(features, self.structure)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.features.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.features.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def dim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __repr__(self) -> str:
+        return f"SparseTensor(features={tuple(self.features.shape)}, batch_size={self.structure.batch_size})"
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Callable, types: Any, args: Any = (), kwargs: Any = None
+    ) -> Any:
+        structures: list[SparseStructure] = []
+
+        def unwrap(value: Any) -> Any:
+            if isinstance(value, SparseTensor):
+                structures.append(value.structure)
+                return value.features
+            if isinstance(value, (list, tuple)):
+                return type(value)(unwrap(v) for v in value)
+            return value
+
+        args, kwargs = unwrap(args), {k: unwrap(v) for k, v in (kwargs or {}).items()}
+        structure = structures[0]
+        for other in structures[1:]:
+            if other is not structure:
+                raise ValueError(
+                    f"{func.__name__} combines sparse tensors of two structures "
+                    f"({structure.num_voxels} and {other.num_voxels} voxels)"
+                )
+        result = func(*args, **kwargs)
+        if isinstance(result, Tensor) and result.dim() == 2 and len(result) == structure.num_voxels:
+            return SparseTensor(result, structure)
+        return result
+
+    def __add__(self, other: Any) -> Any:
+        return torch.add(self, other)
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Any) -> Any:
+        return torch.mul(self, other)
+
+    __rmul__ = __mul__
+
+    def __sub__(self, other: Any) -> Any:
+        return torch.sub(self, other)
+
+    def __truediv__(self, other: Any) -> Any:
+        return torch.div(self, other)
 
 
 class _SparseDepthwise(torch.autograd.Function):
@@ -202,27 +280,23 @@ def sparse_depthwise(
 
 class SparseDepthwiseConv(nn.Module):
     """Depthwise submanifold 3D conv: per-channel ``k³`` weights, ``(C, 1, k, k, k)`` like
-    ``nn.Conv3d(C, C, k, groups=C)``, on the structure of the slot's current level."""
+    ``nn.Conv3d(C, C, k, groups=C)``; ``SparseTensor`` in, ``SparseTensor`` out."""
 
-    def __init__(
-        self, channels: int, kernel_size: int, slot: StructureSlot, bias: bool = True
-    ) -> None:
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.channels, self.kernel_size, self.slot = channels, kernel_size, slot
+        self.channels, self.kernel_size = channels, kernel_size
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.channels:
-            raise ValueError(f"expected features (N, {self.channels}), got {tuple(x.shape)}")
-        structure = self.slot.get()
-        if structure.num_voxels != len(x):
-            raise ValueError(f"{len(x)} feature rows for {structure.num_voxels} voxels")
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if not isinstance(x, SparseTensor) or x.shape[1] != self.channels:
+            raise ValueError(f"expected a SparseTensor with {self.channels} channels, got {x!r}")
         weight = self.weight.view(self.channels, -1).t()
-        return sparse_depthwise(x, weight, structure.pairs(self.kernel_size), self.bias)
+        pairs = x.structure.pairs(self.kernel_size)
+        return x.replace(sparse_depthwise(x.features, weight, pairs, self.bias))
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
@@ -241,34 +315,34 @@ class SparseFullConv(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int,
-        slot: StructureSlot,
         bias: bool = True,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.kernel_size, self.slot = kernel_size, slot
+        self.kernel_size = kernel_size
         self.weight = nn.Parameter(torch.empty(kernel_size**3, in_channels, out_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.trunc_normal_(self.weight, std=0.02)
 
-    def forward(self, x: Tensor) -> Tensor:
-        table = self.slot.get().neighbours(self.kernel_size)
-        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        table = x.structure.neighbours(self.kernel_size)
+        f = x.features
+        padded = torch.cat([f, f.new_zeros(1, f.shape[1])])
         out = (
-            x.new_zeros(len(x), self.weight.shape[2])
+            f.new_zeros(len(f), self.weight.shape[2])
             if self.bias is None
-            else self.bias.expand(len(x), -1)
+            else self.bias.expand(len(f), -1)
         )
         for k in range(len(table)):
             out = torch.addmm(out, padded.index_select(0, table[k]), self.weight[k])
-        return out
+        return x.replace(out)
 
 
 __all__ = [
     "SparseDepthwiseConv",
     "SparseFullConv",
     "SparseStructure",
-    "StructureSlot",
+    "SparseTensor",
     "sparse_depthwise",
 ]

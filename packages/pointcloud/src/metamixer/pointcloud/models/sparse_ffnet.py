@@ -23,7 +23,7 @@ from metamixer.core import (
 )
 
 from ..ops import SceneDropPath, SparseOps, batch_norm
-from ..sparse import SparseFullConv, SparseStructure, StructureSlot
+from ..sparse import SparseFullConv, SparseStructure, SparseTensor
 
 try:
     from torch_scatter import segment_csr
@@ -75,8 +75,9 @@ class Pool(nn.Module):
         super().__init__()
         self.proj, self.norm, self.act = nn.Linear(in_dim, out_dim), batch_norm(out_dim), nn.GELU()
 
-    def forward(self, x: Tensor, cluster: Tensor, num: int) -> Tensor:
-        return self.act(self.norm(segment_max(self.proj(x), cluster, num)))
+    def forward(self, x: SparseTensor, coarse: SparseStructure, cluster: Tensor) -> SparseTensor:
+        pooled = segment_max(self.proj(x.features), cluster, coarse.num_voxels)
+        return self.act(self.norm(SparseTensor(pooled, coarse)))
 
 
 class Unpool(nn.Module):
@@ -90,14 +91,14 @@ class Unpool(nn.Module):
 
         self.proj, self.proj_skip = proj(in_dim), proj(skip_dim)
 
-    def forward(self, coarse: Tensor, skip: Tensor, cluster: Tensor) -> Tensor:
-        return self.proj_skip(skip) + self.proj(coarse)[cluster]
+    def forward(self, coarse: SparseTensor, skip: SparseTensor, cluster: Tensor) -> SparseTensor:
+        return self.proj_skip(skip) + self.proj(coarse.features)[cluster]
 
 
-class Stage(nn.Module):
-    """FFNet blocks on one resolution level; sets the level's structure for its sparse ops.
+class Stage(nn.Sequential):
+    """FFNet blocks on one resolution level (``SparseTensor`` in and out).
 
-    ``mixers(ops) -> (token, channel)`` builds one block's two mixers on the level's ops.
+    ``mixers(ops) -> (token, channel)`` builds one block's two mixers on the sparse ops.
     """
 
     def __init__(
@@ -108,9 +109,7 @@ class Stage(nn.Module):
         *,
         full_convs: bool,
     ) -> None:
-        super().__init__()
-        self.slot = StructureSlot()
-        ops = SparseOps(self.slot, full=full_convs)
+        ops = SparseOps(full=full_convs)
         blocks = []
         for p in drop_paths:
             for mixer in mixers(ops):
@@ -119,18 +118,11 @@ class Stage(nn.Module):
                         dim,
                         mixer,
                         norm=nn.LayerNorm(dim),
-                        drop_path=SceneDropPath(p, self.slot),
+                        drop_path=SceneDropPath(p),
                         channel_axis=-1,
                     )
                 )
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor, structure: SparseStructure) -> Tensor:
-        self.slot.structure = structure
-        try:
-            return self.blocks(x)
-        finally:
-            self.slot.structure = None
+        super().__init__(*blocks)
 
 
 class SparseFFNet(nn.Module):
@@ -182,8 +174,7 @@ class SparseFFNet(nn.Module):
                 f"(got enc {len(enc_depths)}/{len(enc_channels)}, dec {len(dec_depths)}/{len(dec_channels)})"
             )
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.stem_slot = StructureSlot()
-        self.stem = SparseFullConv(in_channels, enc_channels[0], 5, self.stem_slot, bias=False)
+        self.stem = SparseFullConv(in_channels, enc_channels[0], 5, bias=False)
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
         stages = 2 * levels - 1  # encoder 0 … L-1, then decoder L-2 … 0
         mixers = StageMixers.of(stages, token_mixers, token_acts, channel_mixers, channel_acts)
@@ -248,22 +239,19 @@ class SparseFFNet(nn.Module):
     def forward(self, features: Tensor, coords: Tensor, batch: Tensor) -> Tensor:
         self.check_input(features, coords, batch)
         order = serialize(SparseStructure(coords, batch, int(batch.max()) + 1))
-        levels = [SparseStructure(coords[order], batch[order], int(batch.max()) + 1)]
-        self.stem_slot.structure = levels[0]
-        x = self.stem_norm(self.stem(features[order]))
-        self.stem_slot.structure = None
+        fine = SparseStructure(coords[order], batch[order], int(batch.max()) + 1)
+        x = self.stem_norm(self.stem(SparseTensor(features[order], fine)))
         skips, clusters = [], []
         for s, stage in enumerate(self.encoder):
             if s > 0:
-                coarse, cluster = pool_structure(levels[-1])
-                x = self.pools[s - 1](x, cluster, coarse.num_voxels)
-                levels.append(coarse)
+                coarse, cluster = pool_structure(x.structure)
+                x = self.pools[s - 1](x, coarse, cluster)
                 clusters.append(cluster)
-            x = stage(x, levels[-1])
+            x = stage(x)
             skips.append(x)
         for s in reversed(range(len(self.decoder))):
-            x = self.decoder[s](self.unpools[s](x, skips[s], clusters[s]), levels[s])
-        logits = self.head(x)
+            x = self.decoder[s](self.unpools[s](x, skips[s], clusters[s]))
+        logits = self.head(x.features)
         return torch.empty_like(logits).index_copy_(0, order, logits)  # back to input order
 
 
