@@ -60,13 +60,25 @@ def _fit(module: str, args: list[str], root: Path, extra: list[str]) -> subproce
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
-def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -> dict[str, Path]:
+def step_checkpoint(every: int) -> list[str]:
+    """CLI arguments adding a ``ModelCheckpoint`` that writes ``last.ckpt`` every ``every``
+    training steps (mid-epoch too), for ``kill_and_resume(..., steps_per_epoch=...)``."""
+    return ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.save_last=true", "--trainer.callbacks.save_top_k=0",
+            f"--trainer.callbacks.every_n_train_steps={every}"]  # fmt: skip
+
+
+def kill_and_resume(
+    module: str, args: list[str], root: Path, crash_step: int, *, steps_per_epoch: int | None = None
+) -> dict[str, Path]:
     """Train ``python -m module fit args`` three ways and return the final checkpoints:
     uninterrupted, and killed with SIGKILL after ``crash_step`` steps then resumed with
     ``--ckpt_path last``.  ``args`` must make a deterministic CPU run with ``save_last``.
 
     Fails unless the killed run left a checkpoint from before the kill and the restart restored
-    training from it (a fresh deterministic run would end equal too)."""
+    training from it (a fresh deterministic run would end equal too).  With ``steps_per_epoch`` the
+    checkpoint must be a mid-epoch one (``args`` add e.g. ``step_checkpoint``) holding the training
+    loader's state, and the restart must not warn that the loader is not resumable."""
     full = _fit(module, args, root / "uninterrupted", [])
     if full.returncode != 0:
         raise AssertionError(f"uninterrupted run failed:\n{full.stderr[-3000:]}")
@@ -84,11 +96,24 @@ def kill_and_resume(module: str, args: list[str], root: Path, crash_step: int) -
     left = torch.load(last, map_location="cpu", weights_only=True)
     if not 0 < left["global_step"] <= crash_step:
         raise AssertionError(f"the killed run's checkpoint is at step {left['global_step']}")
+    if steps_per_epoch is not None:
+        if left["global_step"] % steps_per_epoch == 0:
+            raise AssertionError(
+                f"the killed run's checkpoint is at step {left['global_step']}, an epoch end "
+                f"({steps_per_epoch} steps per epoch): no mid-epoch checkpoint was written"
+            )
+        if not left["loops"]["fit_loop"]["state_dict"].get("combined_loader"):
+            raise AssertionError(
+                f"{last} holds no training loader state: it cannot resume mid-epoch"
+            )
     resumed = _fit(module, [*args, "--ckpt_path=last"], root / "resumed", [])
+    output = resumed.stdout + resumed.stderr
     if resumed.returncode != 0:
         raise AssertionError(f"resumed run failed:\n{resumed.stderr[-3000:]}")
-    if "Restored all states from the checkpoint" not in resumed.stdout + resumed.stderr:
+    if "Restored all states from the checkpoint" not in output:
         raise AssertionError(f"the restart did not restore {last}:\n{resumed.stderr[-3000:]}")
+    if steps_per_epoch is not None and "not resumable" in output:
+        raise AssertionError(f"the training loader could not resume mid-epoch:\n{output[-3000:]}")
     if list((root / "resumed").rglob("fit-*/checkpoints/last.ckpt")) != [last]:
         raise AssertionError("the resumed run did not continue in the interrupted run's folder")
     return {name: next((root / name).rglob("last.ckpt")) for name in ("uninterrupted", "resumed")}

@@ -1,6 +1,7 @@
 """Every entry point has --help; misspelled config keys and bad values fail before any work."""
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +88,101 @@ def test_a_precision_the_cpu_cannot_run_is_refused(modality):
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
-def test_an_unknown_architecture_argument_lists_the_valid_ones(modality):
+def test_an_unknown_architecture_argument_lists_the_valid_ones(modality, capsys):
     main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    args = [*default_config(modality), "--model.arch_args.mlp_ratoi=2"]
+    if modality == "vision":  # typed knobs: refused while parsing, as one line
+        with pytest.raises(SystemExit):
+            main(args, run=False)
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+        assert line.startswith("error: model.arch_args: unknown key 'mlp_ratoi'; valid: depths, ")
+        return
     with pytest.raises(ValueError, match="has no argument 'mlp_ratoi'; valid: "):
-        main([*default_config(modality), "--model.arch_args.mlp_ratoi=2"], run=False)
+        main(args, run=False)
+
+
+def error_lines(text: str) -> list[str]:
+    return [x for x in text.splitlines() if x.startswith("error:")]
+
+
+def test_vision_architecture_knobs_are_typed_with_choices_in_help(tmp_path):
+    """``fit --help`` points at the knobs; ``--model.arch_args.help`` lists them typed, with the
+    registered mixer and activation names as choices; a misspelled knob is one error line."""
+    cmd = [sys.executable, "-m", "metamixer.vision", "fit"]
+    top = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # fmt: skip
+    assert "--model.arch_args.help" in top.stdout and "FFNetArgs" in top.stdout
+    knobs = subprocess.run([*cmd, "--model.arch_args.help", "FFNetArgs"], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path).stdout  # fmt: skip
+    for knob in ("depths", "dims", "token_mixers", "token_acts", "token_kernels",
+                 "channel_mixers", "drop_path_rate", "mlp_ratio"):  # fmt: skip
+        assert f"--model.arch_args.{knob} " in knobs, knob
+    flat = " ".join(knobs.split())
+    assert "Literal['attention', 'ffnified', 'identity', 'pooling']" in flat
+    assert "Literal['convnext', 'ffn', 'identity']" in flat and "'softmax'" in flat
+    assert "blocks per stage" in flat  # documented by FFNet's docstring
+    bad = subprocess.run([*cmd, "--config", str(EXP / "vision/fashion_mnist.yaml"),
+                          "--model.arch_args.token_kernel=5"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    (line,) = error_lines(bad.stderr)
+    assert line.startswith("error: model.arch_args: unknown key 'token_kernel'; valid: depths, ")
+    assert "token_kernels" in line and "drop_path_rate" in line
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_typed_knobs_still_take_a_mixer_registered_with_import(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "user_mixers")}
+    out = subprocess.run(
+        [sys.executable, "-m", "metamixer.vision", "--import", "gated_conv_mixer", "fit",
+         *default_config("vision"), "--model.arch_args.token_mixers=gated_conv", "--print_config"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "token_mixers: gated_conv" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "modality,args,expected",
+    [("pointcloud", [*default_config("pointcloud"), "--data.class_names=[ground, trees]"],
+      "error: LASDataModule: 2 class names for 3 labels (METAMIXER_DEBUG=1 shows the traceback)"),
+     ("vision", ["--data=ImageFolderDataModule", "--data.root=photos", "--data.crop_pct=1.5"],
+      "error: ImageFolderDataModule: crop_pct must be in (0, 1] (a share of the image), got 1.5 "
+      "(METAMIXER_DEBUG=1 shows the traceback)"),
+     ("vision", ["--data=ImageFolderDataModule", "--data.root=photos", "--data.img_size=big"],
+      "error: data.img_size: got 'big'; expected int (python -m metamixer.vision fit --help "
+      "lists the options)")],
+)  # fmt: skip
+def test_a_data_modules_own_error_is_one_line(modality, args, expected, tmp_path):
+    """Not inside jsonargparse's "Does not validate against any of the Union subtypes" dump, and
+    the run folder made for the invocation is gone again."""
+    out = subprocess.run([sys.executable, "-m", f"metamixer.{modality}", "fit", *args],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert error_lines(out.stderr) == [expected]
+    assert "Union" not in out.stderr and "Given value" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_experiment_config_runs_from_outside_the_checkout(tmp_path, monkeypatch, capsys):
+    """``data.root: data/timeseries`` in the config: not in the current folder, so it is found from
+    the config file's folder up to the project root (and said so); a folder of that name in the
+    current folder wins; a path found nowhere is left for the data module to name."""
+    from metamixer.timeseries.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    cli = main(default_config("timeseries"), run=False)
+    assert cli.datamodule.path == EXP.parent / "data/timeseries/elecdemand.csv"
+    note = "data.root: data/timeseries is not in the current folder; using "
+    assert note in capsys.readouterr().out
+    own = tmp_path / "data/timeseries"
+    own.mkdir(parents=True)
+    (own / "elecdemand.csv").write_text((EXP.parent / "data/timeseries/elecdemand.csv").read_text())
+    assert main(default_config("timeseries"), run=False).datamodule.path == Path(
+        "data/timeseries/elecdemand.csv"
+    )
+    with pytest.raises(FileNotFoundError, match=r"no CSV at data/elsewhere/elecdemand\.csv"):
+        main([*default_config("timeseries"), "--data.root=data/elsewhere"], run=False)
 
 
 def test_runs_never_overwrite_each_other_and_a_saved_config_reruns(tmp_path, monkeypatch):

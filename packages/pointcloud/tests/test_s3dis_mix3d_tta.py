@@ -1,12 +1,13 @@
-"""S3DIS conversion and the Area-5 split, Mix3D scene mixing, and rotation voting at test time."""
+"""S3DIS conversion and the Area-5 split, Mix3D scene mixing, and rotation and fragment voting at
+test time."""
 
 import numpy as np
 import pytest
 import torch
 
 from metamixer.pointcloud.__main__ import main
-from metamixer.pointcloud.data import S3DISDataModule, mix3d, mix3d_collate
-from metamixer.pointcloud.lit import rotate_about_z
+from metamixer.pointcloud.data import S3DISDataModule, collate_points, mix3d, mix3d_collate
+from metamixer.pointcloud.lit import Segmenter, fragment_picks, rotate_about_z
 from metamixer.pointcloud.s3dis import S3DIS_CLASSES, estimate_normals, read_room
 from metamixer.pointcloud.s3dis import main as convert
 
@@ -70,6 +71,7 @@ def test_area_5_is_held_out_and_a_model_trains_on_the_rest(s3dis_root, tmp_path)
         "fit", "--data=metamixer.pointcloud.data.S3DISDataModule", f"--data.root={s3dis_root}",
         "--data.grid_size=0.1", "--data.batch_size=2", "--data.num_workers=0",
         "--data.mix_prob=1.0", "--model.arch=sparse_ffnet_test", "--model.test_views=4",
+        "--model.test_fragments=2",
         "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", "--test_after_fit=true",
     ])  # fmt: skip
@@ -109,3 +111,60 @@ def test_rotation_voting_turns_coordinates_and_normals_exactly():
     back = rotate_about_z(turned, 3, 4, (3, 6))
     torch.testing.assert_close(back["feat"], feat)
     assert (back["grid_coord"] - back["grid_coord"].min(0).values).tolist() == grid.tolist()
+
+
+def test_fragments_take_the_points_of_each_voxel_in_turn():
+    inverse = torch.tensor([0, 1, 0, 1, 2, 0])  # voxel 0: points 0, 2, 5; 1: 1, 3; 2: 4
+    picks = fragment_picks(inverse, 4, -1)  # voxel 3 has no listed point (predict's context)
+    assert [p.tolist() for p in picks] == [[0, 1, 4, -1], [2, 3, 4, -1], [5, 1, 4, -1]]
+    assert [p.tolist() for p in fragment_picks(inverse, 4, 2)] == [[0, 1, 4, -1], [2, 3, 4, -1]]
+
+
+class Logits(torch.nn.Module):
+    """A stand-in network: the first features are the class logits of each voxel."""
+
+    def forward(self, feat, grid_coord, batch):
+        return 4 * feat
+
+
+def test_fragment_votes_sum_each_fragments_probabilities_on_its_points():
+    seg = Segmenter(arch="sparse_ffnet_test", num_classes=3, in_channels=3).eval()
+    seg.model = Logits()
+    inverse = torch.tensor([0, 1, 0, 1, 2, 0])
+    truth = torch.tensor([0, 1, 2, 1, 2, 1])  # voxels 0 and 1 hold points of several classes
+    feat_full = torch.nn.functional.one_hot(truth, 3).float()
+    batch = {"feat": feat_full[[0, 1, 4]], "grid_coord": torch.tensor([[0, 0, 0], [1, 0, 0], [2, 0, 0]]),
+             "batch": torch.zeros(3, dtype=torch.long), "inverse": inverse, "feat_full": feat_full,
+             "segment_full": truth}  # fmt: skip
+    p = (4 * feat_full).softmax(1)  # each point's probabilities when it represents its voxel
+    two = seg.fragment_votes(batch, 1, 2)
+    expected = torch.stack([p[0], p[1], p[2], p[3], 2 * p[4], p[0] + p[2]])  # point 5: its voxel's
+    torch.testing.assert_close(two, expected)
+    pred, labels = seg._point_predictions(batch, 1, -1)  # every point seen: all correct
+    assert pred.tolist() == labels.tolist() == truth.tolist()
+    plain, _ = seg._point_predictions(batch)  # one point per voxel: its class for the whole voxel
+    assert plain.tolist() == [0, 1, 0, 1, 2, 0]
+    assert seg.fragment_votes(batch, 1, 1).argmax(1).tolist() == plain.tolist()
+
+
+def test_fragment_voting_votes_for_every_point_and_one_fragment_is_the_plain_prediction():
+    rng = np.random.default_rng(0)
+    n = 200
+    room = {"coord": rng.uniform(0, 1, (n, 3)).astype(np.float32), "color": rng.integers(0, 256, (n, 3)),
+            "normal": rng.normal(size=(n, 3)).astype(np.float32), "segment": rng.integers(0, 13, n)}  # fmt: skip
+    dm = S3DISDataModule("unused", grid_size=0.25, batch_size=1, num_workers=0)
+    batch = collate_points([dm._eval(room, None)])
+    first = torch.full((len(batch["feat"]),), n).scatter_reduce(
+        0, batch["inverse"], torch.arange(n), "amin"
+    )
+    torch.testing.assert_close(batch["feat_full"][first], batch["feat"])  # the plain input
+    assert len(batch["feat"]) < n / 2  # several points per voxel
+    torch.manual_seed(0)
+    seg = Segmenter(arch="sparse_ffnet_test", num_classes=13).eval()
+    with torch.no_grad():
+        plain, labels = seg._point_predictions(batch)
+        assert torch.equal(labels, torch.from_numpy(room["segment"]))
+        assert torch.equal(seg.fragment_votes(batch, 1, 1).argmax(1), plain)
+        votes = seg.fragment_votes(batch, 1, -1)
+    assert votes.shape == (n, 13) and bool((votes.sum(1) >= 1 - 1e-4).all())  # every point voted
+    assert not torch.equal(votes.argmax(1), plain)  # the points of a voxel can differ now

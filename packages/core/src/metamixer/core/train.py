@@ -6,21 +6,26 @@ so the core stays torch-only.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import random
+import re
+import shutil
 import sys
 import time
+import typing
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import results, runs
@@ -55,14 +60,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
-class EpochShuffle(Sampler[int]):
-    """Training sampler whose epoch is a pure function of (run seed, epoch, rank).
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
-    The order is a permutation drawn from that seed, and when the epoch's iteration starts the
-    global torch / numpy / ``random`` generators are re-seeded from it too, so the epoch's
-    augmentation and dropout do not depend on what ran before.  A run killed mid-epoch and resumed
-    from the last epoch-end checkpoint therefore repeats the uninterrupted run exactly.  Lightning
-    calls ``set_epoch`` before every epoch (also under DDP, through its sampler wrapper).
+
+def _reseed(seed: int) -> None:
+    """Re-seed the global torch / numpy / ``random`` generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class EpochShuffle(Sampler[int]):
+    """Training sampler whose epoch is a pure function of (run seed, epoch).
+
+    The order is a permutation drawn from (seed, epoch), the same on every rank (Lightning's DDP
+    wrapper shards it); when the epoch's iteration starts, the global torch / numpy / ``random``
+    generators are re-seeded from (seed, epoch, rank), so that a run resumed from an epoch-end
+    checkpoint repeats the uninterrupted one.  ``ResumableLoader`` re-seeds per batch on top of this,
+    for mid-epoch checkpoints.  Lightning calls ``set_epoch`` before every epoch.
     """
 
     def __init__(self, size: int, shuffle: bool = True, seed: int | None = None) -> None:
@@ -76,11 +92,8 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
     def __iter__(self) -> Iterator[int]:
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        seed = (self.seed * 1_000_003 + self.epoch * 7919 + rank) % 2**32
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
+        seed = (self.seed * 1_000_003 + self.epoch * 7919) % 2**32
+        _reseed((seed + _rank()) % 2**32)
         if not self.shuffle:
             return iter(range(self.size))
         return iter(
@@ -88,13 +101,92 @@ class EpochShuffle(Sampler[int]):
         )
 
 
+def batch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """The seed of the global generators while training batch ``batch`` of ``epoch`` is loaded."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(1)[0])
+
+
+class ResumableLoader(DataLoader):
+    """A training ``DataLoader`` that Lightning resumes mid-epoch.
+
+    It is stateful: checkpoints record its epoch and the number of batches it has handed to
+    training (Lightning fetches a sized loader's batch only when the step needs it, so that is the
+    number trained); restored from one, it skips those batches of the same permutation without
+    loading them.  The global generators are re-seeded with ``batch_seed`` just before each batch's
+    indices are drawn, so with ``num_workers=0`` a batch's augmentation and its step's dropout do not
+    depend on what ran before, and a resumed run repeats the uninterrupted one exactly (worker
+    processes keep their own generators).  Nothing is drawn before the first batch is requested,
+    i.e. after Lightning's ``set_epoch``.
+    """
+
+    _resume: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint
+    _skip = 0  # batches the next pass skips
+    _served = 0  # batches handed out in the current pass
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = int(state["epoch"]), int(state["batches"])
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._serve()  # a generator: runs from the first ``next``
+
+    def _serve(self) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        epoch = int(getattr(self.sampler, "epoch", 0))
+        self._skip = self._served = resume[1] if resume and resume[0] == epoch else 0
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    @property
+    def _index_sampler(self) -> Any:  # what DataLoader's iterators draw index batches from
+        return _SeededBatches(self, super()._index_sampler)
+
+
+class _SeededBatches:
+    """``loader``'s index batches for one pass: the first ``loader._skip`` are dropped, and the
+    global generators are re-seeded before each of the others is handed out."""
+
+    def __init__(self, loader: ResumableLoader, batches: Any) -> None:
+        self.loader, self.batches = loader, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.loader._skip = self.loader._skip, 0
+        sampler = self.loader.sampler
+        seed = int(getattr(sampler, "seed", os.environ.get("PL_GLOBAL_SEED", 0)))
+        epoch, rank = int(getattr(sampler, "epoch", 0)), _rank()
+        for index, batch in enumerate(self.batches):
+            if index >= skip:
+                _reseed(batch_seed(seed, epoch, index, rank))
+                yield batch
+
+
+class RestoreLoaderState(Callback):
+    """Hands a mid-epoch checkpoint's loader state to the training loader (the CLI adds it).
+
+    Works around Lightning issue #20550: ``trainer.estimated_stepping_batches`` (read by
+    ``configure_optimizers``) builds the training loader before the checkpoint is restored, and
+    the fit loop then never loads the saved state into it; without this a resumed run would start
+    the interrupted epoch from its first batch.  A no-op unless restarting mid-epoch."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.fit_loop._load_combined_loader_states()
+
+
 def split_loader(
     dataset: Dataset, batch_size: int, num_workers: int, *, train: bool,
     collate_fn: Callable | None = None,
 ) -> DataLoader:  # fmt: skip
-    """A split's loader: training draws its order from ``EpochShuffle`` and drops the last partial
-    batch; evaluation keeps the dataset's order and every sample."""
-    return DataLoader(
+    """A split's loader: training is a ``ResumableLoader`` that draws its order from
+    ``EpochShuffle`` and drops the last partial batch; evaluation keeps the dataset's order and
+    every sample."""
+    loader = ResumableLoader if train else DataLoader
+    return loader(
         dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)) if train else None,
         drop_last=train, num_workers=num_workers, persistent_workers=num_workers > 0,
         collate_fn=collate_fn,
@@ -178,6 +270,138 @@ def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, modules
 
 
+_RESTORING: contextvars.ContextVar[bool] = contextvars.ContextVar("restoring", default=False)
+
+
+@contextmanager
+def restoring_checkpoint(active: bool = True) -> Iterator[None]:
+    """While active, LightningModules are built to receive a checkpoint's weights: they skip the
+    files that only start a fit (pretrained ``init_weights`` / ``init_backbone``, a teacher's
+    weights), so a checkpoint is tested, predicted or resumed after those files moved."""
+    token = _RESTORING.set(active)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def restoring_from_checkpoint() -> bool:
+    """Whether the module being built is about to receive a checkpoint's weights."""
+    return _RESTORING.get()
+
+
+_QUOTES = ("'", '"')
+_NESTED = re.compile(r"NestedArg\(key='([^']*)', val=(.*)\)$")
+_SKIP = ("Does not validate against any of the", "Subtypes:", "Errors:", "Given value type:",
+         "Problem with given class_path")  # fmt: skip
+
+
+def _plain_type(text: str) -> str:
+    """``<class 'int'>`` -> ``int``; ``typing.Literal['a', 'b']`` -> ``one of a, b``."""
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    return re.sub(
+        r"typing\.Literal\[(.*)\]$",
+        lambda m: "one of " + ", ".join(v.strip(" '\"") for v in m[1].split(",")),
+        text,
+    )
+
+
+def condense_parser_error(
+    message: str, mapping_keys: Callable[[str], list[str] | None] = lambda key: None
+) -> str:
+    """jsonargparse's error (nested "Does not validate against any of the Union subtypes" dumps) as
+    one line: the option's full key, what was given and what it takes, e.g. ``trainer.max_epochs:
+    got 'many'; expected int``.  ``mapping_keys(key)``: the keys a typed-dict option takes (named
+    after an unknown one), or ``None``."""
+    keys: list[str] = []
+    leaves: list[str] = []
+    expected: list[str] = []
+    given, unknown_key = None, False
+    for raw in message.splitlines():
+        line = raw.strip().removeprefix("- ").strip()
+        found = re.match(r'Parser key "([^"]+)":\s*(.*)$', line)
+        if found:
+            if keys[-1:] != [found[1]]:
+                keys.append(found[1])
+            line = found[2]
+        if not line or line.startswith(_SKIP) or line == "Expected a <class 'NoneType'>":
+            continue
+        if line.startswith("Given value:"):
+            value = line.removeprefix("Given value:").strip()
+            nested = _NESTED.match(value)
+            if nested:
+                if keys[-1:] != [nested[1]] and not unknown_key:
+                    keys.append(nested[1])
+                value = nested[2]
+            if given is None and not value.startswith(("Namespace(", "{")):
+                given = value
+            continue
+        got = re.match(r"Expected a (.*?)(?:\. Got value: (.*))?$", line)
+        if got:
+            expected.append(_plain_type(got[1]))
+            given = given if got[2] is None else got[2]
+            continue
+        unknown = re.match(r"Unexpected keys: \{(.*?)\}(?:\. Got value: .*)?$", line)
+        if unknown:
+            unknown_key, valid = True, mapping_keys(".".join(keys))
+            line = f"unknown key {unknown[1]}" + (f"; valid: {', '.join(valid)}" if valid else "")
+        leaves.append(line)
+    parts = list(dict.fromkeys(leaves))
+    got = "" if given is None else f"got {given if given.startswith(_QUOTES) else repr(given)}; "
+    if any(e.startswith("dot import path") for e in expected):
+        parts.append(f"no class {given!r}; --help lists the choices")
+    elif expected and not unknown_key:
+        choices = [c for e in expected if e.startswith("one of ") for c in e[7:].split(", ")]
+        others = [e for e in expected if not e.startswith("one of ")]
+        if choices:
+            others.append("one of " + ", ".join(dict.fromkeys(choices)))
+        parts.append(got + "expected " + " or ".join(dict.fromkeys(others)))
+    text = "; ".join(parts) or " ".join(message.split())
+    return f"{'.'.join(keys)}: {text}" if keys else text
+
+
+def _typed_dict_keys(parser: Any, key: str) -> list[str] | None:
+    """The keys of the ``TypedDict`` that option ``key`` of ``parser`` takes, if it takes one."""
+    for action in getattr(parser, "_actions", ()):
+        if action.dest == key:
+            hint = getattr(action, "_typehint", None)
+            for option in (hint, *typing.get_args(hint)):
+                if typing.is_typeddict(option):
+                    return list(typing.get_type_hints(option))
+    return None
+
+
+class MetaMixerArgumentParser(LightningArgumentParser):
+    """The CLI's parser: a configuration error is one ``error:`` line naming the option, the value
+    and what it takes (jsonargparse's full message with ``METAMIXER_DEBUG=1``)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if os.environ.get("METAMIXER_DEBUG") or not self.exit_on_error:
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        line = condense_parser_error(message, lambda key: _typed_dict_keys(parser, key))
+        prog = parser.prog.replace(" [options]", "").split(" ")
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if prog[0] == "__main__.py" and spec is not None:  # python -m PACKAGE
+            prog[0] = f"python -m {spec.name.removesuffix('.__main__')}"
+        sys.stderr.write(f"error: {line} ({' '.join(prog)} --help lists the options)\n")
+        raise SystemExit(2)
+
+
+def _cause_in_union(err: BaseException) -> BaseException:
+    """The error a class raised while jsonargparse built it, out of its "Does not validate against
+    any of the Union subtypes" wrapper (named by the class), or ``err`` itself."""
+    root = err
+    while str(root).startswith(_SKIP[0]) and root.__cause__ is not None:
+        root = root.__cause__
+    if root is err:
+        return err
+    found = re.search(r"class_path='(?:[\w.]+\.)?(\w+)'", str(err))
+    if found and type(root) in (ValueError, FileNotFoundError, TypeError):
+        return type(root)(f"{found[1]}: {root}")
+    return root
+
+
 class MetaMixerCLI(LightningCLI):
     """``LightningCLI`` with the project's defaults.
 
@@ -196,6 +420,14 @@ class MetaMixerCLI(LightningCLI):
       ``num_nodes`` left at "auto" / 1 follow the launcher, a contradicting value is an error.
     * ``--import MODULE`` (repeatable, anywhere on the command line) imports a module first, e.g.
       one that registers mixers, so that configs can select them by name.
+    * a configuration error is one ``error:`` line naming the option (``MetaMixerArgumentParser``);
+      a data module's or model's own error while it is built reaches the user as itself, not inside
+      jsonargparse's Union dump; a run folder that an error left empty is removed.
+    * a relative path in a config file that does not exist from the current folder is looked up
+      from the config file's folder and its parents up to the project root (``pyproject.toml`` or
+      ``.git``), so experiment configs run from any folder; the resolved path is printed.
+    * with ``--ckpt_path`` the model is built under ``restoring_checkpoint``: files that only start
+      a fit (pretrained backbones, a teacher's weights) are not read again.
     """
 
     def __init__(
@@ -222,6 +454,7 @@ class MetaMixerCLI(LightningCLI):
             model_class,
             datamodule_class,
             subclass_mode_data=subclass_mode_data,
+            parser_class=MetaMixerArgumentParser,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs"},
@@ -250,7 +483,43 @@ class MetaMixerCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_precision(config.trainer.get("precision"), config.trainer.get("accelerator"))
         self._join_launcher(config.trainer)
+        self._resolve_config_paths(config)
         self._place_run(config)
+
+    @staticmethod
+    def _resolve_config_paths(config: Any) -> None:
+        """Point a relative path of the data or model arguments that does not exist from the current
+        folder at the one found from a config file's folder or one of its parents up to the project
+        root (a relative path with a folder, e.g. ``data/timeseries``; bare names are left alone)."""
+        bases: list[Path] = []
+        for given in reversed(config.get("config") or []):
+            folder = Path(str(getattr(given, "absolute", given))).parent
+            chain = [folder, *folder.parents]
+            top = next((i for i, p in enumerate(chain) if (p / "pyproject.toml").is_file()
+                        or (p / ".git").exists()), 0)  # fmt: skip
+            bases += chain[: top + 1]
+        if not bases:
+            return
+
+        def resolve(key: str, value: Any) -> Any:
+            if isinstance(value, list):
+                return [resolve(key, v) for v in value]
+            if (not isinstance(value, str) or "/" not in value.strip("/") or "://" in value
+                    or Path(value).expanduser().is_absolute() or Path(value).exists()):  # fmt: skip
+                return value
+            for base in dict.fromkeys(bases):
+                if (base / value).exists():
+                    print(f"{key}: {value} is not in the current folder; using {base / value}")
+                    return str(base / value)
+            return value
+
+        for section in ("data", "model"):
+            node = config.get(section)
+            if not isinstance(node, Namespace):
+                continue
+            args = node.get("init_args") if isinstance(node.get("init_args"), Namespace) else node
+            for key, value in vars(args).items():
+                setattr(args, key, resolve(f"{section}.{key}", value))
 
     @staticmethod
     def _join_launcher(trainer: Any) -> None:
@@ -289,6 +558,7 @@ class MetaMixerCLI(LightningCLI):
                 )
             config.ckpt_path = str(last)
             resume = last.parent.parent if subcommand == "fit" else None  # fit continues there
+        self._existed = next(p for p in (experiment, *experiment.parents) if p.exists())
         self.run_dir = runs.shared_run_dir(
             experiment, lambda: resume or runs.new_run_dir(experiment, subcommand)
         )
@@ -301,13 +571,50 @@ class MetaMixerCLI(LightningCLI):
             init = getattr(logger, "init_args", None)
             if init is not None:
                 init.save_dir, init.name, init.version = str(self.run_dir), "", ""
-        print(f"run folder: {self.run_dir}", flush=True)
+
+    def _discard_empty_run(self) -> None:
+        """Remove this invocation's run folder, and the folders made for it, if an error stopped it
+        before anything was written."""
+        folder = self.run_dir
+        if folder is None or not folder.is_dir() or any(not p.is_dir() for p in folder.rglob("*")):
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in folder.parents:
+            if parent == self._existed or parent in self._existed.parents:
+                break
+            try:
+                parent.rmdir()  # only while empty
+            except OSError:
+                break
+
+    def instantiate_classes(self) -> None:
+        """Build the classes (the model under ``restoring_checkpoint`` when a checkpoint will be
+        loaded); an error of a class being built is raised as itself, named by the class."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        try:
+            with restoring_checkpoint(bool(config.get("ckpt_path"))):
+                super().instantiate_classes()
+        except Exception as err:
+            self._discard_empty_run()
+            cause = _cause_in_union(err)
+            if cause is err or os.environ.get("METAMIXER_DEBUG"):
+                raise
+            raise cause from None
 
     def _run_subcommand(self, subcommand: str) -> None:
-        check_checkpoint_task(self._get(self.config, "ckpt_path"), self.model)
+        try:
+            check_checkpoint_task(self._get(self.config, "ckpt_path"), self.model)
+        except Exception:
+            self._discard_empty_run()
+            raise
+        if self.trainer.is_global_zero:
+            print(f"run folder: {self.run_dir}", flush=True)
         os.environ[runs.ENV] = str(self.run_dir)  # processes the Trainer launches share the folder
         try:
             super()._run_subcommand(subcommand)
+        except Exception:
+            self._discard_empty_run()
+            raise
         finally:
             os.environ.pop(runs.ENV, None)
         if self.trainer.is_global_zero:
@@ -319,7 +626,9 @@ class MetaMixerCLI(LightningCLI):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         if self.run_dir is not None:
             kwargs.setdefault("default_root_dir", str(self.run_dir))
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RestoreLoaderState())
+        return trainer
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):

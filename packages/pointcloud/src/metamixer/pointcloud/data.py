@@ -2,7 +2,8 @@
 
 Samples are scene dicts (see ``transforms``); ``collate_points`` concatenates them into an
 offset-batched dict: ``feat (N, F)``, ``grid_coord (N, 3)``, ``batch (N,)``, ``segment (N,)`` and,
-for evaluation, ``inverse`` / ``segment_full`` to score every original point.
+for evaluation, ``inverse`` / ``segment_full`` to score every original point and ``feat_full``
+(every original point's features, for test-time fragments).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ SCANNET20_NAMES = (
 
 def collate_points(samples: Sequence[T.Scene]) -> dict[str, Tensor]:
     """Concatenate scenes; ``batch`` holds each point's scene index, ``offset`` the cumulative
-    counts.  Evaluation samples also carry ``inverse`` (shifted per scene) and ``segment_full``."""
+    counts.  Evaluation samples also carry ``inverse`` (shifted per scene) and ``segment_full``,
+    and ``feat_full`` when every sample has it."""
     out: dict[str, list] = {"feat": [], "grid_coord": [], "batch": [], "segment": []}
-    full, inverse, shift = [], [], 0
+    full, inverse, feat_full, shift = [], [], [], 0
     for i, s in enumerate(samples):
         n = len(s["coord"])
         out["feat"].append(torch.from_numpy(np.ascontiguousarray(s["feat"], dtype=np.float32)))
@@ -45,11 +47,15 @@ def collate_points(samples: Sequence[T.Scene]) -> dict[str, Tensor]:
         if "segment_full" in s:
             full.append(torch.from_numpy(s["segment_full"].astype(np.int64)))
             inverse.append(torch.from_numpy(s["inverse"]) + shift)
+        if "feat_full" in s:
+            feat_full.append(torch.from_numpy(np.ascontiguousarray(s["feat_full"], np.float32)))
         shift += n
     batch = {k: torch.cat(v) for k, v in out.items()}
     batch["offset"] = torch.tensor([len(s["coord"]) for s in samples]).cumsum(0)
     if full:
         batch["segment_full"], batch["inverse"] = torch.cat(full), torch.cat(inverse)
+        if len(feat_full) == len(full):
+            batch["feat_full"] = torch.cat(feat_full)
     return batch
 
 
@@ -155,8 +161,11 @@ class IndoorScenes(L.LightningDataModule):
         return out
 
     def _eval(self, scene: T.Scene, rng: np.random.Generator | None) -> T.Scene:
+        full = T.normalize_color(scene)  # features of every original point (colour, normal)
+        feat_full = np.concatenate([full["color"], full["normal"]], 1)
         out = T.scannet_eval_transform(
-            {**scene, "segment_full": scene["segment"]}, self.hparams.grid_size
+            {**scene, "segment_full": scene["segment"], "feat_full": feat_full},
+            self.hparams.grid_size,
         )
         out["feat"] = np.concatenate([out["color"], out["normal"]], 1)
         return out
@@ -406,13 +415,16 @@ class LASDataModule(L.LightningDataModule):
             if len(part["coord"]) == 0:
                 raise ValueError(f"the {name} part of {h.path} is empty; change train_fraction")
 
-    def _features(self, scene: T.Scene) -> T.Scene:
-        rel = scene["coord"] - np.array(
-            [*scene["coord"][:, :2].mean(0), scene["coord"][:, 2].min()]
-        )
-        scene["feat"] = np.concatenate(
-            [rel / 10.0, scene["intensity"][:, None], scene["returns"]], 1
-        )
+    def _features(self, scene: T.Scene, full: T.Scene | None = None) -> T.Scene:
+        """``feat`` of the scene's points, and ``feat_full`` of ``full``'s (its original points)
+        in the same frame."""
+        origin = np.array([*scene["coord"][:, :2].mean(0), scene["coord"][:, 2].min()])
+        for key, points in (("feat", scene), ("feat_full", full)):
+            if points is not None:
+                rel = points["coord"] - origin
+                scene[key] = np.concatenate(
+                    [rel / 10.0, points["intensity"][:, None], points["returns"]], 1
+                )
         return scene
 
     def _crop(self, name: str, rng: np.random.Generator | None) -> T.Scene:
@@ -434,7 +446,7 @@ class LASDataModule(L.LightningDataModule):
         scene = T.grid_sample(
             {**part, "segment_full": part["segment"]}, self.hparams.grid_size, None
         )
-        return self._features(scene)
+        return self._features(scene, full=part)
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
@@ -489,7 +501,8 @@ class LASChunks(Dataset):
         region = T.grid_sample(
             {**part, "segment_full": part["segment"]}, self.dm.hparams.grid_size, None
         )
-        batch = collate_points([self.dm._features(region)])
+        batch = collate_points([self.dm._features(region, full=part)])
         keep = torch.from_numpy(core)
         batch["row"], batch["inverse"] = torch.from_numpy(part["row"][core]), batch["inverse"][keep]
+        batch["feat_full"] = batch["feat_full"][keep]
         return batch

@@ -69,6 +69,10 @@ class Segmenter(L.LightningModule):
         lovasz_weight: weight of the Lovász-softmax loss.
         test_views: test-time augmentation: vote over this many turns of each test scene about
             the vertical axis (2 or 4 are exact on the voxel grid; 1 = off).
+        test_fragments: test-time augmentation: also vote over this many passes in which each
+            voxel is represented by another of its points, taken in turn (-1: as many passes as
+            the fullest voxel has points, so that every point is seen; 1 = off); see
+            ``fragment_picks``.
     """
 
     def __init__(
@@ -83,8 +87,15 @@ class Segmenter(L.LightningModule):
         pct_start: float = 0.05,
         lovasz_weight: float = 1.0,
         test_views: int = 1,
+        test_fragments: int = 1,
     ) -> None:
         super().__init__()
+        if test_views < 1:
+            raise ValueError(f"test_views must be at least 1, got {test_views}")
+        if test_fragments < 1 and test_fragments != -1:
+            raise ValueError(
+                f"test_fragments must be at least 1, or -1 (all), got {test_fragments}"
+            )
         self.save_hyperparameters()
         task = {"in_channels": in_channels, "num_classes": num_classes}
         self.model = build_network(arch, task, arch_args)
@@ -105,24 +116,52 @@ class Segmenter(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)
         return loss
 
-    def _point_predictions(self, batch: dict[str, Tensor], views: int = 1) -> tuple[Tensor, Tensor]:
+    def _point_predictions(
+        self, batch: dict[str, Tensor], views: int = 1, fragments: int = 1
+    ) -> tuple[Tensor, Tensor]:
         """Predictions for every original point (voxel prediction mapped back) and their labels;
         ``views`` > 1 votes over the scene turned by 360° / views about z (class probabilities
-        averaged; exact on the voxel grid for 2 and 4 views)."""
-        if views == 1:
-            pred = self(batch).argmax(1)
-        else:
-            normals = getattr(getattr(self.trainer, "datamodule", None), "normal_channels", None)
-            pred = sum(
-                self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views)
-            ).argmax(1)
+        summed; exact on the voxel grid for 2 and 4 views), ``fragments`` ≠ 1 also over
+        fragments (``fragment_votes``; needs ``feat_full``)."""
+        if fragments != 1 and "feat_full" in batch:
+            return self.fragment_votes(batch, views, fragments).argmax(1), batch["segment_full"]
+        pred = self(batch).argmax(1) if views == 1 else self.view_probs(batch, views).argmax(1)
         if "inverse" in batch:
             return pred[batch["inverse"]], batch["segment_full"]
         return pred, batch["segment"]
 
+    def view_probs(self, batch: dict[str, Tensor], views: int) -> Tensor:
+        """Class probabilities of every voxel, summed over ``views`` turns about z."""
+        normals = getattr(getattr(self._trainer, "datamodule", None), "normal_channels", None)
+        return sum(self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views))
+
+    def fragment_votes(self, batch: dict[str, Tensor], views: int, fragments: int) -> Tensor:
+        """Summed class probabilities ``(points, classes)`` of every original point of an
+        evaluation batch over test-time fragments (Pointcept's test-mode grid sampling).
+
+        Fragment ``f`` gives each voxel the features (``feat_full``) of the point ``fragment_picks``
+        chooses; its probabilities (summed over ``views``) go to the chosen points.  A point no
+        fragment chooses gets its voxel's, summed over the fragments; with one fragment (the first
+        point of every voxel, the plain input) every point thus gets its voxel's prediction."""
+        inverse, feat_full = batch["inverse"], batch["feat_full"]
+        voxels = torch.zeros(len(batch["feat"]), self.hparams.num_classes, device=inverse.device)
+        points = voxels.new_zeros(len(inverse), voxels.shape[1])
+        chosen = torch.zeros(len(inverse), dtype=torch.bool, device=inverse.device)
+        for pick in fragment_picks(inverse, len(voxels), fragments):
+            listed = pick >= 0  # voxels with a point of ``inverse`` (all but predict's context)
+            feat = batch["feat"].clone()
+            feat[listed] = feat_full[pick[listed]].to(feat.dtype)
+            probs = self.view_probs({**batch, "feat": feat}, views).float()
+            voxels += probs
+            points[pick[listed]] += probs[listed]
+            chosen[pick[listed]] = True
+        points[~chosen] = voxels[inverse[~chosen]]
+        return points
+
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Labels of every point of the batch (``row``: their rows in the input file, if any)."""
-        pred, _ = self._point_predictions(batch, self.hparams.test_views)
+        h = self.hparams
+        pred, _ = self._point_predictions(batch, h.test_views, h.test_fragments)
         return {"label": pred, **({"row": batch["row"]} if "row" in batch else {})}
 
     def configure_callbacks(self) -> list[L.Callback]:
@@ -135,7 +174,8 @@ class Segmenter(L.LightningModule):
         self.val_confusion.update(*self._point_predictions(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.test_confusion.update(*self._point_predictions(batch, self.hparams.test_views))
+        h = self.hparams
+        self.test_confusion.update(*self._point_predictions(batch, h.test_views, h.test_fragments))
 
     def _log_confusion(self, confusion: MulticlassConfusionMatrix, prefix: str) -> Tensor:
         iou, acc, (miou, macc, allacc), _ = iou_from_confusion(confusion.compute())
@@ -175,6 +215,26 @@ class Segmenter(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def fragment_picks(inverse: Tensor, voxels: int, fragments: int) -> list[Tensor]:
+    """The points that represent the voxels in each test-time fragment: ``(voxels,)`` indices into
+    ``inverse`` (each original point's voxel), -1 for a voxel none of whose points is listed.
+
+    Fragment ``f`` takes the ``f``-th point of every voxel (its points in their order, modulo
+    their count), so fragment 0 is the plain input (the first point) and ``fragments`` = -1 (as
+    many as the fullest voxel has points) shows every point at full resolution once."""
+    counts = torch.bincount(inverse, minlength=voxels)
+    if inverse.numel() == 0:
+        return []
+    order = torch.argsort(inverse, stable=True)  # points grouped by voxel, in their order
+    start = counts.cumsum(0) - counts
+    listed = counts > 0
+    n = int(counts.max()) if fragments == -1 else fragments
+    return [
+        torch.where(listed, order[(start + f % counts.clamp(min=1)).clamp(max=len(order) - 1)], -1)
+        for f in range(n)
+    ]
 
 
 def rotate_about_z(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 Scene = dict[str, np.ndarray]
-NOT_PER_POINT = ("inverse", "segment_full")  # arrays indexed by the original points
+NOT_PER_POINT = ("inverse", "segment_full", "feat_full")  # indexed by the original points
 
 
 def select(scene: Scene, keep: np.ndarray) -> Scene:

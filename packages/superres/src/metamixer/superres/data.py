@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import split_loader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -243,8 +243,7 @@ class PairedImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         train = self.sets["train"][0]
-        return DataLoader(train, batch_size=h.batch_size, sampler=EpochShuffle(len(train)),
-                          drop_last=True, num_workers=h.num_workers)  # fmt: skip
+        return split_loader(train, h.batch_size, h.num_workers, train=True)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         return [

@@ -81,10 +81,14 @@ class SuperResolution(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/l1": l1}, prog_bar=True, batch_size=len(sr))
         return loss
 
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            d = self.hparams.ema_decay
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The step, then the EMA update (here rather than in ``on_train_batch_end``, which runs
+        after callbacks: a step checkpoint would miss the step's EMA update)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is None:
+            return
+        d = self.hparams.ema_decay
+        with torch.no_grad():
             pairs = zip(
                 self.ema.state_dict().values(), self.model.state_dict().values(), strict=True
             )

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.core import build_network, network_from_checkpoint
+from metamixer.core import build_network, deploy, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
 from metamixer.core.predict import input_files_loader
 
@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--arch", choices=sorted(VARIANTS), help="for basicsr release files")
     common.add_argument("--scale", type=int, help="for basicsr release files")
     common.add_argument("--tile", type=int, help="LR tile size (default: whole images)")
+    common.add_argument(
+        "--target", default="cpu", choices=["cpu", "cuda", "portable"],
+        help="deployment recipe for evaluate / predict (metamixer.core.deploy; export folds only)",
+    )  # fmt: skip
     ev = sub.add_parser("evaluate", parents=[common], help="PSNR/SSIM on benchmark folders")
     ev.add_argument("--benchmark_root", required=True)
     ev.add_argument(
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint, args.arch, args.scale)
+    if args.command != "export":
+        model = deploy(model, args.target)
     if args.command == "evaluate":
         roots = [Path(args.benchmark_root) / d for d in args.datasets]
         save = Path(args.save_images) if args.save_images else None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from metamixer.core.train import EpochShuffle
+from metamixer.core.train import EpochShuffle, ResumableLoader
 
 HOURS_PER_MONTH = 30 * 24
 ETT_STEPS_PER_HOUR = {"ETTh1": 1, "ETTh2": 1, "ETTm1": 4, "ETTm2": 4}
@@ -232,7 +232,7 @@ class TSLibDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
-        return DataLoader(
+        return (ResumableLoader if train else DataLoader)(
             self.windows[split],
             batch_size=self.hparams.batch_size,
             sampler=EpochShuffle(len(self.windows[split]), self.hparams.shuffle) if train else None,

@@ -125,6 +125,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1] (a share of the image), got {crop_pct}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.in_chans = 3

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, Union
 
 import lightning as L
 import timm
@@ -19,11 +21,74 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from metamixer.core import ARCHITECTURES, build_network, network_from_checkpoint
+from metamixer.core import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    CHANNEL_MIXERS,
+    TOKEN_MIXERS,
+    build_network,
+    network_from_checkpoint,
+)
+from metamixer.core.architectures import get_architecture
 from metamixer.core.checkpoint import read_checkpoint
+from metamixer.core.train import restoring_checkpoint, restoring_from_checkpoint
 
 from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
 from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
+
+
+def _named(names: list[str]) -> Any:
+    """A name: the registered ones are listed as choices; any other registered later (``--import``)
+    is accepted here and checked by the registry when the network is built."""
+    return Union[Literal[tuple(names)], str]  # noqa: UP007
+
+
+def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> type:
+    """The arguments of architecture ``name``'s class, except its task arguments, as a ``TypedDict``
+    (for ``arch_args``): every key optional (an absent one keeps the variant's value), typed by the
+    constructor's annotations or ``types``, documented by the class's docstring.  The names and
+    defaults stay in the one spec of each variant (``metamixer.core.ARCHITECTURES``)."""
+    entry = get_architecture(name)
+    hints = typing.get_type_hints(entry.cls.__init__)
+    fields = {
+        p: (types or {}).get(p, hints.get(p, Any))
+        for p in entry.parameters()
+        if p not in entry.task_args
+    }
+    knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
+    doc = inspect.cleandoc(entry.cls.__doc__ or "")
+    args = doc[doc.find("Args:") :] if "Args:" in doc else ""
+    knobs.__doc__ = (
+        f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
+    )
+    knobs.__module__ = __name__
+    return knobs
+
+
+_TOKEN = _named(TOKEN_MIXERS.names())
+_CHANNEL = _named(CHANNEL_MIXERS.names())
+_ACT = _named(sorted(ACTIVATIONS))
+#: ``arch_args`` of the FFNet classifiers (``fit --model.arch_args.help FFNetArgs`` lists them)
+FFNetArgs = architecture_knobs(
+    "ffnet_1",
+    {
+        "token_mixers": Union[_TOKEN, list[_TOKEN]],  # noqa: UP007
+        "channel_mixers": Union[_CHANNEL, list[_CHANNEL]],  # noqa: UP007
+        "token_acts": Union[_ACT, list[Union[_ACT, None]], None],  # noqa: UP007
+        "channel_acts": Union[_ACT, list[Union[_ACT, None]], None],  # noqa: UP007
+    },
+)
+
+
+class RebuildsFromCheckpoint:
+    """``load_from_checkpoint`` rebuilds the module without reading the files that only start a
+    fit (``init_weights``, ``init_backbone``, a teacher's weights): the checkpoint holds those
+    weights, and the files may have moved since."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        with restoring_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
 
 def build_classifier(
@@ -64,7 +129,7 @@ def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
     """Train / evaluate a timm image classifier (FFNet by default).
 
     Args:
@@ -72,10 +137,13 @@ class ImageClassifier(L.LightningModule):
             any timm model).
         num_classes: classifier outputs (linked from the data module by the CLI).
         in_chans: input channels (linked from the data module by the CLI).
-        arch_args: overrides of the architecture's arguments (e.g. ``depths``, ``dims``,
-            ``token_mixers``, ``drop_path_rate``), checked by name.
+        arch_args: overrides of the FFNet architecture's knobs (``depths``, ``dims``,
+            ``token_mixers``, ``token_kernels``, ``drop_path_rate``, …); an absent knob keeps the
+            variant's value.  ``--model.arch_args.help FFNetArgs`` lists every knob with its type
+            and choices (from Python, another timm model's keyword arguments pass through).
         init_weights: local weights to start from (authors' release, our export or a Lightning
             checkpoint, e.g. for fine-tuning at 384); the head is re-initialised if its size differs.
+            Read to start training only: a module rebuilt from its own checkpoint does not read it.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay (not applied to norms, biases and layer-scales).
         betas: AdamW betas.
@@ -98,7 +166,7 @@ class ImageClassifier(L.LightningModule):
         arch: str = "ffnet_1",
         num_classes: int = 1000,
         in_chans: int = 3,
-        arch_args: dict[str, Any] | None = None,
+        arch_args: FFNetArgs | None = None,
         init_weights: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -119,7 +187,8 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()
         task = {"num_classes": num_classes, "in_chans": in_chans}
         self.model = build_classifier(arch, task, arch_args)
-        if init_weights is not None:
+        restoring = restoring_from_checkpoint()  # the checkpoint brings every weight
+        if init_weights is not None and not restoring:
             self._load_initial_weights(init_weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -135,10 +204,11 @@ class ImageClassifier(L.LightningModule):
             )
         self.teacher = None
         if teacher is not None:
-            if teacher_weights is None:
+            if teacher_weights is None and not restoring:
                 raise ValueError("distillation needs teacher_weights: a local file of the teacher")
             self.teacher = timm.create_model(teacher, num_classes=num_classes, in_chans=in_chans)
-            self.teacher.load_state_dict(load_weights_file(teacher_weights))
+            if not restoring:
+                self.teacher.load_state_dict(load_weights_file(teacher_weights))
             self.teacher.requires_grad_(False).eval()
             self.head_dist = nn.Linear(self.model.num_features, num_classes)
         self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay is not None else None
@@ -219,9 +289,12 @@ class ImageClassifier(L.LightningModule):
             return SoftTargetCrossEntropy()(logits, targets)
         return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The step, then the EMA update (here rather than in ``on_train_batch_end``, which runs
+        after callbacks: a step checkpoint would miss the step's EMA update)."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
+            self.ema.update(self.model, step=self.global_step + 1)  # the steps taken
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, labels = self._prepare(batch["image"]), batch["label"]

@@ -21,6 +21,9 @@ from timm.optim import param_groups_weight_decay
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
+from metamixer.core.train import restoring_from_checkpoint
+
+from ..lit import RebuildsFromCheckpoint
 from .models import build_mask_rcnn
 
 #: torchmetrics' result keys → our metric names (``{prefix}/{iou_type}_{name}``)
@@ -53,7 +56,7 @@ def step_with_warmup(
     return factor
 
 
-class Detector(L.LightningModule):
+class Detector(RebuildsFromCheckpoint, L.LightningModule):
     """Train / evaluate Mask R-CNN on COCO-format data (boxes + instance masks).
 
     Args:
@@ -62,7 +65,8 @@ class Detector(L.LightningModule):
         num_classes: object categories, background not counted (linked from the data module).
         arch_args: overrides of the backbone architecture's arguments (e.g. ``drop_path_rate``).
         init_backbone: local classification weights for the backbone (authors' release, our export
-            or an ``ImageClassifier`` checkpoint); ``None`` = from scratch.
+            or an ``ImageClassifier`` checkpoint); ``None`` = from scratch.  Read to start training
+            only, not when the module is rebuilt from its own checkpoint.
         fpn_channels: channels of the feature pyramid.
         out_norm: LayerNorm on each backbone stage output before the FPN (as the authors' detection
             backbone).
@@ -117,6 +121,8 @@ class Detector(L.LightningModule):
         self.save_hyperparameters()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if restoring_from_checkpoint():  # the checkpoint brings the backbone's weights
+            init_backbone = None
         self.model = build_mask_rcnn(
             arch, num_classes, arch_args, init_backbone=init_backbone, fpn_channels=fpn_channels,
             out_norm=out_norm, norm_eval=norm_eval, min_size=min_size, max_size=max_size,

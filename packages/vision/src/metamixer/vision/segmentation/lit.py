@@ -16,8 +16,10 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.ops import Conv2dNormActivation
 
 from metamixer.core import build_network
+from metamixer.core.train import restoring_from_checkpoint
 
 from .. import models as _models  # noqa: F401  (registers the segmentation architectures)
+from ..lit import RebuildsFromCheckpoint
 from .data import IGNORE
 from .inference import confusion_metrics, segment
 
@@ -63,7 +65,7 @@ def layer_ids(backbone: nn.Module, num_layers: int) -> dict[str, int]:
     return ids
 
 
-class SemanticSegmenter(L.LightningModule):
+class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
     """Train / evaluate a segmentation network (UperNet or FPN on an FFNet, or FFNet-seg).
 
     Args:
@@ -73,7 +75,8 @@ class SemanticSegmenter(L.LightningModule):
         in_chans: image channels (linked from the data module).
         arch_args: overrides of the architecture's arguments, checked by name.
         init_backbone: a local classification checkpoint for the backbone (authors' ImageNet
-            release, our export or an ``ImageClassifier`` checkpoint).
+            release, our export or an ``ImageClassifier`` checkpoint); read to start training
+            only, not when the module is rebuilt from its own checkpoint.
         lr: peak AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to norms and biases).
         betas: AdamW betas.
@@ -130,7 +133,7 @@ class SemanticSegmenter(L.LightningModule):
             raise ValueError(
                 f"{arch} is not a segmentation architecture (no forward_with_features)"
             )
-        if init_backbone is not None:
+        if init_backbone is not None and not restoring_from_checkpoint():
             self.model.load_backbone(init_backbone)
         self.aux_head = None
         if aux_channels is not None:
