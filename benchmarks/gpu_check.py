@@ -23,7 +23,7 @@ import metamixer.pointcloud
 import metamixer.superres
 import metamixer.timeseries
 import metamixer.vision  # noqa: F401  (each package registers its architectures)
-from metamixer.core import ARCHITECTURES, build_network, reparameterize_model
+from metamixer.core import ARCHITECTURES, build_network, deploy
 
 #: one small variant per modality for the training steps
 STEP_ARCHS = ("ffnet_test", "ffnet_sr_test", "ffnet_ts_test", "sparse_ffnet_test")
@@ -65,22 +65,21 @@ def training_step(name: str, precision: str, device: str) -> dict:
 
 def sparse_equivalence(device: str) -> dict:
     """Our depthwise sparse conv against dense ``conv3d(groups=C)`` on a random voxel set."""
-    from metamixer.pointcloud.sparse import SparseDepthwiseConv, SparseStructure, StructureSlot
+    from metamixer.pointcloud.sparse import SparseDepthwiseConv, SparseStructure, SparseTensor
 
     gen = torch.Generator().manual_seed(0)
     size, c, k = 12, 8, 3
     coords = torch.unique(torch.randint(0, size, (600, 3), generator=gen), dim=0)
     batch = torch.zeros(len(coords), dtype=torch.long)
-    slot = StructureSlot()
-    slot.structure = SparseStructure(coords.to(device), batch.to(device), 1)
-    conv = SparseDepthwiseConv(c, k, slot).to(device).double()
+    structure = SparseStructure(coords.to(device), batch.to(device), 1)
+    conv = SparseDepthwiseConv(c, k).to(device).double()
     x = torch.randn(len(coords), c, dtype=torch.float64, generator=gen).to(device)
     grid = x.new_zeros(1, c, size, size, size)
     grid[0, :, coords[:, 0], coords[:, 1], coords[:, 2]] = x.t()
     dense = F.conv3d(grid, conv.weight, conv.bias, padding=k // 2, groups=c)
     ref = dense[0, :, coords[:, 0], coords[:, 1], coords[:, 2]].t()
     with torch.no_grad():
-        diff = float((conv(x) - ref).abs().max())
+        diff = float((conv(SparseTensor(x, structure)).features - ref).abs().max())
     return {"max_abs_diff": diff, "ok": diff < 1e-9}
 
 
@@ -96,7 +95,7 @@ def throughput(name: str, device: str, batch: int, seconds: float, quick: bool) 
         import timm
 
         net, shape = timm.create_model(arch), (batch, 3, res, res)
-    net = reparameterize_model(net.eval()).to(device, memory_format=torch.channels_last)
+    net = deploy(net.to(device), "cuda" if device == "cuda" else "cpu")
     x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if device == "cpu" else torch.float16
     with torch.inference_mode(), torch.autocast(device, dtype=dtype):

@@ -27,11 +27,11 @@ from peak_memory import peak_mb
 def superres(tile: int | None) -> dict:
     import torch
 
-    from metamixer.core import build_network, reparameterize_model
+    from metamixer.core import build_network, deploy
     from metamixer.superres.inference import upscale
 
     net = build_network("ffnet_sr_light", {"scale": 2}, {"dim": 32, "depth": 6})
-    model = reparameterize_model(net.eval())
+    model = deploy(net, "cpu")
     lr = torch.rand(1, 3, 3000, 4000)
     with torch.inference_mode():
         sr = upscale(model, lr, 2, tile=tile)

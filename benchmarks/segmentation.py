@@ -20,10 +20,10 @@ import time
 import warnings
 
 import torch
-from vision import deploy  # the deployment modes of the classification benchmark
+from vision import run_in_mode  # the deployment modes of the classification benchmark
 
 import metamixer.vision  # noqa: F401  (registers the architectures)
-from metamixer.core import build_network, count_macs, count_params, reparameterize_model
+from metamixer.core import build_network, count_macs, count_params, deploy
 
 # name, architecture, re-parameterized
 MODELS = [
@@ -39,7 +39,7 @@ BASE = "UperNet ConvNeXt-T"
 def build(arch: str, fused: bool) -> torch.nn.Module:
     net = build_network(arch, {"num_classes": 150, "in_chans": 3}).eval()
     if fused:
-        net = reparameterize_model(net)
+        return deploy(net, "cpu")  # folds, CPU passes, channels-last
     return net.to(memory_format=torch.channels_last)
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     for mode in args.modes:
         runners = {}
         for name, net in nets.items():
-            runner = deploy(net, x, mode)
+            runner = run_in_mode(net, x, mode)
             with torch.inference_mode():
                 for _ in range(2):  # warm-up
                     runner(x)

@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/superres.py
 
-Models: FFNet_sr-light and FFNet_sr (re-parameterized, channels-last, traced and frozen with
-``torch.jit.freeze`` for deployment),
+Models: FFNet_sr-light and FFNet_sr (``metamixer.core.deploy(model, "cpu")``, traced and frozen
+with ``torch.jit.freeze``), the authors' FFNet_sr-light in their deployed form
+(``authors_deployed.py``, loaded with our folded weights; deployed like FFNet),
 basicsr's SwinIR in its light configuration (embed_dim 60, depths 6×4, heads 6×4, window 8,
 ``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks; deployed like FFNet), and bicubic
 interpolation.
@@ -15,6 +16,7 @@ timed runs above the loaded, deployed model; latency is the median of ``--repeat
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -22,22 +24,31 @@ import sys
 import time
 import warnings
 
+from cpu_peak import peak_gmacs, peak_note
 from peak_memory import peak_mb, reset_peak
 
-MODELS = ["ffnet_sr_light", "ffnet_sr", "swinir_light", "edsr_baseline", "bicubic"]
+MODELS = ["ffnet_sr_light", "ffnet_sr_light_authors", "ffnet_sr", "swinir_light", "edsr_baseline",
+          "bicubic"]  # fmt: skip
 
 
 def build(name: str, scale: int):
     import torch
     import torch.nn.functional as F
+    from authors_deployed import authors_deployed, copy_parameters
     from basicsr.archs.edsr_arch import EDSR
     from basicsr.archs.swinir_arch import SwinIR
 
-    from metamixer.core import build_network, reparameterize_model
+    from metamixer.core import build_network, deploy
     from metamixer.superres import VARIANTS
 
     if name in VARIANTS:
-        return reparameterize_model(build_network(name, {"scale": scale}).eval()), True
+        return deploy(build_network(name, {"scale": scale}), "cpu"), True
+    if name == "ffnet_sr_light_authors":
+        theirs = authors_deployed("ffnet_sr_light", scale=scale).eval()
+        copy_parameters(
+            deploy(build_network("ffnet_sr_light", {"scale": scale}), "portable"), theirs
+        )
+        return theirs, True
     if name == "swinir_light":
         return SwinIR(
             upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6] * 4,
@@ -59,8 +70,11 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
 
     warnings.filterwarnings("ignore")
     model, channels_last = build(name, scale)
+    from metamixer.core import count_macs
+
     params = sum(p.numel() for p in model.parameters())
     x = torch.rand(1, 3, size, size)
+    macs = count_macs(copy.deepcopy(model), x) if params else 0
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -79,6 +93,7 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
     return {
         "name": name,
         "params": params,
+        "macs": macs,
         "latency": statistics.median(times),
         "inference_mb": peak_mb() - loaded_mb,
     }
@@ -110,16 +125,21 @@ def main() -> None:
     base = rows["swinir_light"]
     print(
         f"\n×{args.scale} on a {args.size}×{args.size} input, CPU float32, "
-        f"{torch.get_num_threads()} threads, batch 1 (latency: median of {args.repeats})\n"
+        f"{torch.get_num_threads()} threads, batch 1 (latency: median of {args.repeats}; "
+        f"{peak_note(torch.get_num_threads())})\n"
     )
+    peak = peak_gmacs(torch.get_num_threads())
     print(
-        "| model | params | latency (s) | × SwinIR-light | inference memory (MB) | × SwinIR-light |"
+        "| model | params | latency (s) | × SwinIR-light | inference memory (MB) | × SwinIR-light "
+        "| GMAC/s (of peak) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows.values():
+        rate = r["macs"] / r["latency"] / 1e9
         print(
             f"| {r['name']} | {r['params']:,} | {r['latency']:.3f} | {r['latency'] / base['latency']:.2f} "
-            f"| {r['inference_mb']:.0f} | {r['inference_mb'] / base['inference_mb']:.2f} |"
+            f"| {r['inference_mb']:.0f} | {r['inference_mb'] / base['inference_mb']:.2f} "
+            f"| {rate:.1f} ({rate / peak:.0%}) |"
         )
 
 

@@ -35,7 +35,7 @@ from gluonts.torch.model.d_linear import DLinearEstimator
 from gluonts.torch.model.patch_tst import PatchTSTEstimator
 from gluonts.transform import InstanceSampler
 
-from metamixer.core import reparameterize_model
+from metamixer.core import deploy
 from metamixer.timeseries.data import TSLibDataModule
 from metamixer.timeseries.lit import Forecaster
 from metamixer.timeseries.prepare import elecdemand_frame, write_csv
@@ -130,7 +130,7 @@ def fit_ffnet(dm: TSLibDataModule, args, run_dir: Path):
     best = Forecaster.load_from_checkpoint(
         trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True
     )
-    model = reparameterize_model(best.eval())  # the deployment form
+    model = deploy(best, "cpu")  # the deployment form
     return (lambda history: model(history[..., None])[..., 0]), train_seconds
 
 

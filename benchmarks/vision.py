@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/vision.py --modes jit --batch 1  # one column only
 
 Every model runs in float32, channels-last, under ``torch.inference_mode``, at its native
-resolution, in its deployment form (FFNet and FastViT re-parameterized), in each requested mode:
+resolution, in its deployment form (FFNet through ``metamixer.core.deploy(model, "cpu")``, FastViT
+re-parameterized by timm, the authors' FFNet-1 folded by their rules: ``authors_deployed.py``), in
+each requested mode:
 
 * ``eager``: plain PyTorch;
 * ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference`` (oneDNN conv fusion);
@@ -12,7 +14,8 @@ resolution, in its deployment form (FFNet and FastViT re-parameterized), in each
   and matmuls fused with their GELU / add / scale neighbours);
 * ``compile``: ``torch.compile`` (Inductor) with weight freezing.
 
-The last columns give each model's best mode (ratio: best to FFNet-1's best).
+The last columns give each model's best mode (ratio: best to FFNet-1's best) and the GMAC/s that
+best mode achieves against this CPU's peak (``cpu_peak.py``).
 
 The models are timed round-robin (``--rounds`` rounds of ``--seconds`` each), so that drift of
 the machine's speed hits all of them alike; images/s is the median over rounds and the ratio is
@@ -29,14 +32,17 @@ import warnings
 
 import timm
 import torch
+from authors_deployed import authors_deployed, copy_parameters
+from cpu_peak import peak_gmacs, peak_note
 from timm.utils.model import reparameterize_model as timm_reparameterize
 
 import metamixer.vision  # noqa: F401  (registers FFNet)
-from metamixer.core import count_macs, count_params, reparameterize_model
+from metamixer.core import count_macs, count_params, deploy
 
-# name, timm model, resolution, deployment-fused
+# name, timm model, resolution, deployment-fused ("authors": their deployed architecture)
 MODELS = [
     ("ffnet_1 (fused)", "ffnet_1", 256, True),
+    ("ffnet_1 authors' (fused)", "ffnet_1", 256, "authors"),
     ("ffnet_1", "ffnet_1", 256, False),
     ("ffnet_2 (fused)", "ffnet_2", 256, True),
     ("ffnet_2", "ffnet_2", 256, False),
@@ -50,16 +56,20 @@ MODELS = [
 BASE = "ffnet_1 (fused)"
 
 
-def build(arch: str, fused: bool) -> torch.nn.Module:
+def build(arch: str, fused: bool | str) -> torch.nn.Module:
     model = timm.create_model(arch, num_classes=1000).eval()
-    if fused:
-        model = (
-            reparameterize_model(model) if arch.startswith("ffnet") else timm_reparameterize(model)
-        )
+    if fused == "authors":
+        theirs = authors_deployed(arch).eval()
+        copy_parameters(deploy(model, "portable"), theirs)
+        model = theirs
+    elif fused and arch.startswith("ffnet"):
+        return deploy(model, "cpu")  # folds, CPU passes, channels-last
+    elif fused:
+        model = timm_reparameterize(model)
     return model.to(memory_format=torch.channels_last)
 
 
-def deploy(model: torch.nn.Module, x: torch.Tensor, mode: str):
+def run_in_mode(model: torch.nn.Module, x: torch.Tensor, mode: str):
     with torch.no_grad():
         if mode in ("jit", "onednn"):
             frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
@@ -106,7 +116,7 @@ def main() -> None:
             for name, _, res, _ in chosen:
                 x = torch.randn(b, 3, res, res).contiguous(memory_format=torch.channels_last)
                 try:
-                    runner = deploy(models[name], x, mode)
+                    runner = run_in_mode(models[name], x, mode)
                     with torch.inference_mode():
                         for _ in range(2):  # warm-up, compilation, oneDNN kernel selection
                             runner(x)
@@ -136,8 +146,9 @@ def main() -> None:
                     f"  {mode:7s} batch {b:3d} {name:22s} {rates[name, mode, b]:8.1f} img/s",
                     flush=True,
                 )
+    threads = torch.get_num_threads()
     print(
-        f"\nCPU inference, float32, channels-last, {torch.get_num_threads()} threads; "
+        f"\nCPU inference, float32, channels-last, {threads} threads ({peak_note(threads)}); "
         f"img/s (ratio to fused FFNet-1 in the same mode)\n"
     )
     cols = [(m, b) for m in args.modes for b in args.batch]
@@ -155,13 +166,15 @@ def main() -> None:
     print(
         "| model | res | params (M) | GMACs |"
         + "".join(f" {m} @{b} |" for m, b in cols)
-        + "".join(f" best @{b} |" for b in args.batch)
+        + "".join(f" best @{b} | GMAC/s @{b} |" for b in args.batch)
     )
-    print("|" + "---|" * (4 + len(cols) + len(args.batch)))
+    print("|" + "---|" * (4 + len(cols) + 2 * len(args.batch)))
     for name, (res, params, gmacs) in info.items():
         cells = "".join(cell(name, m, b) for m, b in cols)
         cells += "".join(
-            f" {best[name, b]:.1f} ({best[name, b] / best[BASE, b]:.2f}) |" for b in args.batch
+            f" {best[name, b]:.1f} ({best[name, b] / best[BASE, b]:.2f}) |"
+            f" {best[name, b] * gmacs:.1f} ({best[name, b] * gmacs / peak_gmacs(threads):.0%}) |"
+            for b in args.batch
         )
         print(f"| {name} | {res} | {params:.2f} | {gmacs:.2f} |{cells}")
 
