@@ -196,7 +196,8 @@ def start(spec: dict, old_code: Path | None) -> subprocess.Popen:
     paths = [str(HERE), str(ROOT / "tests")]
     if spec.get("old"):
         paths = [str(p) for p in sorted((old_code / "packages").glob("*/src"))] + paths
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    paths.append(os.environ.get("PYTHONPATH", ""))  # e.g. a snapshot's packages, run from it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     answer = proc.stdout.readline().split()
