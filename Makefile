@@ -12,9 +12,10 @@ env:  ## build or reuse the pinned virtualenv (cached outside the checkout) and 
 lock:  ## re-resolve requirements.in into constraints.txt
 	scripts/setup-env --lock
 
-lint: env
+lint: env  ## ruff (lint + format check) and mypy (the ops contract; see pyproject.toml)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 data: env  ## the real offline datasets (Debian Fashion-MNIST, laspy tiles, elecdemand, skimage, scenes)
 	scripts/fetch-data fashion-mnist laspy elecdemand skimage scenes

@@ -254,6 +254,44 @@ def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> 
         )
 
 
+def same_process(args: argparse.Namespace) -> None:
+    """FFNet_sr-light ×2 of 256², ours (fold + channels-last) and the authors' rebuild, traced and
+    frozen in one process and timed alternately: the two graphs' speed without per-process
+    allocator history."""
+    from authors_deployed import authors_deployed, copy_parameters
+
+    import metamixer.superres  # noqa: F401  (registers the architectures)
+    from metamixer.core import build_network, deploy
+
+    warnings.filterwarnings("ignore")
+    x = torch.rand(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    ours = deploy(build_network("ffnet_sr_light", {"scale": 2}), "portable")
+    theirs = authors_deployed("ffnet_sr_light", scale=2).eval()
+    copy_parameters(ours, theirs)
+    models = {}
+    for name, model in (("ours", ours), ("authors'", theirs)):
+        model = model.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+            models[name] = torch.jit.optimize_for_inference(traced)
+    graphs = {n: [node.kind() for node in m.graph.nodes()] for n, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(x)
+        for _ in range(args.rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - start)
+    same = graphs["ours"] == graphs["authors'"]
+    print(f"\nsuperres in one process, fold + channels-last, jit, {args.rounds} rounds; "
+          f"same graph: {same}\n")  # fmt: skip
+    print("| network | s per image (median) | min–max |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f}–{max(values):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="+", default=["vision", "superres", "timeseries",
@@ -262,6 +300,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--compare-ref", help="a git commit whose code gets a row of its own")
+    parser.add_argument("--same-process", action="store_true",
+                        help="also time ours and the authors' FFNet_sr-light in one process")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -276,6 +316,8 @@ def main() -> None:
             modes = {"vision": args.vision_modes, "superres": ["jit"]}.get(workload, ["eager"])
             for mode in modes:
                 table(variants(workload, mode, args.compare_ref), args, old_code)
+        if args.same_process:
+            same_process(args)
     finally:
         if old_code:
             shutil.rmtree(old_code)

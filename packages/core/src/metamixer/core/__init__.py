@@ -21,7 +21,6 @@ from .deploy import PASSES, RECIPES, apply_passes, deploy
 from .instances import (
     AttentionKey,
     AttentionValue,
-    SpatialOps,
     attention_heads,
     convnext_mixer,
     ffn,
@@ -31,14 +30,11 @@ from .instances import (
 )
 from .mixer import DropPath, LayerScale, MetaBlock, MetaMixer, UsesInput
 from .ops import (
-    BNConv,
     ChannelsFirstAsTokens,
-    ConvBN,
     DenseOps,
     LayerNormChannels,
-    PointwiseShortcut,
     PoolMinusInput,
-    RepDWConv,
+    SpatialOps,
     TokenOps,
     init_trunc_normal,
 )
@@ -52,7 +48,16 @@ from .registry import (
     register_token_mixer,
     stage_values,
 )
-from .reparam import ConvFamily, DenseConvs, FusableConv, reparameterize_model
+from .reparam import (
+    BNConv,
+    ConvBN,
+    ConvFactory,
+    DenseConvs,
+    FusableConv,
+    PointwiseShortcut,
+    RepDWConv,
+    reparameterize_model,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -67,7 +72,7 @@ __all__ = [
     "BNConv",
     "ChannelsFirstAsTokens",
     "ConvBN",
-    "ConvFamily",
+    "ConvFactory",
     "DenseConvs",
     "DenseOps",
     "DropPath",

@@ -112,6 +112,7 @@ def state_dict_of(
 ) -> dict[str, Any]:
     """The network's weights inside a Lightning checkpoint: ``model.*`` (raw) or the EMA copy."""
     state = checkpoint.get("state_dict", checkpoint)
+    prefixes: tuple[str, ...]
     if weights == "raw":
         prefixes = ("model.",)
     elif weights == "ema":

@@ -9,6 +9,7 @@ themselves: a pass swaps them in, so leaving the pass out leaves the model as wr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ def interleave_channels(parts: Sequence[Tensor], dim: int = 1) -> Tensor:
     channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
     if dim == 1 and channels_last and not first.is_contiguous():
         return torch.stack([p.movedim(1, 3) for p in parts], 4).flatten(3).movedim(3, 1)
-    return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
+    return torch.stack(list(parts), dim + 1).flatten(dim, dim + 1)
 
 
 class InterleavedDepthwise(nn.Module):
@@ -135,11 +136,13 @@ class InterleavedDepthwise(nn.Module):
         super().__init__()
         if not self.fits(conv):
             raise ValueError(f"{conv} is not a depthwise conv with a channel multiplier")
+        conv = cast(nn.Conv2d, conv)  # or Conv1d / Conv3d: the same attributes
+        make: Any = type(conv)
         r = conv.out_channels // conv.in_channels
         self.multiplier = r
         parts = []
         for j in range(r):
-            part = type(conv)(
+            part = make(
                 conv.in_channels, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.dilation, groups=conv.in_channels, bias=conv.bias is not None,
             ).to(conv.weight)  # fmt: skip
@@ -153,7 +156,8 @@ class InterleavedDepthwise(nn.Module):
     @staticmethod
     def fits(conv: nn.Module) -> bool:
         return (
-            type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+            isinstance(conv, nn.modules.conv._ConvNd)
+            and type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
             and conv.groups == conv.in_channels
             and conv.out_channels > conv.in_channels
             and conv.out_channels % conv.in_channels == 0

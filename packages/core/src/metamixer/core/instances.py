@@ -16,53 +16,11 @@ pooling_mixer          identity            avgpool(q) - q         identity  iden
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from torch import Tensor, nn
 
 from .mixer import MetaMixer, UsesInput
-from .ops import PoolMinusInput, TokenOps
+from .ops import PoolMinusInput, SpatialOps, TokenOps
 from .registry import MixerContext, register_channel_mixer, register_token_mixer
-
-
-class SpatialOps(Protocol):
-    """What a modality provides to build mixers (see ``metamixer.core.ops.DenseOps``)."""
-
-    channel_axis: int
-
-    def pointwise(
-        self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
-    ) -> nn.Module: ...
-
-    def depthwise(
-        self,
-        dim: int,
-        kernel_size: int,
-        *,
-        out_dim: int | None = None,
-        stride: int = 1,
-        small_kernel: int | None = None,
-        norm: bool = False,
-    ) -> nn.Module: ...
-
-    def query(self, dim: int, *, norm: bool = False) -> nn.Module:
-        """A token mixer's query projection (all channels of a position)."""
-        ...
-
-    def project(self, in_dim: int, out_dim: int) -> nn.Module:
-        """A channel mixer's output projection (hidden -> dim)."""
-        ...
-
-    def channels(self, dim: int) -> int:
-        """The tensor channels that hold ``dim`` features (``M·dim`` for M variables)."""
-        ...
-
-    def norm(self, dim: int, kind: str = ...) -> nn.Module: ...
-
-    def avg_pool(self, kernel_size: int) -> nn.Module: ...
-
-    def as_tokens(self, mixer: nn.Module) -> nn.Module: ...
-
 
 TOKEN_OPS = TokenOps()
 
@@ -222,13 +180,12 @@ def ffnified_attention(
         query_norm: the layout's query projection (``ops.query``) bias-free + norm, else with bias.
     """
     value_kernel_size = kernel_size if value_kernel_size is None else value_kernel_size
-    conv = dict(small_kernel=small_kernel, norm=conv_norm)
     return MetaMixer(
         dim,
         query=ops.query(dim, norm=query_norm),
-        key=ops.depthwise(dim, kernel_size, **conv),
+        key=ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=conv_norm),
         act=act,
-        value=ops.depthwise(dim, value_kernel_size, **conv),
+        value=ops.depthwise(dim, value_kernel_size, small_kernel=small_kernel, norm=conv_norm),
         act_axis=ops.channel_axis,
     )
 

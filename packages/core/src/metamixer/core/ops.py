@@ -1,14 +1,17 @@
-"""Dense spatial operations for 1D, 2D and 3D channels-first tensors ``(B, C, *spatial)``.
+"""The ops contract of a tensor layout, and its dense and token implementations.
 
 A modality hands an *ops bundle* to the mixer constructors in ``instances.py``; the bundle decides how
-a depthwise conv, a pointwise projection, a norm or a pool is realised.  ``DenseOps(ndim)`` is the one
-for ordinary tensors, ``TokenOps`` for ``(B, N, C)`` token sequences; the point-cloud package supplies
-a sparse one with the same methods.
+a depthwise conv, a pointwise projection, a norm, a pool or a fusable conv is realised.
+``SpatialOps`` is the one contract every bundle implements in full (checked by mypy in CI):
+``DenseOps(ndim)`` for channels-first ``(B, C, *spatial)`` tensors, ``TokenOps`` for ``(B, N, C)``
+token sequences, and the modalities' own (sparse voxels in ``metamixer.pointcloud.ops``,
+per-variable patches in ``metamixer.timeseries.ops``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,127 +19,69 @@ from torch import Tensor, nn
 from .reparam import (
     BATCHNORM_CLASSES,
     CONV_CLASSES,
-    ConvFamily,
+    ConvBN,
+    ConvFactory,
     DenseConvs,
-    FusableConv,
-    fuse_bn_pointwise,
-    fuse_conv_bn,
-    identity_kernel,
-    pad_kernel,
+    RepDWConv,
 )
 
-POOL_CLASSES: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
+class SpatialOps(ConvFactory, Protocol):
+    """What a layout provides to build mixers; ``dim`` arguments count features per position
+    (``channels(dim)`` gives the tensor channels that hold them).  An operation a layout cannot
+    express raises ``NotImplementedError`` naming the alternative."""
 
-class ConvBN(FusableConv):
-    """``BN(conv(x))`` with a bias-free conv; folds into one conv with bias.
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis of the layout's tensors."""
+        ...
 
-    ``convs`` chooses the conv family (default: dense with ``ndim`` spatial dimensions).
-    """
+    def pointwise(
+        self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
+    ) -> nn.Module:
+        """A per-position linear map; ``norm``: bias-free and followed by a norm (foldable)."""
+        ...
 
-    def __init__(
+    def depthwise(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        *,
-        ndim: int = 2,
-        stride: int = 1,
-        groups: int = 1,
-        convs: ConvFamily | None = None,
-    ) -> None:
-        convs = DenseConvs(ndim) if convs is None else convs
-        super().__init__(
-            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=groups
-        )
-        self.conv = convs.conv(
-            in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False
-        )
-        self.bn = convs.batch_norm(out_channels)
-
-    def forward_branches(self, x: Tensor) -> Tensor:
-        return self.bn(self.conv(x))
-
-    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
-        return fuse_conv_bn(self.conv.weight, None, self.bn)
-
-
-class BNConv(FusableConv):
-    """``conv1x1(BN(x))``; the BN folds into the pointwise conv's weight and bias."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, ndim: int = 2, bias: bool = False
-    ) -> None:
-        super().__init__(in_channels, out_channels, 1, convs=DenseConvs(ndim))
-        self.bn = BATCHNORM_CLASSES[ndim](in_channels)
-        self.conv = CONV_CLASSES[ndim](in_channels, out_channels, 1, bias=bias)
-
-    def forward_branches(self, x: Tensor) -> Tensor:
-        return self.conv(self.bn(x))
-
-    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
-        return fuse_bn_pointwise(self.bn, self.conv.weight, self.conv.bias)
-
-
-class PointwiseShortcut(FusableConv):
-    """``x + conv1x1(BN(x))``: the identity shortcut folds into the pointwise kernel."""
-
-    def __init__(self, dim: int, *, ndim: int = 2) -> None:
-        super().__init__(dim, dim, 1, convs=DenseConvs(ndim))
-        self.proj = BNConv(dim, dim, ndim=ndim)
-
-    def forward_branches(self, x: Tensor) -> Tensor:
-        return x + self.proj(x)
-
-    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
-        weight, bias = self.proj.kernel_bias()
-        return weight + identity_kernel(self.out_channels, self.in_channels, 1, self.ndim).to(
-            weight
-        ), bias
-
-
-class RepDWConv(FusableConv):
-    """Depthwise conv trained as a large and a small parallel kernel, each followed by BN.
-
-    ``out_channels`` may be a multiple of ``in_channels`` (groups = in_channels), as in FFNet's
-    downsampling layer.  Folds into one ``kernel_size`` depthwise conv with bias.  ``convs``
-    chooses the conv family (default: dense with ``ndim`` spatial dimensions).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
+        dim: int,
         kernel_size: int,
-        small_kernel: int,
         *,
-        out_channels: int | None = None,
-        ndim: int = 2,
+        out_dim: int | None = None,
         stride: int = 1,
-        convs: ConvFamily | None = None,
-    ) -> None:
-        convs = DenseConvs(ndim) if convs is None else convs
-        out_channels = in_channels if out_channels is None else out_channels
-        if out_channels % in_channels:
-            raise ValueError(f"out_channels ({out_channels}) must be a multiple of {in_channels}")
-        if not (small_kernel % 2 == 1 and small_kernel < kernel_size):
-            raise ValueError(
-                f"small_kernel must be odd and smaller than kernel_size ({kernel_size}), "
-                f"got {small_kernel}"
-            )
-        super().__init__(
-            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=in_channels
-        )
-        branch = dict(convs=convs, stride=stride, groups=in_channels)
-        self.large = ConvBN(in_channels, out_channels, kernel_size, **branch)
-        self.small = ConvBN(in_channels, out_channels, small_kernel, **branch)
+        small_kernel: int | None = None,
+        norm: bool = False,
+    ) -> nn.Module:
+        """A per-channel spatial conv: plain with bias; ``norm`` -> conv + BN; ``small_kernel``
+        -> a parallel small kernel (each branch with BN); ``out_dim`` a multiple of ``dim``."""
+        ...
 
-    def forward_branches(self, x: Tensor) -> Tensor:
-        return self.large(x) + self.small(x)
+    def query(self, dim: int, *, norm: bool = False) -> nn.Module:
+        """A token mixer's query projection (all channels of a position)."""
+        ...
 
-    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
-        w_large, b_large = self.large.kernel_bias()
-        w_small, b_small = self.small.kernel_bias()
-        return w_large + pad_kernel(w_small, self.kernel_size), b_large + b_small
+    def project(self, in_dim: int, out_dim: int) -> nn.Module:
+        """A channel mixer's output projection (hidden -> dim)."""
+        ...
+
+    def channels(self, dim: int) -> int:
+        """The tensor channels that hold ``dim`` features (``M·dim`` for M variables)."""
+        ...
+
+    def norm(self, dim: int, kind: str = "batch") -> nn.Module:
+        """A norm over the features: "batch" or "layer" (each layout names its default)."""
+        ...
+
+    def avg_pool(self, kernel_size: int) -> nn.Module:
+        """Mean over the ``kernel_size`` neighbourhood, positions outside not counted."""
+        ...
+
+    def as_tokens(self, mixer: nn.Module) -> nn.Module:
+        """Run a ``(B, N, C)`` token mixer on this layout's tensors."""
+        ...
+
+
+POOL_CLASSES: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
 class LayerNormChannels(nn.LayerNorm):
@@ -175,6 +120,11 @@ class PositionwiseProjections:
     """``query`` / ``project`` / ``channels`` of a layout whose ``pointwise`` op mixes all channels
     of a position (dense, token and sparse layouts)."""
 
+    def pointwise(
+        self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
+    ) -> nn.Module:
+        raise NotImplementedError
+
     def query(self, dim: int, *, norm: bool = False) -> nn.Module:
         """A pointwise projection with bias, or bias-free + norm (foldable) with ``norm``."""
         return self.pointwise(dim, dim, norm=norm, bias=not norm)
@@ -187,15 +137,11 @@ class PositionwiseProjections:
 
 
 @dataclass(frozen=True)
-class DenseOps(PositionwiseProjections):
-    """Spatial ops on channels-first dense tensors with ``ndim`` spatial dimensions."""
+class DenseOps(DenseConvs, PositionwiseProjections):
+    """Spatial ops on channels-first dense tensors with ``ndim`` spatial dimensions (its fusable
+    convs: ``DenseConvs``)."""
 
-    ndim: int = 2
     channel_axis: int = 1
-
-    def __post_init__(self) -> None:
-        if self.ndim not in CONV_CLASSES:
-            raise ValueError(f"DenseOps.ndim must be 1, 2 or 3, got {self.ndim}")
 
     def depthwise(
         self,
@@ -217,9 +163,7 @@ class DenseOps(PositionwiseProjections):
             return ConvBN(dim, out_dim, kernel_size, ndim=self.ndim, stride=stride, groups=dim)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        return DenseConvs(self.ndim).conv(
-            dim, out_dim, kernel_size, stride=stride, groups=dim, bias=True
-        )
+        return self.conv(dim, out_dim, kernel_size, stride=stride, groups=dim, bias=True)
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
@@ -246,9 +190,11 @@ class DenseOps(PositionwiseProjections):
 
 @dataclass(frozen=True)
 class TokenOps(PositionwiseProjections):
-    """Ops on channels-last token sequences ``(..., N, C)``: linear layers and LayerNorm only."""
+    """Ops on channels-last token sequences ``(..., N, C)``: linear layers and LayerNorm; a token
+    sequence has no spatial neighbourhood, so convs and pools are refused by name."""
 
     channel_axis: int = -1
+    ndim: int = 0  # no spatial dimensions
 
     def pointwise(
         self, in_dim: int, out_dim: int, *, norm: bool = False, bias: bool = True
@@ -262,14 +208,37 @@ class TokenOps(PositionwiseProjections):
             raise ValueError(f"TokenOps only supports kind='layer', got {kind!r}")
         return nn.LayerNorm(dim)
 
-    def depthwise(self, dim: int, kernel_size: int) -> nn.Module:
-        """Not available: a token sequence carries no spatial layout."""
-        raise NotImplementedError(
-            "token sequences have no spatial neighbourhood; use DenseOps(ndim=1) for 1D convs"
-        )
+    def depthwise(
+        self,
+        dim: int,
+        kernel_size: int,
+        *,
+        out_dim: int | None = None,
+        stride: int = 1,
+        small_kernel: int | None = None,
+        norm: bool = False,
+    ) -> nn.Module:
+        raise NotImplementedError(_NO_NEIGHBOURS)
+
+    def avg_pool(self, kernel_size: int) -> nn.Module:
+        raise NotImplementedError(_NO_NEIGHBOURS)
+
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+        groups: int = 1, bias: bool = True,
+    ) -> nn.Module:  # fmt: skip
+        raise NotImplementedError(_NO_NEIGHBOURS)
+
+    def batch_norm(self, channels: int) -> nn.Module:
+        raise NotImplementedError("token sequences use LayerNorm (TokenOps.norm)")
 
     def as_tokens(self, mixer: nn.Module) -> nn.Module:
         return mixer
+
+
+_NO_NEIGHBOURS = (
+    "token sequences have no spatial neighbourhood; use DenseOps(ndim=1) for 1D convs and pools"
+)
 
 
 def init_trunc_normal(module: nn.Module, std: float = 0.02) -> None:
@@ -280,16 +249,18 @@ def init_trunc_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(module.bias)
 
 
+if TYPE_CHECKING:  # mypy (CI) checks that each bundle implements the whole contract
+    _dense: SpatialOps = DenseOps()
+    _tokens: SpatialOps = TokenOps()
+
+
 __all__ = [
-    "BNConv",
     "ChannelsFirstAsTokens",
-    "ConvBN",
     "DenseOps",
     "LayerNormChannels",
-    "PointwiseShortcut",
     "PoolMinusInput",
     "PositionwiseProjections",
-    "RepDWConv",
+    "SpatialOps",
     "TokenOps",
     "init_trunc_normal",
 ]

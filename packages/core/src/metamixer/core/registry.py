@@ -29,7 +29,7 @@ from torch import nn
 from .activations import ACTIVATIONS
 
 if TYPE_CHECKING:
-    from .instances import SpatialOps
+    from .ops import SpatialOps
 
 T = TypeVar("T")
 
@@ -146,7 +146,7 @@ def stage_values(value: T | Sequence[T], count: int, name: str, *, groups: bool 
     equal consecutive groups: ``["ffnified", "attention"]`` over 4 blocks gives 2 of each.
     """
     if not isinstance(value, (list, tuple)):
-        return [value] * count
+        return [value] * count  # type: ignore[list-item]  # a scalar T here
     n = len(value)
     if n == count:
         return list(value)

@@ -1,7 +1,8 @@
-"""Structural re-parameterization: training-time branches folded into one convolution.
+"""Structural re-parameterization: training-time blocks that fold into one convolution.
 
-Every module that can be folded implements ``reparameterize()`` (in place).  ``reparameterize_model``
-calls it on every such module of a model.  The kernel arithmetic below works for any number of
+The fusable blocks (``ConvBN``, ``BNConv``, ``PointwiseShortcut``, ``RepDWConv``) build their
+convs through a ``ConvFactory`` (``DenseConvs`` for ordinary tensors) and implement
+``reparameterize()`` (in place); ``reparameterize_model`` calls it on every such module of a model.  The kernel arithmetic below works for any number of
 spatial dimensions; the weight layout is PyTorch's ``(out, in / groups, *kernel)``.
 """
 
@@ -22,8 +23,10 @@ BATCHNORM_CLASSES: dict[int, type[nn.Module]] = {
 }
 
 
-def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+def bn_scale_shift(bn: nn.Module) -> tuple[Tensor, Tensor]:
     """Per-channel ``(s, t)`` with ``bn(x) == s * x + t`` in eval mode."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise ValueError(f"{bn} is not a BatchNorm and cannot be folded as one")
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(f"{bn} tracks no running statistics and cannot be folded")
     scale = torch.rsqrt(bn.running_var + bn.eps)
@@ -76,14 +79,16 @@ def identity_kernel(channels: int, in_per_group: int, kernel_size: int, ndim: in
     return weight
 
 
-class ConvFamily(Protocol):
-    """Builds the convolutions and BatchNorms of one tensor layout (dense 1D/2D/3D, sparse 3D).
+class ConvFactory(Protocol):
+    """How a tensor layout builds the convolutions and BatchNorms of its fusable blocks (the part
+    of the ops contract ``metamixer.core.ops.SpatialOps`` that re-parameterization needs).
 
     ``conv`` returns a module with ``weight (out, in / groups, *k)`` and ``bias``; ``batch_norm``
-    a BatchNorm over the conv's output channels.
+    a BatchNorm over the conv's output channels; ``ndim`` counts the spatial dimensions.
     """
 
-    ndim: int
+    @property
+    def ndim(self) -> int: ...
 
     def conv(
         self,
@@ -147,7 +152,7 @@ class FusableConv(nn.Module):
         out_channels: int,
         kernel_size: int,
         *,
-        convs: ConvFamily,
+        convs: ConvFactory,
         stride: int = 1,
         groups: int = 1,
     ) -> None:
@@ -171,12 +176,11 @@ class FusableConv(nn.Module):
         """The ``(weight, bias)`` of the single equivalent conv, folded or not."""
         if self.fused is None:
             return self.equivalent_kernel_bias()
-        return self.fused.weight, self.fused.bias
+        return _weight(self.fused), _weight(self.fused, "bias")
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused is None:
-            return self.forward_branches(x)
-        return self.fused(x)
+        fused = self.fused
+        return self.forward_branches(x) if fused is None else fused(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -193,9 +197,130 @@ class FusableConv(nn.Module):
             groups=self.groups,
             bias=True,
         ).to(weight)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
+        _weight(conv).copy_(weight)
+        _weight(conv, "bias").copy_(bias)
         self.fused = conv
+
+
+def _weight(conv: nn.Module, name: str = "weight") -> Tensor:
+    """A conv module's ``weight`` (or ``bias``) parameter, typed."""
+    value = getattr(conv, name)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{type(conv).__name__}.{name} is not a tensor")
+    return value
+
+
+class ConvBN(FusableConv):
+    """``BN(conv(x))`` with a bias-free conv; folds into one conv with bias.
+
+    ``convs`` chooses the conv family (default: dense with ``ndim`` spatial dimensions).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        *,
+        ndim: int = 2,
+        stride: int = 1,
+        groups: int = 1,
+        convs: ConvFactory | None = None,
+    ) -> None:
+        convs = DenseConvs(ndim) if convs is None else convs
+        super().__init__(
+            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=groups
+        )
+        self.conv = convs.conv(
+            in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False
+        )
+        self.bn = convs.batch_norm(out_channels)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
+        return fuse_conv_bn(_weight(self.conv), None, self.bn)
+
+
+class BNConv(FusableConv):
+    """``conv1x1(BN(x))``; the BN folds into the pointwise conv's weight and bias."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, ndim: int = 2, bias: bool = False
+    ) -> None:
+        super().__init__(in_channels, out_channels, 1, convs=DenseConvs(ndim))
+        self.bn = BATCHNORM_CLASSES[ndim](in_channels)
+        self.conv = CONV_CLASSES[ndim](in_channels, out_channels, 1, bias=bias)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.conv(self.bn(x))
+
+    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
+        bias: Tensor | None = getattr(self.conv, "bias", None)
+        return fuse_bn_pointwise(self.bn, _weight(self.conv), bias)
+
+
+class PointwiseShortcut(FusableConv):
+    """``x + conv1x1(BN(x))``: the identity shortcut folds into the pointwise kernel."""
+
+    def __init__(self, dim: int, *, ndim: int = 2) -> None:
+        super().__init__(dim, dim, 1, convs=DenseConvs(ndim))
+        self.proj = BNConv(dim, dim, ndim=ndim)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return x + self.proj(x)
+
+    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
+        weight, bias = self.proj.kernel_bias()
+        return weight + identity_kernel(self.out_channels, self.in_channels, 1, self.ndim).to(
+            weight
+        ), bias
+
+
+class RepDWConv(FusableConv):
+    """Depthwise conv trained as a large and a small parallel kernel, each followed by BN.
+
+    ``out_channels`` may be a multiple of ``in_channels`` (groups = in_channels), as in FFNet's
+    downsampling layer.  Folds into one ``kernel_size`` depthwise conv with bias.  ``convs``
+    chooses the conv family (default: dense with ``ndim`` spatial dimensions).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: int,
+        small_kernel: int,
+        *,
+        out_channels: int | None = None,
+        ndim: int = 2,
+        stride: int = 1,
+        convs: ConvFactory | None = None,
+    ) -> None:
+        convs = DenseConvs(ndim) if convs is None else convs
+        out_channels = in_channels if out_channels is None else out_channels
+        if out_channels % in_channels:
+            raise ValueError(f"out_channels ({out_channels}) must be a multiple of {in_channels}")
+        if not (small_kernel % 2 == 1 and small_kernel < kernel_size):
+            raise ValueError(
+                f"small_kernel must be odd and smaller than kernel_size ({kernel_size}), "
+                f"got {small_kernel}"
+            )
+        super().__init__(
+            in_channels, out_channels, kernel_size, convs=convs, stride=stride, groups=in_channels
+        )
+        self.large = ConvBN(in_channels, out_channels, kernel_size, convs=convs, stride=stride,
+                            groups=in_channels)  # fmt: skip
+        self.small = ConvBN(in_channels, out_channels, small_kernel, convs=convs, stride=stride,
+                            groups=in_channels)  # fmt: skip
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.large(x) + self.small(x)
+
+    def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
+        w_large, b_large = self.large.kernel_bias()
+        w_small, b_small = self.small.kernel_bias()
+        return w_large + pad_kernel(w_small, self.kernel_size), b_large + b_small
 
 
 def reparameterize_model(model: nn.Module) -> nn.Module:

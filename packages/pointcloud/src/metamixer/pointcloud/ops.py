@@ -9,12 +9,13 @@ linear layers, and norms as BatchNorm1d / LayerNorm over the features.  Every mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from metamixer.core import ConvBN, RepDWConv
-from metamixer.core.ops import PositionwiseProjections
+from metamixer.core.ops import PositionwiseProjections, SpatialOps
 
 from .sparse import SparseDepthwiseConv, SparseFullConv, SparseTensor
 
@@ -87,10 +88,11 @@ class SceneDropPath(nn.Module):
 
 
 @dataclass(frozen=True)
-class SparseOps(PositionwiseProjections):
-    """Ops bundle for ``metamixer.core`` mixers on sparse voxel features ``(N, C)``.
+class SparseOps(SparseDepthwiseConvs, PositionwiseProjections):
+    """Ops bundle (``metamixer.core.ops.SpatialOps``) for mixers on sparse voxel features.
 
-    ``full=True`` builds the authors' full ``C → C`` submanifold convs instead of depthwise ones.
+    ``full=True`` builds the authors' full ``C → C`` submanifold convs (followed by BN with
+    ``norm``; they have no small-kernel branch) instead of depthwise ones.
     """
 
     full: bool = False
@@ -108,14 +110,18 @@ class SparseOps(PositionwiseProjections):
     ) -> nn.Module:
         if stride != 1 or out_dim not in (None, dim):
             raise ValueError("sparse depthwise convs keep the channels and the voxels (stride 1)")
-        convs = SparseDepthwiseConvs()
         if self.full:
+            if small_kernel is not None:
+                raise ValueError(
+                    "the authors' full sparse convs have no small-kernel branch: "
+                    "use small_kernel=None (norm=True for conv + BN)"
+                )
             conv = SparseFullConv(dim, dim, kernel_size, bias=True)
-            return nn.Sequential(conv, batch_norm(dim)) if norm or small_kernel else conv
+            return nn.Sequential(conv, batch_norm(dim)) if norm else conv
         if small_kernel is not None:
-            return RepDWConv(dim, kernel_size, small_kernel, convs=convs)
+            return RepDWConv(dim, kernel_size, small_kernel, convs=self)
         if norm:
-            return ConvBN(dim, dim, kernel_size, groups=dim, convs=convs)
+            return ConvBN(dim, dim, kernel_size, groups=dim, convs=self)
         return SparseDepthwiseConv(dim, kernel_size, bias=True)
 
     def pointwise(
@@ -167,3 +173,7 @@ class SceneTokens(nn.Module):
             )
         parts = x.features.split(counts.tolist())  # a level's voxels are ordered by scene
         return x.replace(torch.cat([self.mixer(p[None])[0] if len(p) else p for p in parts]))
+
+
+if TYPE_CHECKING:  # mypy (CI) checks that the bundle implements the whole contract
+    _sparse: SpatialOps = SparseOps()

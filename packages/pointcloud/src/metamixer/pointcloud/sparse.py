@@ -175,21 +175,24 @@ class SparseTensor:
             return SparseTensor(result, structure)
         return result
 
+    def _binary(self, func: Callable, other: Any) -> Any:
+        return SparseTensor.__torch_function__(func, (), (self, other))
+
     def __add__(self, other: Any) -> Any:
-        return torch.add(self, other)
+        return self._binary(torch.add, other)
 
     __radd__ = __add__
 
     def __mul__(self, other: Any) -> Any:
-        return torch.mul(self, other)
+        return self._binary(torch.mul, other)
 
     __rmul__ = __mul__
 
     def __sub__(self, other: Any) -> Any:
-        return torch.sub(self, other)
+        return self._binary(torch.sub, other)
 
     def __truediv__(self, other: Any) -> Any:
-        return torch.div(self, other)
+        return self._binary(torch.div, other)
 
 
 class _SparseDepthwise(torch.autograd.Function):

@@ -8,11 +8,13 @@ pointwise projections act per variable (groups = M), and BatchNorm is shared by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from metamixer.core import DenseOps
+from metamixer.core.ops import SpatialOps
 
 _DENSE_1D = DenseOps(ndim=1)
 
@@ -57,6 +59,7 @@ class VariableOps:
     query_drop: float = 0.0
     query_proj_drop: float = 0.0
     channel_axis: int = 1
+    ndim: int = 1
 
     def depthwise(
         self,
@@ -119,6 +122,18 @@ class VariableOps:
     def avg_pool(self, kernel_size: int) -> nn.Module:
         return _DENSE_1D.avg_pool(kernel_size)
 
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+        groups: int = 1, bias: bool = True,
+    ) -> nn.Module:  # fmt: skip
+        """A conv over raw tensor channels (``M·dim``), as the fusable blocks build them."""
+        return _DENSE_1D.conv(
+            in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=bias
+        )
+
+    def batch_norm(self, channels: int) -> nn.Module:
+        return _DENSE_1D.batch_norm(channels)
+
     def as_tokens(self, mixer: nn.Module) -> nn.Module:
         return _DENSE_1D.as_tokens(mixer)
 
@@ -150,3 +165,7 @@ class RevIN(nn.Module):
         if self.affine:
             y = (y - self.bias) / (self.weight + self.eps * self.eps)
         return y * std + mean
+
+
+if TYPE_CHECKING:  # mypy (CI) checks that the bundle implements the whole contract
+    _variables: SpatialOps = VariableOps(num_vars=1)

@@ -10,6 +10,7 @@ mixer (sparse conv k3 + BN → FFN ×4), each residual with per-scene drop-path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -269,7 +270,7 @@ SPARSE_FFNET = dict(
     channel_mixers="convnext", channel_acts=None, token_kernels=3, channel_kernels=3,
     mlp_ratio=4.0, drop_path_rate=0.3,
 )  # fmt: skip
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     # ours: true depthwise sparse convs (11.1 M parameters fused)
     "sparse_ffnet": dict(SPARSE_FFNET, full_convs=False),
     # the authors' network: full C → C submanifold convs in the blocks (103.2 M)
@@ -296,7 +297,8 @@ def _example(network: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
     gen = torch.Generator().manual_seed(0)
     coords = torch.unique(torch.randint(0, 48, (600, 3), generator=gen), dim=0)  # 3³ at 1/16
     batch = (torch.arange(len(coords)) >= len(coords) // 2).long()
-    return torch.randn(len(coords), network.in_channels, generator=gen), coords, batch
+    channels = cast(SparseFFNet, network).in_channels
+    return torch.randn(len(coords), channels, generator=gen), coords, batch
 
 
 for _name, _args in VARIANTS.items():
