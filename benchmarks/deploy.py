@@ -44,9 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 CPU = ("reparameterize", "interleave_multiplier_convs", "inplace_activations",
-       "slice_positionwise", "banded_depthwise_1d", "batched_grouped_pointwise", "channels_last")  # fmt: skip
+       "slice_positionwise", "banded_depthwise_1d", "channels_last")  # fmt: skip
 INFERENCE_TRICKS = ["interleave_multiplier_convs", "inplace_activations", "slice_positionwise"]
-TRAINING = ["banded_depthwise_1d", "batched_grouped_pointwise", "integer_mask_dropout"]
+TRAINING = ["banded_depthwise_1d", "integer_mask_dropout"]
 
 
 def variants(workload: str, mode: str, compare_ref: str | None) -> list[dict]:

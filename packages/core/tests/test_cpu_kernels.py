@@ -1,6 +1,5 @@
 """The CPU kernels that deployment passes swap in equal the modules they replace, in values and
-gradients: banded depthwise conv1d, batched grouped 1×1 conv1d, integer-mask dropout, interleaved
-multiplier convs."""
+gradients: banded depthwise conv1d, integer-mask dropout, interleaved multiplier convs."""
 
 import pytest
 import torch
@@ -9,7 +8,6 @@ from torch import nn
 
 from metamixer.core.cpu_kernels import (
     BandedDepthwiseConv1d,
-    BatchedPointwiseConv1d,
     IntegerMaskDropout,
     InterleavedDepthwise,
     banded_matrix,
@@ -54,27 +52,6 @@ def test_banded_kernel_fits_only_plain_depthwise_stride_1_convs():
     assert not BandedDepthwiseConv1d.fits(nn.Conv1d(8, 8, 51, stride=2, padding=25, groups=8))
     assert not BandedDepthwiseConv1d.fits(nn.Conv1d(8, 8, 51, padding=0, groups=8))
     assert not BandedDepthwiseConv1d.fits(nn.Conv1d(8, 16, 5, padding=2, groups=8))
-
-
-@pytest.mark.parametrize(
-    ("in_channels", "out_channels", "groups", "bias"),
-    [(32, 384, 1, True), (384, 32, 32, True), (21, 42, 7, False), (6, 3, 3, True)],
-)
-def test_batched_pointwise_conv_matches_grouped_conv1d(in_channels, out_channels, groups, bias):
-    torch.manual_seed(0)
-    conv = BatchedPointwiseConv1d(in_channels, out_channels, 1, groups=groups, bias=bias)
-    x = torch.randn(5, in_channels, 11, requires_grad=True)
-    out = conv(x)
-    x_ref = x.detach().clone().requires_grad_()
-    params = [p.detach().clone().requires_grad_() for p in conv.parameters()]
-    ref = F.conv1d(x_ref, params[0], params[1] if bias else None, groups=groups)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
-    for ours, theirs in zip(conv.parameters(), params, strict=True):
-        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -44,7 +44,7 @@ def test_the_plain_mixer_never_overwrites_what_a_hook_kept():
 #: the CPU passes with nothing to rewrite in the core test network of that dimension
 NOT_APPLICABLE = {
     1: {"channels_last"},  # no 4D tensors
-    2: {"banded_depthwise_1d", "batched_grouped_pointwise"},
+    2: {"banded_depthwise_1d"},
 }
 
 
@@ -89,7 +89,7 @@ def test_training_passes_keep_parameters_outputs_and_gradients():
     reference = copy.deepcopy(model)
     deploy(model, "cpu_training")
     assert model.training and [type(m).__name__ for m in model] == [
-        "BandedDepthwiseConv1d", "BatchedPointwiseConv1d", "GELU", "BatchedPointwiseConv1d",
+        "BandedDepthwiseConv1d", "Conv1d", "GELU", "Conv1d",
     ]  # fmt: skip
     assert list(model.state_dict()) == list(reference.state_dict())
     x = torch.randn(4, 6, 48)

@@ -63,33 +63,6 @@ class BandedDepthwiseConv1d(nn.Conv1d):
         return out if self.bias is None else out + self.bias[:, None]
 
 
-class BatchedPointwiseConv1d(nn.Conv1d):
-    """A grouped 1×1 ``nn.Conv1d`` whose CPU forward is one batched matrix product over the groups
-    on a ``(groups, in / groups, B·N)`` layout."""
-
-    @staticmethod
-    def fits(conv: nn.Module) -> bool:
-        return (
-            type(conv) is nn.Conv1d
-            and conv.kernel_size == (1,)
-            and conv.stride == (1,)
-            and conv.padding == (0,)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not eager_on_cpu(x) or x.dim() != 3:
-            return super().forward(x)
-        batch, _, n = x.shape
-        g = self.groups
-        weight = self.weight.view(g, self.out_channels // g, -1)
-        grouped = x.reshape(batch, g, -1, n).permute(1, 2, 0, 3).reshape(g, -1, batch * n)
-        if self.bias is None:
-            out = torch.bmm(weight, grouped)
-        else:
-            out = torch.baddbmm(self.bias.view(g, -1, 1), weight, grouped)
-        return out.view(g, -1, batch, n).permute(2, 0, 1, 3).reshape(batch, -1, n)
-
-
 class IntegerMaskDropout(nn.Dropout):
     """``nn.Dropout`` whose CPU keep mask compares 15-bit random integers with ``(1 - p)·2¹⁵``
     (same distribution up to rounding p to a multiple of 2⁻¹⁵; cheaper to draw than

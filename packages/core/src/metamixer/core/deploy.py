@@ -16,7 +16,6 @@ inplace_activations          GELU overwrites its input at inference where nothin
 slice_positionwise           position-wise mixers evaluated on slices of large inputs (bounded
                              working memory)
 banded_depthwise_1d          depthwise conv1d as a banded matrix product on short sequences
-batched_grouped_pointwise    grouped 1×1 conv1d as one batched matrix product
 integer_mask_dropout         dropout masks drawn as 15-bit integers (training)
 channels_last                NHWC memory format
 ===========================  ================================================================
@@ -35,7 +34,6 @@ from torch import nn
 
 from .cpu_kernels import (
     BandedDepthwiseConv1d,
-    BatchedPointwiseConv1d,
     InplaceGELU,
     IntegerMaskDropout,
     InterleavedDepthwise,
@@ -143,9 +141,6 @@ PASSES: dict[str, Pass] = {
     "banded_depthwise_1d": lambda m: _swap_class(
         m, BandedDepthwiseConv1d.fits, BandedDepthwiseConv1d
     ),
-    "batched_grouped_pointwise": lambda m: _swap_class(
-        m, BatchedPointwiseConv1d.fits, BatchedPointwiseConv1d
-    ),
     "integer_mask_dropout": lambda m: _swap_class(
         m, lambda d: type(d) is nn.Dropout, IntegerMaskDropout
     ),
@@ -161,11 +156,10 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "inplace_activations",
         "slice_positionwise",
         "banded_depthwise_1d",
-        "batched_grouped_pointwise",
         "channels_last",
     ),
     "cuda": ("reparameterize", "channels_last"),
-    "cpu_training": ("banded_depthwise_1d", "batched_grouped_pointwise", "integer_mask_dropout"),
+    "cpu_training": ("banded_depthwise_1d", "integer_mask_dropout"),
 }
 TRAINING_RECIPES = ("cpu_training",)
 #: what each target needs the model's parameters on

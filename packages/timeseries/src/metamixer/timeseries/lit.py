@@ -36,7 +36,7 @@ class Forecaster(L.LightningModule):
         arch_args: overrides of the architecture's arguments (e.g. ``dim``, ``mlp_ratio``,
             ``token_kernels``, ``token_mixers``, ``mlp_drop``), checked by name.
         training_passes: CPU training speed-ups applied to the network (``metamixer.core.deploy``:
-            banded long-kernel depthwise conv, batched grouped 1×1 conv, integer dropout masks);
+            banded long-kernel depthwise conv, integer dropout masks);
             ``[]`` trains the network as defined.  Leaves the parameters and their names alone.
         loss: training objective, "mse" (the authors') or "mae" (robust to outlying days; the
             validation / test metrics are MSE and MAE either way, checkpoints selected on MSE).
