@@ -294,7 +294,7 @@ def same_process(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", nargs="+", default=["vision", "superres", "timeseries",
+    parser.add_argument("--workloads", nargs="*", default=["vision", "superres", "timeseries",
                         "memory"])  # fmt: skip
     parser.add_argument("--vision-modes", nargs="+", default=["eager", "onednn"])
     parser.add_argument("--rounds", type=int, default=5)
