@@ -111,3 +111,25 @@ def test_missing_config_is_refused_before_any_cell(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match=r"config files not found: \['nowhere.yaml'\]"):
         load_sweep(path)
+
+
+@pytest.mark.parametrize("modality", ["vision", "timeseries", "superres", "pointcloud"])
+def test_the_full_sweeps_baseline_cell_is_the_modalitys_ffnet(modality, tmp_path, monkeypatch):
+    """The baseline cell's knob arguments leave each modality's configured network unchanged."""
+    import importlib
+
+    from metamixer.core.sweep import cell_command
+
+    monkeypatch.chdir(tmp_path)  # run folders of the parsed CLIs stay out of the checkout
+    spec = load_sweep(ROOT / "experiments" / "sweeps" / "full.yaml")
+    baseline = next(c for c in cells(spec) if c.modality == modality)  # the first cell
+    command = cell_command(baseline, spec, tmp_path / "sweep")
+    configs = [a for c in spec["modalities"][modality]["config"] for a in ("--config", c)]
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+
+    def network(args: list[str]) -> str:
+        cli = main(args, run=False)  # no subcommand: parse and build only
+        return repr(cli.model.model)
+
+    plain = network(configs)
+    assert network(command[4:]) == plain, f"{modality}: {baseline.label} is not the config's FFNet"
