@@ -44,3 +44,23 @@ def test_a_tested_run_writes_a_record_and_records_collect_into_a_table(
     (run / "record.json").write_text(json.dumps(record))
     results(["collect", "runs"])
     assert "00000000 *" in capsys.readouterr().out
+
+
+def test_readme_tables_are_generated_from_the_committed_records(tmp_path):
+    """Every ``results:NAME`` table of the README equals what ``results/records/NAME`` gives; a
+    hand-edited cell is named."""
+    import pytest
+
+    from metamixer.core.results import update_readme
+
+    root = EXP.parent
+    names = update_readme(root / "README.md", root / "results" / "records", check=True)
+    assert "defaults" in names
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("<!-- results:defaults -->") :]
+    row = next(line for line in block.splitlines() if line.startswith("| vision"))
+    edited = tmp_path / "README.md"
+    edited.write_text(readme.replace(row, row.replace("test/acc1 ", "test/acc1 1")))
+    with pytest.raises(ValueError, match=r"README table 'defaults', row \d+, column 'metrics'"):
+        update_readme(edited, root / "results" / "records", check=True)
+    assert edited.read_text() != readme  # --check wrote nothing back

@@ -10,6 +10,13 @@ files it reads), the seed, the hardware and the wall time.
 gathers the records found under the given folders into one table (a row per record: modality,
 experiment, subcommand, the metrics).  Records of another code version stay readable; the
 table marks them.
+
+    python -m metamixer.core.results readme README.md results/records [--check]
+
+regenerates the README's result tables from the records committed under ``results/records``: each
+table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and holds the records
+of folder ``results/records/NAME``; ``--check`` changes nothing and fails naming the table and the
+first cell that differs (a hand-edited table, or records that changed).
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -132,6 +141,72 @@ def table(
     return header, rows
 
 
+def _metric(name: str, value: Any) -> str:
+    if isinstance(value, float) and ("acc" in name or "iou" in name.lower() or "AP" in name):
+        return f"{name} {100 * value:.1f}" if value <= 1 else f"{name} {value:.1f}"
+    return f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+
+
+def readme_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Header + one row per record: what ran, its metrics (accuracies, IoUs and APs in %), seed,
+    wall time and code version."""
+    rows = [["modality", "experiment", "metrics", "seed", "wall time", "code"]]
+    for r in sorted(records, key=lambda r: (r["modality"], r["experiment"])):
+        code = r.get("code") or {}
+        commit = (code.get("commit") or "?")[:8] + (" (dirty)" if code.get("dirty") else "")
+        metrics = ", ".join(_metric(k, v) for k, v in sorted(r["metrics"].items()))
+        minutes, seconds = divmod(round(r.get("wall_seconds", 0)), 60)
+        rows.append([r["modality"], r["experiment"], metrics, str(r.get("seed")),
+                     f"{minutes} min {seconds} s", commit])  # fmt: skip
+    return rows
+
+
+def _markdown(rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
+
+
+BLOCK = re.compile(r"<!-- results:(\S+) -->\n(.*?)\n?<!-- /results:\1 -->", re.DOTALL)
+
+
+def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[str]:
+    """Regenerate every ``results:NAME`` table of ``readme`` from ``records/NAME``; returns the
+    names.  With ``check`` nothing is written and a differing table raises ``ValueError`` naming
+    the table and its first differing cell."""
+    text = readme.read_text()
+    names: list[str] = []
+
+    def render(match: re.Match) -> str:
+        name = match.group(1)
+        found = load_records([records / name])
+        if not found:
+            raise ValueError(f"README table {name!r}: no {RECORD} under {records / name}")
+        rows = readme_table(found)
+        if check:
+            shown = [
+                [c.strip() for c in line.strip().strip("|").split("|")]
+                for line in match.group(2).splitlines() if not line.startswith("|---")
+            ]  # fmt: skip
+            for i, (want, have) in enumerate(itertools.zip_longest(rows, shown), start=0):
+                if want != have:
+                    column = next((j for j, (a, b) in enumerate(
+                        itertools.zip_longest(want or [], have or [])) if a != b), 0)  # fmt: skip
+                    label = rows[0][column] if column < len(rows[0]) else column
+                    raise ValueError(
+                        f"README table {name!r}, row {i}, column {label!r}: the README has "
+                        f"{(have or ['(missing)'] * (column + 1))[column]!r}, the records give "
+                        f"{(want or ['(nothing)'] * (column + 1))[column]!r}; regenerate with "
+                        f"python -m metamixer.core.results readme {readme} {records}"
+                    )
+        names.append(name)
+        return f"<!-- results:{name} -->\n{_markdown(rows)}\n<!-- /results:{name} -->"
+
+    new = BLOCK.sub(render, text)
+    if not check and new != text:
+        readme.write_text(new)
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,7 +214,20 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("folders", nargs="+")
     collect.add_argument("--out", help="markdown table (default: print)")
     collect.add_argument("--csv", help="also write the table as CSV")
+    readme = sub.add_parser("readme", help="regenerate the README's tables from committed records")
+    readme.add_argument("readme")
+    readme.add_argument("records")
+    readme.add_argument(
+        "--check", action="store_true", help="fail if a table differs; write nothing"
+    )
     args = parser.parse_args(argv)
+    if args.command == "readme":
+        try:
+            names = update_readme(Path(args.readme), Path(args.records), check=args.check)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"{'checked' if args.check else 'wrote'} {len(names)} tables: {', '.join(names)}")
+        return
     records = load_records([Path(f) for f in args.folders])
     if not records:
         raise SystemExit(f"error: no {RECORD} under {', '.join(args.folders)}")
