@@ -49,12 +49,23 @@ def test_fabric_run_two_processes_matches_one_process(custom_root, tmp_path):
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]
     fabric = Path(sys.executable).parent / "fabric"
-    double = subprocess.run(
-        [str(fabric), "run", "--accelerator=cpu", "--devices=2", f"--main-port={free_port()}", script(), "fit",
-         *common, "--data.batch_size=32", f"--trainer.default_root_dir={tmp_path / 'two'}"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert double.returncode == 0, double.stderr[-3000:]
+
+    def two_processes() -> subprocess.CompletedProcess:
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+        return subprocess.run(
+            [str(fabric), "run", "--accelerator=cpu", "--devices=2", f"--main-port={free_port()}",
+             script(), "fit", *common, "--data.batch_size=32",
+             f"--trainer.default_root_dir={tmp_path / 'two'}"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+
+    double = two_processes()
+    if double.returncode != 0 and "Signal 6 (SIGABRT)" in double.stderr:
+        # a rank aborted in gloo (seen twice in many CI runs, never reproduced alone; the free
+        # port can be taken between choosing and binding it): one retry on a new port
+        double = two_processes()
+    first_errors = [line for line in double.stderr.splitlines() if "Error" in line][:5]
+    assert double.returncode == 0, "\n".join(first_errors) + "\n" + double.stderr[-3000:]
     assert "MEMBER: 2/2" in double.stderr + double.stdout, (
         "the Trainer did not join the 2 processes"
     )
