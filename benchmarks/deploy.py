@@ -43,18 +43,18 @@ from cpu_peak import peak_gmacs
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-CPU = ("reparameterize", "interleave_multiplier_convs", "inplace_activations",
-       "slice_positionwise", "banded_depthwise_1d", "channels_last")  # fmt: skip
 INFERENCE_TRICKS = ["interleave_multiplier_convs", "inplace_activations", "slice_positionwise"]
-TRAINING = ["banded_depthwise_1d", "integer_mask_dropout"]
 
 
 def variants(workload: str, mode: str, compare_ref: str | None) -> list[dict]:
     """The rows of one table: label + what the worker builds."""
     if workload == "timeseries":
+        from metamixer.core import RECIPES
+
+        training = list(RECIPES["cpu_training"])
         rows = [{"label": "all training passes", "skip": []}]
-        rows += [{"label": f"without {p}", "skip": [p]} for p in TRAINING]
-        rows += [{"label": "no passes (as defined)", "skip": TRAINING}]
+        rows += [{"label": f"without {p}", "skip": [p]} for p in training]
+        rows += [{"label": "no passes (as defined)", "skip": training}]
     elif workload == "memory":
         rows = [{"label": "cpu recipe", "skip": []},
                 {"label": "without slice_positionwise", "skip": ["slice_positionwise"]}]  # fmt: skip
@@ -142,9 +142,10 @@ def build_training(spec: dict):
 
         use_fast_dropout(model)
     else:
-        from metamixer.core import apply_passes
+        from metamixer.core import RECIPES, apply_passes
 
-        apply_passes(model, [p for p in TRAINING if p not in spec.get("skip", [])])
+        skip = spec.get("skip", [])
+        apply_passes(model, [p for p in RECIPES["cpu_training"] if p not in skip])
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     history, future = torch.randn(32, 96, 7), torch.randn(32, 96, 7)
