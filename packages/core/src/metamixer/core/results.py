@@ -26,6 +26,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -95,22 +96,30 @@ def hardware() -> dict[str, Any]:
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
 
 
+def save_record(folder: Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as ``folder/record.json`` (atomically), adding the code version, the
+    hardware and the finishing time.  Benchmarks and sweep cells write their records with this; a
+    record with a ``group`` (labels such as ``{"series": …, "model": …}``) is shown in README
+    tables as one row per group, each metric as mean ± std over its records (seeds)."""
+    full = {"code": code_version(), "hardware": hardware(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(full, indent=1, sort_keys=True))
+    os.replace(tmp, folder / RECORD)
+    return folder / RECORD
+
+
 def write_record(folder: Path, *, modality: str, experiment: str, subcommand: str,
                  metrics: Mapping[str, float], config_yaml: str, seed: Any, datamodule: Any,
                  started: float) -> Path:  # fmt: skip
-    """Write ``record.json`` into a run folder (atomically)."""
-    record = {
+    """Write a training run's ``record.json`` into its run folder."""
+    return save_record(folder, {
         "modality": modality, "experiment": experiment, "subcommand": subcommand,
         "metrics": dict(metrics), "seed": seed,
         "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(), "config": config_yaml,
-        "code": code_version(), "data": data_identity(datamodule), "hardware": hardware(),
-        "wall_seconds": round(time.time() - started, 1),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }  # fmt: skip
-    tmp = folder / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, folder / RECORD)
-    return folder / RECORD
+        "data": data_identity(datamodule), "wall_seconds": round(time.time() - started, 1),
+    })  # fmt: skip
 
 
 def load_records(folders: Sequence[Path]) -> list[dict[str, Any]]:
@@ -142,22 +151,65 @@ def table(
 
 
 def _metric(name: str, value: Any) -> str:
-    if isinstance(value, float) and ("acc" in name or "iou" in name.lower() or "AP" in name):
+    if isinstance(value, float) and _is_percent(name):
         return f"{name} {100 * value:.1f}" if value <= 1 else f"{name} {value:.1f}"
     return f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
 
 
 def readme_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """Header + one row per record: what ran, its metrics (accuracies, IoUs and APs in %), seed,
-    wall time and code version."""
+    """Header + rows for a README table.  Records with a ``group`` give one row per group (see
+    ``grouped_table``); others one row per record: what ran, its metrics (accuracies, IoUs and APs
+    in %), seed, wall time and code version."""
+    if any("group" in r for r in records):
+        return grouped_table(records)
     rows = [["modality", "experiment", "metrics", "seed", "wall time", "code"]]
     for r in sorted(records, key=lambda r: (r["modality"], r["experiment"])):
-        code = r.get("code") or {}
-        commit = (code.get("commit") or "?")[:8] + (" (dirty)" if code.get("dirty") else "")
         metrics = ", ".join(_metric(k, v) for k, v in sorted(r["metrics"].items()))
         minutes, seconds = divmod(round(r.get("wall_seconds", 0)), 60)
         rows.append([r["modality"], r["experiment"], metrics, str(r.get("seed")),
-                     f"{minutes} min {seconds} s", commit])  # fmt: skip
+                     f"{minutes} min {seconds} s", _commit(r)])  # fmt: skip
+    return rows
+
+
+def _commit(record: Mapping[str, Any]) -> str:
+    code = record.get("code") or {}
+    return (code.get("commit") or "?")[:8] + (" (dirty)" if code.get("dirty") else "")
+
+
+def mean_std(name: str, values: Sequence[float]) -> str:
+    """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %)."""
+    scale = 100.0 if _is_percent(name) and max(map(abs, values)) <= 1 else 1.0
+    values = [scale * v for v in values]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.4g} (1)"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    digits = max(0, 1 - math.floor(math.log10(std))) if std > 0 else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({len(values)})"
+
+
+def _is_percent(name: str) -> bool:
+    return "acc" in name or "iou" in name.lower() or "AP" in name
+
+
+def grouped_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """One row per distinct ``group`` (in the order of the records' ``order``, then first
+    appearance), its labels, then each metric as ``mean ± std (n)`` over the group's records
+    (e.g. seeds); a metric a group has no record of is ``—``.  Last column: the code versions."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: r.get("order", 0)):
+        groups.setdefault(tuple((r.get("group") or {}).items()), []).append(r)
+    labels = list(dict.fromkeys(k for key in groups for k, _ in key))
+    metrics = list(dict.fromkeys(m for r in records for m in r["metrics"]))
+    rows = [[*labels, *metrics, "code"]]
+    for key, members in groups.items():
+        named = dict(key)
+        cells = []
+        for m in metrics:
+            values = [r["metrics"][m] for r in members if r["metrics"].get(m) is not None]
+            cells.append(mean_std(m, values) if values else "—")
+        commits = ", ".join(sorted({_commit(r) for r in members}))
+        rows.append([*(str(named.get(k, "")) for k in labels), *cells, commits])
     return rows
 
 
