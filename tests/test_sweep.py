@@ -30,11 +30,12 @@ def test_full_sweep_declares_every_axis_for_every_modality():
 
 def test_sweep_file_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "grid: {act: [gelu]}\nmodalities: {vision: {config: x.yaml, metric: m, knobs: {}}}\n"
+    (tmp_path / "x.yaml").write_text("{}")
+    bad.with_name("p.yaml").write_text(
+        "mode: product\ngrid: {act: [gelu]}\nmodalities: {vision: {config: x.yaml, metric: m, knobs: {}}}\n"
     )
     with pytest.raises(ValueError, match="no knob for axes \\['act'\\]"):
-        load_sweep(bad)
+        load_sweep(bad.with_name("p.yaml"))  # the full grid needs every knob
     bad.write_text("grid: {act: [gelu]}\nmodalites: {}\n")
     with pytest.raises(ValueError, match="missing top-level key 'modalities'"):
         load_sweep(bad)

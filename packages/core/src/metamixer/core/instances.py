@@ -175,17 +175,25 @@ def ffnified_attention(
 
     Args:
         kernel_size: key kernel (the Q-K interaction); ``value_kernel_size`` defaults to it.
-        small_kernel: train key and value as large + small parallel branches, each with BN.
+        small_kernel: train key and value as large + small parallel branches, each with BN (a
+            value kernel no larger than it: one conv + BN).
         conv_norm: BN after each single-branch depthwise conv (implied by ``small_kernel``).
         query_norm: the layout's query projection (``ops.query``) bias-free + norm, else with bias.
     """
     value_kernel_size = kernel_size if value_kernel_size is None else value_kernel_size
+    # a value kernel no larger than the small branch is one conv + BN
+    value_small = small_kernel if small_kernel and small_kernel < value_kernel_size else None
     return MetaMixer(
         dim,
         query=ops.query(dim, norm=query_norm),
         key=ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=conv_norm),
         act=act,
-        value=ops.depthwise(dim, value_kernel_size, small_kernel=small_kernel, norm=conv_norm),
+        value=ops.depthwise(
+            dim,
+            value_kernel_size,
+            small_kernel=value_small,
+            norm=conv_norm or small_kernel is not None,
+        ),
         act_axis=ops.channel_axis,
     )
 

@@ -176,16 +176,30 @@ def _commit(record: Mapping[str, Any]) -> str:
     return (code.get("commit") or "?")[:8] + (" (dirty)" if code.get("dirty") else "")
 
 
-def mean_std(name: str, values: Sequence[float]) -> str:
-    """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %)."""
-    scale = 100.0 if _is_percent(name) and max(map(abs, values)) <= 1 else 1.0
-    values = [scale * v for v in values]
+def stats(values: Sequence[float]) -> tuple[float, float, int]:
     mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.4g} (1)"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    digits = max(0, 1 - math.floor(math.log10(std))) if std > 0 else 2
-    return f"{mean:.{digits}f} ± {std:.{digits}f} ({len(values)})"
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var**0.5, len(values)
+
+
+def _digits(std: float) -> int:
+    return max(0, 1 - math.floor(math.log10(std))) if std > 0 else 2
+
+
+def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()) -> str:
+    """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %); with ``reference`` values
+    also the difference of the means, in bold where it exceeds twice its standard error."""
+    scale = 100.0 if _is_percent(name) and max(map(abs, [*values, *reference])) <= 1 else 1.0
+    mean, std, n = stats([scale * v for v in values])
+    digits = _digits(std)
+    text = f"{mean:.{digits}f} ± {std:.{digits}f} ({n})" if n > 1 else f"{mean:.4g} (1)"
+    if not reference:
+        return text
+    ref_mean, ref_std, ref_n = stats([scale * v for v in reference])
+    delta = mean - ref_mean
+    text += f", Δ {delta:+.{digits}f}"
+    error = (std**2 / n + ref_std**2 / ref_n) ** 0.5
+    return f"**{text}**" if n > 1 and ref_n > 1 and abs(delta) > 2 * error else text
 
 
 def _is_percent(name: str) -> bool:
@@ -195,25 +209,32 @@ def _is_percent(name: str) -> bool:
 def grouped_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """One row per distinct ``group`` (in the order of the records' ``order``, then first
     appearance), its labels, then each metric as ``mean ± std (n)`` over the group's records
-    (e.g. seeds); a metric a group has no record of is ``—``.  Last column: the code versions."""
+    (e.g. seeds); a metric a group has no record of is ``—``.  Where records are marked
+    ``reference`` (a sweep's baseline), the other rows also give the difference to it (bold:
+    larger than twice its standard error).  Last column: the code versions."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in sorted(records, key=lambda r: r.get("order", 0)):
         groups.setdefault(tuple((r.get("group") or {}).items()), []).append(r)
     labels = list(dict.fromkeys(k for key in groups for k, _ in key))
     metrics = list(dict.fromkeys(m for r in records for m in r["metrics"]))
+
+    def values(members: Sequence[Mapping[str, Any]], metric: str) -> list[float]:
+        return [r["metrics"][metric] for r in members if r["metrics"].get(metric) is not None]
+
     rows = [[*labels, *metrics, "code"]]
     for key, members in groups.items():
         named = dict(key)
         cells = []
         for m in metrics:
-            values = [r["metrics"][m] for r in members if r["metrics"].get(m) is not None]
-            cells.append(mean_std(m, values) if values else "—")
+            mine = values(members, m)
+            ref = [] if members[0].get("reference") else values([r for r in records if r.get("reference")], m)  # fmt: skip
+            cells.append(mean_std(m, mine, ref) if mine else "—")
         commits = ", ".join(sorted({_commit(r) for r in members}))
         rows.append([*(str(named.get(k, "")) for k in labels), *cells, commits])
     return rows
 
 
-def _markdown(rows: Sequence[Sequence[str]]) -> str:
+def markdown(rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
 
@@ -251,7 +272,7 @@ def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[s
                         f"python -m metamixer.core.results readme {readme} {records}"
                     )
         names.append(name)
-        return f"<!-- results:{name} -->\n{_markdown(rows)}\n<!-- /results:{name} -->"
+        return f"<!-- results:{name} -->\n{markdown(rows)}\n<!-- /results:{name} -->"
 
     new = BLOCK.sub(render, text)
     if not check and new != text:

@@ -143,6 +143,8 @@ class SparseFFNet(nn.Module):
             scene's voxels of the level and is refused above ``ops.MAX_SCENE_TOKENS`` voxels.
         token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
         token_kernels, channel_kernels: sparse conv kernels per stage (same order).
+        token_value_kernels: the token mixer's value kernel where it differs (``None`` = the
+            key's).
         mlp_ratio: channel-mixer FFN expansion.
         drop_path_rate: stochastic depth (per scene), rising linearly to this value.
         full_convs: the authors' full C → C submanifold convs instead of depthwise ones.
@@ -162,6 +164,7 @@ class SparseFFNet(nn.Module):
         channel_mixers: str | Sequence[str] = "convnext",
         channel_acts: str | Sequence[str | None] | None = None,
         token_kernels: int | Sequence[int] = 3,
+        token_value_kernels: int | Sequence[int | None] | None = None,
         channel_kernels: int | Sequence[int] = 3,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.3,
@@ -180,6 +183,7 @@ class SparseFFNet(nn.Module):
         stages = 2 * levels - 1  # encoder 0 … L-1, then decoder L-2 … 0
         mixers = StageMixers.of(stages, token_mixers, token_acts, channel_mixers, channel_acts)
         token_kernels = stage_values(token_kernels, stages, "token_kernels")
+        value_kernels = stage_values(token_value_kernels, stages, "token_value_kernels")
         channel_kernels = stage_values(channel_kernels, stages, "channel_kernels")
 
         def block_mixers(i: int, dim: int) -> Callable[[SparseOps], tuple[nn.Module, nn.Module]]:
@@ -187,7 +191,7 @@ class SparseFFNet(nn.Module):
 
             def build(ops: SparseOps) -> tuple[nn.Module, nn.Module]:
                 token = MixerContext(dim, ops, kernel_size=token_kernels[i], conv_norm=True,
-                                     where=where)  # fmt: skip
+                                     value_kernel_size=value_kernels[i], where=where)  # fmt: skip
                 channel = MixerContext(dim, ops, kernel_size=channel_kernels[i], conv_norm=True,
                                        mlp_ratio=mlp_ratio, where=where)  # fmt: skip
                 return mixers.token_mixer(i, token), mixers.channel_mixer(i, channel)
@@ -267,7 +271,8 @@ def _init(m: nn.Module) -> None:
 SPARSE_FFNET = dict(
     enc_depths=(2, 2, 2, 6, 2), enc_channels=(32, 64, 128, 256, 512), dec_depths=(2, 2, 2, 2),
     dec_channels=(64, 64, 128, 256), token_mixers="ffnified", token_acts=None,
-    channel_mixers="convnext", channel_acts=None, token_kernels=3, channel_kernels=3,
+    channel_mixers="convnext", channel_acts=None, token_kernels=3, token_value_kernels=None,
+    channel_kernels=3,
     mlp_ratio=4.0, drop_path_rate=0.3,
 )  # fmt: skip
 VARIANTS: dict[str, dict[str, Any]] = {

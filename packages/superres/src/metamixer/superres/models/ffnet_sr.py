@@ -45,6 +45,8 @@ class FFNetSR(nn.Module):
             ``CHANNEL_MIXERS``) per group.
         token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
         token_kernels, channel_kernels: depthwise kernels per group (3 in the paper).
+        token_value_kernels: the token mixer's value kernel where it differs (``None`` = the
+            key's).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class FFNetSR(nn.Module):
         channel_mixers: str | Sequence[str] = "convnext",
         channel_acts: str | Sequence[str | None] | None = None,
         token_kernels: int | Sequence[int] = 3,
+        token_value_kernels: int | Sequence[int | None] | None = None,
         channel_kernels: int | Sequence[int] = 3,
     ) -> None:
         super().__init__()
@@ -72,6 +75,7 @@ class FFNetSR(nn.Module):
             stage_name="block",
         )  # fmt: skip
         token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
+        value_kernels = stage_values(token_value_kernels, depth, "token_value_kernels", groups=True)
         channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
         batch_norm = "batch" if norm == "BN" else None
         self.proj = nn.Conv2d(3, dim, 3, 1, 1)
@@ -79,8 +83,9 @@ class FFNetSR(nn.Module):
         for i in range(depth):
             where = f"block {i + 1}"
             token = MixerContext(
-                dim, OPS, kernel_size=token_kernels[i], query_norm=batch_norm, where=where
-            )
+                dim, OPS, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
+                query_norm=batch_norm, where=where,
+            )  # fmt: skip
             channel = MixerContext(
                 dim, OPS, kernel_size=channel_kernels[i], query_norm=batch_norm,
                 mlp_ratio=mlp_ratio, where=where,
@@ -111,7 +116,8 @@ class FFNetSR(nn.Module):
 #: Every architectural argument of each variant, spelled out once.
 FFNET_SR = dict(
     dim=96, mlp_ratio=2.0, norm=None, token_mixers="ffnified", token_acts=None,
-    channel_mixers="convnext", channel_acts=None, token_kernels=3, channel_kernels=3,
+    channel_mixers="convnext", channel_acts=None, token_kernels=3, token_value_kernels=None,
+    channel_kernels=3,
 )  # fmt: skip
 VARIANTS = {
     "ffnet_sr": dict(FFNET_SR, depth=48),

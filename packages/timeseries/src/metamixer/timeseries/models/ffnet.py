@@ -46,6 +46,7 @@ class FFNetForecaster(nn.Module):
             features per token (one head per variable).
         token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
         token_kernels: token-mixer key/value kernel along patches per block.
+        token_value_kernels: the value kernel per block where it differs (``None`` = the key's).
         channel_kernels: channel-mixer query kernel per block.
         channel_small_kernels: its parallel small kernel (``None`` = none).
         patch_size: stem patch length.
@@ -73,6 +74,7 @@ class FFNetForecaster(nn.Module):
         channel_mixers: str | Sequence[str] = "convnext",
         channel_acts: str | Sequence[str | None] | None = None,
         token_kernels: int | Sequence[int] = 51,
+        token_value_kernels: int | Sequence[int | None] | None = None,
         channel_kernels: int | Sequence[int] = 51,
         channel_small_kernels: int | Sequence[int | None] | None = 5,
         patch_size: int = 4,
@@ -99,6 +101,7 @@ class FFNetForecaster(nn.Module):
             stage_name="block",
         )  # fmt: skip
         token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
+        value_kernels = stage_values(token_value_kernels, depth, "token_value_kernels", groups=True)
         channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
         small = stage_values(channel_small_kernels, depth, "channel_small_kernels", groups=True)
         ops = VariableOps(num_vars, query_mlp_ratio, query_drop, query_proj_drop)
@@ -108,8 +111,8 @@ class FFNetForecaster(nn.Module):
         for i in range(depth):
             where = f"block {i + 1}"
             token = MixerContext(
-                dim, ops, kernel_size=token_kernels[i], query_norm="batch", num_heads=num_vars,
-                where=where,
+                dim, ops, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
+                query_norm="batch", num_heads=num_vars, where=where,
             )  # fmt: skip
             channel = MixerContext(
                 dim, ops, kernel_size=channel_kernels[i], small_kernel=small[i], conv_norm=True,
@@ -161,7 +164,8 @@ class FFNetForecaster(nn.Module):
 #: forecaster (their ETT/Weather/ECL/Traffic scripts vary ``mlp_ratio``, ``dim`` and the dropouts).
 FFNET_TS = dict(
     dim=64, depth=1, mlp_ratio=2, token_mixers="ffnified", token_acts=None,
-    channel_mixers="convnext", channel_acts=None, token_kernels=51, channel_kernels=51,
+    channel_mixers="convnext", channel_acts=None, token_kernels=51, token_value_kernels=None,
+    channel_kernels=51,
     channel_small_kernels=5, patch_size=4, patch_stride=2, query_mlp_ratio=2, query_drop=0.3,
     query_proj_drop=0.15, mlp_drop=0.1, proj_drop=0.15, drop_rate=0.0, revin=True,
     revin_affine=False,

@@ -60,6 +60,8 @@ class FFNet(nn.Module):
         channel_mixers: channel mixer per stage (``metamixer.core.CHANNEL_MIXERS``; "convnext").
         channel_acts: the channel mixers' coefficient activation per stage.
         token_kernels: token-mixer key/value depthwise kernel (pool size for pooling) per stage.
+        token_value_kernels: the value kernel per stage where it differs from the key's
+            (``None`` = ``token_kernels``).
         token_small_kernels: parallel small kernel per stage (``None`` = a plain conv with bias).
         channel_kernels: channel-mixer depthwise kernel per stage.
         channel_small_kernels: parallel small kernel per stage (``None`` = conv + BN).
@@ -84,6 +86,7 @@ class FFNet(nn.Module):
         channel_mixers: str | Sequence[str] = "convnext",
         channel_acts: str | Sequence[str | None] | None = None,
         token_kernels: int | Sequence[int] = (3, 3, 7, 7),
+        token_value_kernels: int | Sequence[int | None] | None = None,
         token_small_kernels: int | Sequence[int | None] | None = (None, None, 3, 3),
         channel_kernels: int | Sequence[int] = 3,
         channel_small_kernels: int | Sequence[int | None] | None = None,
@@ -101,6 +104,7 @@ class FFNet(nn.Module):
             raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
         mixers = StageMixers.of(n, token_mixers, token_acts, channel_mixers, channel_acts)
         token_kernels = stage_values(token_kernels, n, "token_kernels")
+        value_kernels = stage_values(token_value_kernels, n, "token_value_kernels")
         token_small = stage_values(token_small_kernels, n, "token_small_kernels")
         channel_kernels = stage_values(channel_kernels, n, "channel_kernels")
         channel_small = stage_values(channel_small_kernels, n, "channel_small_kernels")
@@ -133,8 +137,8 @@ class FFNet(nn.Module):
                 )
             where = f"stage {i + 1}"
             token = MixerContext(
-                dims[i], OPS, kernel_size=token_kernels[i], small_kernel=token_small[i],
-                query_norm="batch", where=where,
+                dims[i], OPS, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
+                small_kernel=token_small[i], query_norm="batch", where=where,
             )  # fmt: skip
             channel = MixerContext(
                 dims[i], OPS, kernel_size=channel_kernels[i], small_kernel=channel_small[i],
@@ -244,7 +248,8 @@ class FFNet(nn.Module):
 #: Every architectural argument of each variant (paper table: FFNet-1…4), spelled out once.
 FFNET = dict(
     stem_dim=64, token_mixers="ffnified", token_acts=None, channel_mixers="convnext",
-    channel_acts=None, token_kernels=(3, 3, 7, 7), token_small_kernels=(None, None, 3, 3),
+    channel_acts=None, token_kernels=(3, 3, 7, 7), token_value_kernels=None,
+    token_small_kernels=(None, None, 3, 3),
     mlp_ratio=3.0, down_kernel=7, down_small_kernel=3, drop_rate=0.0, global_pool="avg",
 )  # fmt: skip
 VARIANTS: dict[str, dict] = {
