@@ -64,3 +64,38 @@ def test_readme_tables_are_generated_from_the_committed_records(tmp_path):
     with pytest.raises(ValueError, match=r"README table 'defaults', row \d+, column 'metrics'"):
         update_readme(edited, root / "results" / "records", check=True)
     assert edited.read_text() != readme  # --check wrote nothing back
+
+
+def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
+    from metamixer.core.results import grouped_table
+
+    def record(axis, value, metric, result, reference=False, order=0):
+        return {"group": {"axis": axis, "value": value}, "metrics": {metric: result},
+                "reference": reference, "order": order, "code": {"commit": "abc" * 14}}  # fmt: skip
+
+    records = [record("baseline", "FFNet", "v test/acc1", a, True) for a in (0.90, 0.91, 0.92)]
+    records += [record("act", "relu", "v test/acc1", a, order=1) for a in (0.80, 0.81, 0.82)]
+    records += [record("act", "tanh", "v test/acc1", a, order=2) for a in (0.905, 0.915, 0.92)]
+    records += [record("act", "relu", "t test/mse", 0.5, order=1)]
+    header, base, relu, tanh = grouped_table(records)
+    assert header == ["axis", "value", "v test/acc1", "t test/mse", "code"]
+    assert base[:4] == ["baseline", "FFNet", "91.0 ± 1.0 (3)", "—"]
+    assert relu[2] == "**81.0 ± 1.0 (3), Δ -10.0**"  # far beyond twice its standard error
+    assert tanh[2] == "91.33 ± 0.76 (3), Δ +0.33"  # within the spread: not bold
+    assert relu[3] == "0.5 (1)"  # no reference for this metric, a single run
+
+
+def test_the_reproduction_table_refuses_a_config_that_does_not_exist(tmp_path):
+    import pytest
+    import yaml
+
+    from metamixer.core.results import spec_table
+
+    root = EXP.parent
+    spec = yaml.safe_load((root / "results/records/reproduction.yaml").read_text())
+    rows = spec_table(root / "results/records/reproduction.yaml", root / "results/records", root)
+    assert len(rows) == len(spec["rows"]) + 1 and "offline stand-in Fashion-MNIST" in rows[1][3]
+    spec["rows"][0]["config"] = "experiments/vision/gone.yaml"
+    (tmp_path / "reproduction.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match=r"config experiments/vision/gone\.yaml does not exist"):
+        spec_table(tmp_path / "reproduction.yaml", root / "results/records", root)

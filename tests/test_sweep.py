@@ -70,7 +70,7 @@ def test_smoke_sweep_is_killed_midway_and_resumes_without_redoing_cells(tmp_path
     assert len(results) == 4 and all(r["value"] is not None for r in results)
     accuracy = [r["value"] for r in results if r["modality"] == "vision"]
     assert all(0.3 < a <= 1.0 for a in accuracy)  # learned in 80 steps (BN needs dozens)
-    for name in ("results.csv", "results.md", "results.png"):
+    for name in ("results.csv", "results.md", "axis-act.png"):
         assert (root / name).stat().st_size > 100
 
 
@@ -134,3 +134,94 @@ def test_the_full_sweeps_baseline_cell_is_the_modalitys_ffnet(modality, tmp_path
 
     plain = network(configs)
     assert network(command[4:]) == plain, f"{modality}: {baseline.label} is not the config's FFNet"
+
+
+def write_sweep(tmp_path: Path, **extra) -> Path:
+    spec = {
+        "grid": {"act": ["default", "relu"], "mixer": ["ffnified", "hybrid"], "kernel": [3, 5]},
+        "seeds": [0, 1],
+        "records": str(tmp_path / "records"),
+        "modalities": {"timeseries": {
+            "config": ["experiments/timeseries/base.yaml", "experiments/timeseries/elecdemand.yaml"],
+            "metric": "test/mse", "goal": "min",
+            "values": {"mixer": {"hybrid": "[ffnified,attention]"}},
+            "extra": {"mixer": {"hybrid": ["--model.arch_args.depth=2"]}},
+            "knobs": {"act": "--model.arch_args.token_acts={}",
+                      "mixer": "--model.arch_args.token_mixers={}"},
+        }},
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_cells_per_seed_default_values_labels_and_axes_without_a_knob(tmp_path):
+    from metamixer.core.sweep import cell_args, run_sweep
+
+    spec = load_sweep(write_sweep(tmp_path))
+    grid = cells(spec)
+    assert [c.name for c in grid] == [
+        f"timeseries__{tag}__seed-{s}"
+        for tag in ("baseline", "act-relu", "mixer-hybrid")
+        for s in (0, 1)
+    ]  # kernel has no knob here: no kernel cells
+    args = {c.tag: cell_args(c, spec) for c in grid if c.seed == 1}
+    assert not any("token_acts" in a for a in args["baseline"])  # default: the config's own
+    assert "--model.arch_args.token_acts=relu" in args["act-relu"]
+    assert "--seed_everything=1" in args["baseline"]
+    hybrid = args["mixer-hybrid"]
+    assert "--model.arch_args.token_mixers=[ffnified,attention]" in hybrid
+    assert (
+        "--model.arch_args.depth=2" in hybrid
+        and "--model.arch_args.depth=2" not in args["act-relu"]
+    )
+    with pytest.warns(UserWarning, match="timeseries has no knob for kernel"):
+        run_sweep(write_sweep(tmp_path), tmp_path / "out", dry_run=True)
+
+
+def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_changed(tmp_path):
+    """A fresh checkout resumes from the records: the recorded cell is reused, a cell whose record
+    was made with other arguments (here: the budget changed) runs again."""
+    from metamixer.core import results
+    from metamixer.core.sweep import cell_args, record_path, run_cell
+
+    spec = load_sweep(write_sweep(tmp_path))
+    cell = cells(spec)[0]
+    results.save_record(record_path(cell, spec, tmp_path).parent, {
+        "metrics": {"timeseries test/mse": 0.25}, "cell_args": cell_args(cell, spec),
+        "group": cell.group, "sweep": "s", "modality": "timeseries", "order": 0,
+    })  # fmt: skip
+    row = run_cell(cell, spec, tmp_path / "out", threads=1)
+    assert row["value"] == 0.25 and not (tmp_path / "out").exists()  # nothing ran
+    spec["modalities"]["timeseries"]["budget"] = [
+        "--trainer.max_epochs=0", "--trainer.limit_test_batches=1", "--model.arch_args.dim=8"
+    ]  # fmt: skip
+    row = run_cell(cell, spec, tmp_path / "out", threads=1)
+    assert (tmp_path / "out" / "s" / cell.name / "log.txt").is_file()  # it ran
+    record = json.loads(record_path(cell, spec, tmp_path).read_text())
+    assert record["metrics"]["timeseries test/mse"] == row["value"] != 0.25
+    assert record["cell_args"] == cell_args(cell, spec) and record["seed"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["vision", "timeseries", "superres", "pointcloud"])
+def test_every_cell_of_the_full_sweep_builds_a_network_its_knob_changed(
+    modality, tmp_path, monkeypatch
+):
+    """No cell fails at start, and no cell silently trains the baseline's network."""
+    import importlib
+
+    from metamixer.core.sweep import cell_command
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_sweep(ROOT / "experiments" / "sweeps" / "full.yaml")
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    networks = {}
+    for cell in cells(spec):
+        if cell.modality == modality and cell.seed == 0:
+            command = cell_command(cell, spec, tmp_path / "sweep")
+            networks[cell.tag] = repr(main(command[4:], run=False).model.model)
+    baseline = networks.pop("baseline")
+    same = [tag for tag, net in networks.items() if net == baseline]
+    assert not same, f"{modality}: cells {same} build the baseline's network"

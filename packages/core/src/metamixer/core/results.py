@@ -239,6 +239,28 @@ def markdown(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
 
 
+def spec_table(spec: Path, records: Path, root: Path) -> list[list[str]]:
+    """A table whose rows a YAML file declares (``rows``: task, paper, config, needs, and ``here``:
+    the records of an offline stand-in, matched by modality and experiment); the configs must
+    exist under ``root``."""
+    import yaml
+
+    rows = [["task", "paper (authors' figure)", "config", "measured here"]]
+    for row in yaml.safe_load(spec.read_text())["rows"]:
+        if not (root / row["config"]).is_file():
+            raise ValueError(f"{spec}: config {row['config']} does not exist")
+        here = f"needs {row['needs']}"
+        stand_in = row.get("here")
+        if stand_in:
+            found = [r for r in load_records([records / stand_in["records"]])
+                     if (r.get("modality"), r.get("experiment")) == (stand_in["modality"], stand_in["experiment"])]  # fmt: skip
+            for r in found:
+                metrics = ", ".join(_metric(k, v) for k, v in sorted(r["metrics"].items()))
+                here += f"; offline stand-in {stand_in['data']}: {metrics} ({_commit(r)})"
+        rows.append([row["task"], row["paper"], f"`{row['config']}`", here])
+    return rows
+
+
 BLOCK = re.compile(r"<!-- results:(\S+) -->\n(.*?)\n?<!-- /results:\1 -->", re.DOTALL)
 
 
@@ -251,10 +273,14 @@ def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[s
 
     def render(match: re.Match) -> str:
         name = match.group(1)
-        found = load_records([records / name])
-        if not found:
-            raise ValueError(f"README table {name!r}: no {RECORD} under {records / name}")
-        rows = readme_table(found)
+        spec = records / f"{name}.yaml"
+        if spec.is_file():
+            rows = spec_table(spec, records, root=readme.resolve().parent)
+        else:
+            found = load_records([records / name])
+            if not found:
+                raise ValueError(f"README table {name!r}: no {RECORD} under {records / name}")
+            rows = readme_table(found)
         if check:
             shown = [
                 [c.strip() for c in line.strip().strip("|").split("|")]
