@@ -204,7 +204,6 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     assert record["cell_args"] == cell_args(cell, spec) and record["seed"] == 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("modality", ["vision", "timeseries", "superres", "pointcloud"])
 def test_every_cell_of_the_full_sweep_builds_a_network_its_knob_changed(
     modality, tmp_path, monkeypatch
