@@ -136,20 +136,19 @@ def test_the_full_sweeps_baseline_cell_is_the_modalitys_ffnet(modality, tmp_path
     assert network(command[4:]) == plain, f"{modality}: {baseline.label} is not the config's FFNet"
 
 
-def write_sweep(tmp_path: Path, **extra) -> Path:
+def write_sweep(tmp_path: Path, budget: list[str] | None = None) -> Path:
     spec = {
         "grid": {"act": ["default", "relu"], "mixer": ["ffnified", "hybrid"], "kernel": [3, 5]},
         "seeds": [0, 1],
         "records": str(tmp_path / "records"),
         "modalities": {"timeseries": {
             "config": ["experiments/timeseries/base.yaml", "experiments/timeseries/elecdemand.yaml"],
-            "metric": "test/mse", "goal": "min",
+            "metric": "test/mse", "goal": "min", "budget": budget or [],
             "values": {"mixer": {"hybrid": "[ffnified,attention]"}},
             "extra": {"mixer": {"hybrid": ["--model.arch_args.depth=2"]}},
             "knobs": {"act": "--model.arch_args.token_acts={}",
                       "mixer": "--model.arch_args.token_mixers={}"},
         }},
-        **extra,
     }  # fmt: skip
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -182,9 +181,10 @@ def test_cells_per_seed_default_values_labels_and_axes_without_a_knob(tmp_path):
 
 def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_changed(tmp_path):
     """A fresh checkout resumes from the records: the recorded cell is reused, a cell whose record
-    was made with other arguments (here: the budget changed) runs again."""
+    was made with other arguments (here: the budget changed) runs again; ``--rerun`` repeats a
+    recorded cell and reproduces its metric."""
     from metamixer.core import results
-    from metamixer.core.sweep import cell_args, record_path, run_cell
+    from metamixer.core.sweep import cell_args, record_path, rerun, run_cell
 
     spec = load_sweep(write_sweep(tmp_path))
     cell = cells(spec)[0]
@@ -194,14 +194,17 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     })  # fmt: skip
     row = run_cell(cell, spec, tmp_path / "out", threads=1)
     assert row["value"] == 0.25 and not (tmp_path / "out").exists()  # nothing ran
-    spec["modalities"]["timeseries"]["budget"] = [
-        "--trainer.max_epochs=0", "--trainer.limit_test_batches=1", "--model.arch_args.dim=8"
-    ]  # fmt: skip
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+            "--model.arch_args.dim=8", "--model.plot_series=0"]  # fmt: skip
+    spec = load_sweep(write_sweep(tmp_path, budget=tiny))
     row = run_cell(cell, spec, tmp_path / "out", threads=1)
     assert (tmp_path / "out" / "s" / cell.name / "log.txt").is_file()  # it ran
     record = json.loads(record_path(cell, spec, tmp_path).read_text())
     assert record["metrics"]["timeseries test/mse"] == row["value"] != 0.25
     assert record["cell_args"] == cell_args(cell, spec) and record["seed"] == 0
+    again = rerun(tmp_path / "s.yaml", cell.name, tmp_path / "again", threads=1)
+    assert f"recorded {row['value']:.4g}, rerun {row['value']:.4g} (difference +0" in again
 
 
 @pytest.mark.parametrize("modality", ["vision", "timeseries", "superres", "pointcloud"])

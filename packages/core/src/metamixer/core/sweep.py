@@ -20,7 +20,8 @@ Every cell and seed is one ``python -m metamixer.<modality> fit`` run in its own
 seed, wall time, the cell's arguments) is saved under ``records`` (``results/records/<name>`` for
 a committed study).  A cell whose record exists with the same arguments is done: a killed sweep,
 or one started on a fresh checkout holding the committed records, continues where it stopped.  A
-failed cell is reported with its error's last line and run again next time.  Reports, written to
+failed cell is reported with its error's last line and run again next time.  ``--rerun CELL``
+runs one recorded cell again and compares its metric with the record and the cell's seed spread.  Reports, written to
 ``report`` (default: the run folder): ``results.csv`` (one row per run), ``results.md`` (mean ±
 std per cell and modality, the difference to the baseline; bold where it exceeds twice its
 standard error) and one figure per axis.  Parallel cells share the cores (threads = cores /
@@ -430,6 +431,36 @@ def run_sweep(
     return rows
 
 
+def rerun(path: Path, name: str, out: Path, threads: int) -> str:
+    """Run one recorded cell again (by its name, e.g. ``timeseries__kernel-25__seed-1``) with its
+    recorded arguments, into ``out``, and compare with its record and its cell's seed spread."""
+    spec = load_sweep(path)
+    by_name = {c.name: c for c in cells(spec)}
+    if name not in by_name:
+        raise ValueError(f"{path}: no cell {name!r}; e.g. {', '.join(list(by_name)[:3])}")
+    cell = by_name[name]
+    recorded = finished(cell, spec, out)
+    if recorded is None:
+        raise ValueError(f"{name} has no record under {records_root(spec, out)} to compare with")
+    metric = metric_name(cell.modality, spec["modalities"][cell.modality])
+    siblings = [
+        finished(c, spec, out)
+        for c in cells(spec)
+        if c.modality == cell.modality and c.tag == cell.tag
+    ]
+    values = [r["metrics"][metric] for r in siblings if r is not None]
+    _, spread, n = results.stats(values)
+    spec["records"] = str(out / spec["name"] / "rerun-records")
+    row = run_cell(cell, spec, out, threads)
+    if row["value"] is None:
+        raise ValueError(f"{name} failed again: {row['error']}")
+    delta = row["value"] - recorded["metrics"][metric]
+    return (
+        f"{name}: {metric} recorded {recorded['metrics'][metric]:.4g}, rerun {row['value']:.4g} "
+        f"(difference {delta:+.3g}; the cell's seed spread: std {spread:.3g} over {n} seeds)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", help="sweep YAML, e.g. experiments/sweeps/smoke.yaml")
@@ -444,8 +475,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--report", action="store_true", help="only write the reports from the records"
     )
+    parser.add_argument("--rerun", metavar="CELL", help="run one recorded cell again and compare")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.rerun:
+        try:
+            print(rerun(Path(args.sweep), args.rerun, out, threads=os.cpu_count() or 1))
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+        return
     try:
         rows = run_sweep(
             Path(args.sweep), out, args.parallel, args.dry_run, args.modalities, args.report
