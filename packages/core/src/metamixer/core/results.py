@@ -177,6 +177,7 @@ def _commit(record: Mapping[str, Any]) -> str:
 
 
 def stats(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count."""
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return mean, var**0.5, len(values)

@@ -414,7 +414,9 @@ def run_sweep(
     todo = [c for c in cells(spec) if not modalities or c.modality in modalities]
     if dry_run:
         for cell in todo:
-            state = "done" if finished(cell, spec, out) else "to run"
+            done = finished(cell, spec, out)
+            commit = ((done or {}).get("code") or {}).get("commit") or "?"
+            state = f"done at {commit[:8]}" if done else "to run"
             print(
                 f"{cell.name} ({state}):\n  {shlex.join(cell_command(cell, spec, out / spec['name'] / cell.name))}"
             )
