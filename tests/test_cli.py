@@ -269,3 +269,15 @@ def test_timeseries_analysis_reads_its_data_from_the_checkpoint(tmp_path, monkey
     ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
     analyze(["--checkpoint", str(ckpt), "--windows", "8", "--out", str(tmp_path / "erf")])
     assert (tmp_path / "erf" / "erf_1d.png").stat().st_size > 1000
+
+
+def test_an_integer_batch_limit_is_a_batch_count_not_the_whole_epoch(tmp_path, monkeypatch):
+    """Lightning types ``limit_*_batches`` as ``float | int``: read as given, "1" is one batch."""
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module("metamixer.timeseries.__main__").main
+    args = [*default_config("timeseries"), "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1.0", "--trainer.limit_test_batches=0.5"]  # fmt: skip
+    trainer = main(args, run=False).trainer
+    assert (trainer.limit_train_batches, trainer.limit_val_batches) == (1, 1.0)
+    assert isinstance(trainer.limit_train_batches, int) and trainer.limit_test_batches == 0.5
+    assert isinstance(trainer.limit_val_batches, float)

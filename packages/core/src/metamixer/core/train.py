@@ -466,6 +466,13 @@ class MetaMixerCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in self.links:
             parser.link_arguments(source, target, apply_on="instantiate")
+        # Lightning types limit_*_batches as float | int, so jsonargparse reads "1" as 1.0 (the whole
+        # epoch) instead of one batch; read integers as int first
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches",
+                    "limit_predict_batches", "val_check_interval"):  # fmt: skip
+            action = parser._option_string_actions.get(f"--trainer.{key}")
+            if action is not None and hasattr(action, "_typehint"):
+                action._typehint = int | float | None
         parser.add_argument(
             "--name",
             type=str | None,
