@@ -1,0 +1,175 @@
+"""PoolFormer (MetaFormer with pooling token mixers) built from ``metamixer.core``'s mixers.
+
+Stem (7×7 stride-4 conv) → stages (a 3×3 stride-2 conv between them) → global average pool →
+LayerNorm → linear head.  A block is a token ``MetaBlock`` (GroupNorm with one group, the registered
+"pooling" mixer ``avgpool(x) - x``, layer-scale) then a channel ``MetaBlock`` (GroupNorm, the
+registered "ffn" mixer: 1×1 conv, GELU, 1×1 conv, layer-scale).  ``poolformer_s12`` has timm's
+``poolformer_s12`` shapes and computes the same function once timm's weights are converted
+(``metamixer.vision.weights.convert_timm_poolformer_state_dict``), so a local timm PoolFormer
+weight file can be analysed through the MetaMixer hooks (the FFN coefficients after GELU).
+
+The variants are registered in ``metamixer.core.ARCHITECTURES`` only (not with timm, whose own
+``poolformer_s12`` keeps its name there).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from torch import Tensor, nn
+
+from metamixer.core import (
+    DenseOps,
+    MetaBlock,
+    MixerContext,
+    StageMixers,
+    init_trunc_normal,
+    register_architecture,
+    stage_values,
+)
+
+from .ffnet import _example
+
+OPS = DenseOps(ndim=2)
+
+
+class PoolFormer(nn.Module):
+    """PoolFormer image classifier (``forward_features`` / ``forward_head`` as in timm).
+
+    Args:
+        depths: blocks per stage.
+        dims: channels per stage.
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 = no head, features only).
+        token_mixers: token mixer per stage (``metamixer.core.TOKEN_MIXERS``; "pooling").
+        token_acts: the token mixers' coefficient activation per stage (``None`` = the mixer's own).
+        channel_mixers: channel mixer per stage (``metamixer.core.CHANNEL_MIXERS``; "ffn").
+        channel_acts: the channel mixers' coefficient activation per stage (``None`` = GELU).
+        token_kernels: pool size of the pooling mixer (kernel of other token mixers) per stage.
+        mlp_ratio: channel-mixer hidden width / dim.
+        layer_scale: initial layer-scale of every residual branch, ``None`` = none.
+        drop_rate: dropout before the head.
+        drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
+        global_pool: timm pool type of the head ("avg", "max", …).
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        dims: Sequence[int] = (64, 128, 320, 512),
+        *,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        token_mixers: str | Sequence[str] = "pooling",
+        token_acts: str | Sequence[str | None] | None = None,
+        channel_mixers: str | Sequence[str] = "ffn",
+        channel_acts: str | Sequence[str | None] | None = None,
+        token_kernels: int | Sequence[int] = 3,
+        mlp_ratio: float = 4.0,
+        layer_scale: float | None = 1e-5,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        n = len(depths)
+        if len(dims) != n:
+            raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
+        mixers = StageMixers.of(n, token_mixers, token_acts, channel_mixers, channel_acts)
+        kernels = stage_values(token_kernels, n, "token_kernels")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.stem = nn.Conv2d(in_chans, dims[0], 7, stride=4, padding=2)
+        rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
+        self.stages = nn.ModuleList()
+        for i in range(n):
+            downsample = (
+                nn.Identity() if i == 0 else nn.Conv2d(dims[i - 1], dims[i], 3, stride=2, padding=1)
+            )
+            where = f"stage {i + 1}"
+            token = MixerContext(dims[i], OPS, kernel_size=kernels[i], where=where)
+            channel = MixerContext(dims[i], OPS, mlp_ratio=mlp_ratio, where=where)
+            blocks = []
+            for _ in range(depths[i]):
+                residual = dict(drop_path=next(rates), layer_scale=layer_scale)
+                blocks.append(
+                    nn.Sequential(
+                        OrderedDict(
+                            token=MetaBlock(
+                                dims[i],
+                                mixers.token_mixer(i, token),
+                                norm=nn.GroupNorm(1, dims[i]),
+                                **residual,
+                            ),
+                            channel=MetaBlock(
+                                dims[i],
+                                mixers.channel_mixer(i, channel),
+                                norm=nn.GroupNorm(1, dims[i]),
+                                **residual,
+                            ),
+                        )
+                    )
+                )
+            self.stages.append(
+                nn.Sequential(OrderedDict(downsample=downsample, blocks=nn.Sequential(*blocks)))
+            )
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_trunc_normal)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"PoolFormer expects images of shape (batch, {self.in_chans}, height, width), got "
+                f"{tuple(x.shape)}"
+            )
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(self.norm(self.global_pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+#: Every architectural argument of each variant, spelled out once.
+POOLFORMER = dict(
+    token_mixers="pooling", token_acts=None, channel_mixers="ffn", channel_acts=None,
+    token_kernels=3, mlp_ratio=4.0, layer_scale=1e-5, drop_rate=0.0, global_pool="avg",
+)  # fmt: skip
+VARIANTS: dict[str, dict] = {
+    # timm's poolformer_s12 (PoolFormer paper, S12)
+    "poolformer_s12": dict(
+        POOLFORMER, depths=(2, 2, 6, 2), dims=(64, 128, 320, 512), drop_path_rate=0.1
+    ),
+    # a tiny model for CI
+    "poolformer_test": dict(
+        POOLFORMER, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), drop_path_rate=0.0
+    ),
+}
+
+
+for _name, _args in VARIANTS.items():
+    register_architecture(
+        _name, PoolFormer, _args, task_args=("num_classes", "in_chans"), example=_example,
+        test_task={"num_classes": 3, "in_chans": 3},
+    )  # fmt: skip
