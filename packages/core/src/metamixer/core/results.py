@@ -105,7 +105,7 @@ def save_record(folder: Path, record: Mapping[str, Any]) -> Path:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(full, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(full, indent=1))  # insertion order: a group's labels stay in order
     os.replace(tmp, folder / RECORD)
     return folder / RECORD
 
@@ -183,17 +183,17 @@ def stats(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, var**0.5, len(values)
 
 
-def _digits(std: float) -> int:
-    return max(0, 1 - math.floor(math.log10(std))) if std > 0 else 2
-
-
 def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()) -> str:
     """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %); with ``reference`` values
     also the difference of the means, in bold where it exceeds twice its standard error."""
     scale = 100.0 if _is_percent(name) and max(map(abs, [*values, *reference])) <= 1 else 1.0
     mean, std, n = stats([scale * v for v in values])
-    digits = _digits(std)
-    text = f"{mean:.{digits}f} ± {std:.{digits}f} ({n})" if n > 1 else f"{mean:.4g} (1)"
+    if std <= 1e-9 * abs(mean):  # identical runs: no spread, three significant digits
+        std, digits = 0.0, max(0, 2 - math.floor(math.log10(abs(mean) or 1)))
+    else:
+        digits = max(0, 1 - math.floor(math.log10(std)))  # two significant digits of the std
+    spread = f"{std:.{digits}f}" if std else "0"
+    text = f"{mean:.{digits}f} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
     if not reference:
         return text
     ref_mean, ref_std, ref_n = stats([scale * v for v in reference])
