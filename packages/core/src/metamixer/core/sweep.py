@@ -360,11 +360,13 @@ def plot_axis(records: list[dict], axis: str, spec: dict, path: Path) -> None:
     )
     for ax, modality in zip(panels[0], modalities, strict=True):
         mine = sorted((r for r in records if r["modality"] == modality), key=lambda r: r["order"])
-        by_label: dict[str, list[float]] = {"FFNet": []}
+        base = next((r["group"]["value"] for r in mine if r.get("reference")), "FFNet")
+        by_label: dict[str, list[float]] = {base: []}  # the baseline first
         for r in mine:
             if r.get("reference") or r["group"]["axis"] == axis:
-                label = "FFNet" if r.get("reference") else r["group"]["value"]
-                by_label.setdefault(label, []).append(next(iter(r["metrics"].values())))
+                by_label.setdefault(r["group"]["value"], []).append(
+                    next(iter(r["metrics"].values()))
+                )
         for i, values in enumerate(by_label.values()):
             if not values:
                 continue
