@@ -29,6 +29,8 @@ from metamixer.core import (
     stage_values,
 )
 
+from .classifier import TimmClassifier
+
 OPS = DenseOps(ndim=2)
 
 
@@ -44,7 +46,7 @@ def ffnet_block(
     )
 
 
-class FFNet(nn.Module):
+class FFNet(TimmClassifier, nn.Module):
     """FFNet image classifier (timm interface: ``forward_features`` / ``forward_head`` /
     ``forward_intermediates``; input ``(B, in_chans, H, W)`` with H, W multiples of 32 recommended).
 
@@ -167,16 +169,6 @@ class FFNet(nn.Module):
         self.apply(init_trunc_normal)
 
     # --- timm interface -------------------------------------------------------------------------
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
@@ -200,9 +192,6 @@ class FFNet(nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,

@@ -31,12 +31,13 @@ from metamixer.core import (
     stage_values,
 )
 
+from .classifier import TimmClassifier
 from .ffnet import _example
 
 OPS = DenseOps(ndim=2)
 
 
-class PoolFormer(nn.Module):
+class PoolFormer(TimmClassifier, nn.Module):
     """PoolFormer image classifier (``forward_features`` / ``forward_head`` as in timm).
 
     Args:
@@ -123,15 +124,6 @@ class PoolFormer(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_trunc_normal)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
@@ -146,9 +138,6 @@ class PoolFormer(nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.norm(self.global_pool(x)))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 #: Every architectural argument of each variant, spelled out once.
