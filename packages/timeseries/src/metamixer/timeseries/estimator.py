@@ -45,11 +45,9 @@ PREDICTION_INPUTS = ["past_target", "past_observed_values"]
 TRAINING_INPUTS = [*PREDICTION_INPUTS, "future_target", "future_observed_values"]
 STUDENT_T = StudentTOutput()
 SCALERS = {"std": StdScaler, "mean": MeanScaler, "none": NOPScaler}
-#: The estimator's backbone settings for the default ``arch`` (under the user's ``arch_args``).
-#: Width 32 and patches of 8 steps every 4 with a look-back of 10 horizons were chosen on the
-#: validation windows of ``benchmarks/gluonts_peers.py --validate`` over the authors' width 64 and
-#: patch 4 / stride 2 with a look-back of 4 horizons (the earlier defaults): weighted quantile loss
-#: 0.037 vs 0.043 (Demand), 0.080 vs 0.091 (Temperature), one seed, at half the training time.
+#: The estimator's backbone settings for the default ``arch`` (under the user's ``arch_args``),
+#: chosen with the look-back below on validation windows (``benchmarks/gluonts_peers.py
+#: --validate``; the README's probabilistic peer table says how).
 DEFAULT_ARCH_ARGS = {"ffnet_ts": {"dim": 32, "patch_size": 8, "patch_stride": 4}}
 #: Default look-back in forecast horizons (gluonts' PatchTST default too).
 CONTEXT_HORIZONS = 10
