@@ -99,3 +99,11 @@ def test_the_reproduction_table_refuses_a_config_that_does_not_exist(tmp_path):
     (tmp_path / "reproduction.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ValueError, match=r"config experiments/vision/gone\.yaml does not exist"):
         spec_table(tmp_path / "reproduction.yaml", root / "results/records", root)
+
+
+def test_collect_lists_sweep_and_benchmark_records_too(capsys):
+    """Records without a run's experiment name (sweep cells, peer benchmarks) collect by group."""
+    results(["collect", str(EXP.parent / "results" / "records")])
+    table = capsys.readouterr().out
+    assert "| timeseries | axis=baseline, value=FFNet | sweep |" in table
+    assert "series=Demand, model=FFNet" in table

@@ -145,8 +145,12 @@ def table(
     for r in records:
         commit = (r.get("code") or {}).get("commit") or "?"
         mark = "" if current is None or commit == current else " *"
-        rows.append([r["modality"], r["experiment"], r["subcommand"], r.get("seed"),
-                     commit[:8] + mark, *(r["metrics"].get(m, "") for m in metrics)])  # fmt: skip
+        experiment = r.get("experiment") or ", ".join(
+            f"{k}={v}" for k, v in r.get("group", {}).items()
+        )
+        kind = r.get("subcommand") or r.get("kind", "")
+        rows.append([r.get("modality", ""), experiment, kind, r.get("seed"), commit[:8] + mark,
+                     *(r["metrics"].get(m, "") for m in metrics)])  # fmt: skip
     return header, rows
 
 
