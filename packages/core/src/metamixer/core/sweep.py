@@ -43,7 +43,7 @@ import subprocess
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,37 +164,29 @@ def skipped_axes(spec: dict) -> dict[str, list[str]]:
 
 def cells(spec: dict) -> list[Cell]:
     """Every cell of every modality and seed; a modality's own ``grid`` entries replace the
-    sweep's values of those axes (e.g. kernel sizes of a 1D model)."""
+    sweep's values of those axes (e.g. kernel sizes of a 1D model).  A cell's ``order`` (axis,
+    then value position) lines up the rows of different modalities in the tables."""
     out = []
     seeds = spec.get("seeds") or [None]
     axes = list(spec["grid"])
+    single = spec.get("mode", "one-at-a-time") == "one-at-a-time"
     for modality, mod in spec["modalities"].items():
         grid: dict[str, list] = {**spec["grid"], **mod.get("grid", {})}
         base = {a: grid[a][0] for a in axes}
-        if spec.get("mode", "one-at-a-time") == "product":
-            combos = itertools.product(*(enumerate(grid[a]) for a in axes))
-            settings = [
-                (
-                    tuple((a, v) for a, (_, v) in zip(axes, c, strict=True)),
-                    None,
-                    tuple(i for i, _ in c),
-                )
-                for c in combos
-            ]
+        if single:
+            settings = [(base, None, 0)] + [
+                ({**base, a: v}, (a, v), 1000 * (i + 1) + j)
+                for i, a in enumerate(axes) if a in mod["knobs"]
+                for j, v in enumerate(grid[a]) if j
+            ]  # fmt: skip
         else:
-            settings = [(tuple(base.items()), None, (0, 0))]
-            for ai, a in enumerate(axes):
-                if a not in mod["knobs"]:
-                    continue
-                for vi, v in enumerate(grid[a][1:], start=1):
-                    settings.append((tuple({**base, a: v}.items()), (a, v), (ai + 1, vi)))
+            combos = itertools.product(*(grid[a] for a in axes))
+            settings = [(dict(zip(axes, c, strict=True)), None, k) for k, c in enumerate(combos)]
         skip = mod.get("skip", {})
         for setting, varied, order in settings:
-            if any(v in skip.get(a, []) for a, v in setting):
-                continue
-            rank = order[0] * 1000 + order[1] if len(order) == 2 else sum(order)
-            single = spec.get("mode", "one-at-a-time") == "one-at-a-time"
-            out += [Cell(modality, setting, seed, varied, rank, single) for seed in seeds]
+            if not any(v in skip.get(a, []) for a, v in setting.items()):
+                cell = Cell(modality, tuple(setting.items()), None, varied, order, single)
+                out += [replace(cell, seed=seed) for seed in seeds]
     return out
 
 
