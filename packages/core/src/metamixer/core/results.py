@@ -340,11 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    text = markdown([header, *([cell(v) for v in row] for row in rows)]) + "\n"
     if any(row[4].endswith("*") for row in rows):
-        lines.append("\n`*` recorded by another code version than the current one.")
-    text = "\n".join(lines) + "\n"
+        text += "\n`*` recorded by another code version than the current one.\n"
     if args.out:
         Path(args.out).write_text(text)
     else:

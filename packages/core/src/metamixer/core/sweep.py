@@ -311,9 +311,9 @@ def metric_name(modality: str, mod: dict) -> str:
     return f"{modality} {mod['metric']}"
 
 
-def write_reports(records: list[dict], folder: Path, spec: dict) -> None:
-    """``results.csv`` (one row per run), ``results.md`` (the grouped table) and one figure per
-    axis, from the sweep's records."""
+def write_reports(records: list[dict], folder: Path, spec: dict) -> str:
+    """``results.csv`` (one row per run), ``results.md`` (the grouped table, also returned) and
+    one figure per axis, from the sweep's records."""
     folder.mkdir(parents=True, exist_ok=True)
     axes = list(spec["grid"])
     with open(folder / "results.csv", "w", newline="") as f:
@@ -332,10 +332,11 @@ def write_reports(records: list[dict], folder: Path, spec: dict) -> None:
                     (r.get("code") or {}).get("commit"),
                 ]
             )
-    rows = results.readme_table(records)
-    (folder / "results.md").write_text(results.markdown(rows) + "\n")
+    table = results.markdown(results.readme_table(records)) + "\n"
+    (folder / "results.md").write_text(table)
     for axis in axes:
         plot_axis(records, axis, spec, folder / f"axis-{axis}.png")
+    return table
 
 
 def plot_axis(records: list[dict], axis: str, spec: dict, path: Path) -> None:
@@ -387,7 +388,9 @@ def run_sweep(
     dry_run: bool = False,
     modalities: list[str] | None = None,
     report_only: bool = False,
-) -> list[dict]:
+) -> tuple[list[dict], str]:
+    """Run (or, with ``dry_run``, list) the cells; returns the result rows and the report table
+    (empty while no cell has a record)."""
     spec = load_sweep(path)
     if modalities:
         unknown = set(modalities) - set(spec["modalities"])
@@ -414,7 +417,7 @@ def run_sweep(
             print(
                 f"{cell.name} ({state}):\n  {shlex.join(cell_command(cell, spec, out / spec['name'] / cell.name))}"
             )
-        return []
+        return [], ""
     rows = []
     if not report_only:
         with ThreadPoolExecutor(parallel) as pool:
@@ -422,9 +425,9 @@ def run_sweep(
     records = [
         r for r in results.load_records([records_root(spec, out)]) if r.get("sweep") == spec["name"]
     ]
-    if records:
-        write_reports(records, Path(spec.get("report") or out / spec["name"]), spec)
-    return rows
+    if not records:
+        return rows, ""
+    return rows, write_reports(records, Path(spec.get("report") or out / spec["name"]), spec)
 
 
 def rerun(path: Path, name: str, out: Path, threads: int) -> str:
@@ -481,17 +484,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {err}") from None
         return
     try:
-        rows = run_sweep(
+        rows, table = run_sweep(
             Path(args.sweep), out, args.parallel, args.dry_run, args.modalities, args.report
         )
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if args.dry_run:
         return
-    spec = load_sweep(Path(args.sweep))
-    table = Path(spec.get("report") or out / spec["name"]) / "results.md"
-    if table.is_file():
-        print(table.read_text())
+    print(table)
     failed = [r for r in rows if r["value"] is None]
     if failed:
         summary = "\n".join(
