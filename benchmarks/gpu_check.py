@@ -1,36 +1,54 @@
-"""The GPU check: each modality's training step in float32 and mixed precision, the sparse conv
-against dense ``conv3d`` and spconv, and inference throughput of the vision and SR peers, on one
-device, written to one JSON file and printed as tables.
+"""The GPU check: each modality's training step in float32 and mixed precision, our sparse
+depthwise conv against dense ``conv3d``, and inference throughput of FFNet against the authors'
+deployed FFNet and ConvNeXt-T (vision) and against the authors' deployed FFNet_sr-light (SR), each
+result written as a record (``metamixer.core.results``) for the README's tables.
 
-    scripts/gpu-check                                   # on a GPU machine: installs spconv-cu120
-    .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --out runs/gpu_check_cpu.json
+    scripts/gpu-check            # on a GPU machine (installs spconv's CUDA build, runs this)
+    .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --records /tmp/gpu  # dry run
 
-``--device cpu --quick`` is the dry run (tiny sizes, bf16 only) that the tests execute.
+Throughput: bf16 autocast, channels-last, ``torch.inference_mode``; FFNet in its deployment form
+(``deploy(model, "cuda")``) and as trained (unfused); the authors' deployed architecture
+(``authors_deployed.py``) loaded with our folded weights and checked to compute the same function;
+each in every ``--modes`` (``eager``; ``compile``: ``torch.compile``).  The models of a task are
+timed round-robin (``--rounds`` × ``--seconds``): images/s is the median over rounds, the ratio
+the median of the per-round ratios to the task's first model (our fused FFNet) in the same mode.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import re
+import statistics
 import time
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
+from authors_deployed import authors_deployed, copy_parameters
 
 import metamixer.pointcloud
 import metamixer.superres
 import metamixer.timeseries
 import metamixer.vision  # noqa: F401  (each package registers its architectures)
 from metamixer.core import ARCHITECTURES, build_network, deploy
+from metamixer.core.results import grouped_table, load_records, markdown, save_record
 
 #: one small variant per modality for the training steps
 STEP_ARCHS = ("ffnet_test", "ffnet_sr_test", "ffnet_ts_test", "sparse_ffnet_test")
-THROUGHPUT = {  # name -> (builder, input resolution)
-    "ffnet_1 (fused)": ("ffnet_1", 256),
-    "convnext_tiny": ("convnext_tiny", 224),
-    "ffnet_sr_light (fused, ×2)": ("ffnet_sr_light", 256),
+#: task -> [(label, architecture, form)]; form: "fused" (ours, deployed), "unfused" (ours as
+#: trained), "authors" (their deployed architecture with our folded weights), "timm"
+THROUGHPUT = {
+    "classification 256²": [
+        ("ffnet_1 (fused)", "ffnet_1", "fused"),
+        ("ffnet_1 authors' (fused)", "ffnet_1", "authors"),
+        ("ffnet_1 (unfused)", "ffnet_1", "unfused"),
+        ("convnext_tiny", "convnext_tiny", "timm"),
+    ],
+    "super-resolution ×2 of 128²": [
+        ("ffnet_sr_light (fused)", "ffnet_sr_light", "fused"),
+        ("ffnet_sr_light authors' (fused)", "ffnet_sr_light", "authors"),
+    ],
 }
 
 
@@ -49,7 +67,6 @@ def training_step(name: str, precision: str, device: str) -> dict:
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
-    start = time.perf_counter()
     with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = net(*example)
     loss = out.float().square().mean()
@@ -57,10 +74,9 @@ def training_step(name: str, precision: str, device: str) -> dict:
     scaler.step(optimizer)
     scaler.update()
     finite = bool(torch.isfinite(loss)) and all(torch.isfinite(p).all() for p in net.parameters())
-    return {
-        "arch": name, "precision": precision, "loss": loss.item(), "finite": finite,
-        "output_dtype": str(out.dtype), "seconds": time.perf_counter() - start,
-    }  # fmt: skip
+    return {"group": {"check": f"training step {name}", "precision": precision,
+                      "output dtype": str(out.dtype).removeprefix("torch.")},
+            "metrics": {"loss": loss.item()}, "finite": finite}  # fmt: skip
 
 
 def sparse_equivalence(device: str) -> dict:
@@ -80,34 +96,90 @@ def sparse_equivalence(device: str) -> dict:
     ref = dense[0, :, coords[:, 0], coords[:, 1], coords[:, 2]].t()
     with torch.no_grad():
         diff = float((conv(SparseTensor(x, structure)).features - ref).abs().max())
-    return {"max_abs_diff": diff, "ok": diff < 1e-9}
+    return {"group": {"check": "sparse depthwise conv vs dense conv3d", "precision": "64-true",
+                      "output dtype": "float64"},
+            "metrics": {"max abs diff": diff}, "finite": diff < 1e-9}  # fmt: skip
 
 
-def throughput(name: str, device: str, batch: int, seconds: float, quick: bool) -> dict:
-    arch, res = THROUGHPUT[name]
-    if quick:
-        res = 64
-    if arch.startswith("ffnet_sr"):
-        net, shape = build_network(arch, {"scale": 2}), (batch, 3, res // 2, res // 2)
-    elif arch in ARCHITECTURES:
-        net, shape = build_network(arch, {"num_classes": 1000, "in_chans": 3}), (batch, 3, res, res)
-    else:
-        import timm
+def build(arch: str, form: str) -> tuple[torch.nn.Module, dict]:
+    """The network in its benchmark form and its task arguments (the same weights in every form
+    of one architecture)."""
+    torch.manual_seed(0)
+    task = {"scale": 2} if arch.startswith("ffnet_sr") else {"num_classes": 1000, "in_chans": 3}
+    if form == "timm":
+        return timm.create_model(arch, num_classes=1000), task
+    net = build_network(arch, task)
+    if form == "authors":
+        theirs = authors_deployed(arch, **task)
+        copy_parameters(deploy(net, "portable"), theirs)
+        return theirs.eval(), task
+    return (net if form == "unfused" else deploy(net, "portable")).eval(), task
 
-        net, shape = timm.create_model(arch), (batch, 3, res, res)
-    net = deploy(net.to(device), "cuda" if device == "cuda" else "cpu")
-    x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
-    dtype = torch.bfloat16 if device == "cpu" else torch.float16
-    with torch.inference_mode(), torch.autocast(device, dtype=dtype):
-        net(x)  # warm-up
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            net(x)
-            done += batch
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return {"model": name, "resolution": res, "batch": batch, "dtype": str(dtype),
-            "images_per_s": done / (time.perf_counter() - start)}  # fmt: skip
+
+def same_function(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor) -> float:
+    """Max |difference| of the two outputs relative to the largest |output| (float32)."""
+    with torch.inference_mode():
+        a, b = ours(x), theirs(x)
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def task_models(task: str, args: argparse.Namespace) -> tuple[dict, torch.Tensor, dict]:
+    """The task's models on the device, its input batch, and how far each authors' network is
+    from ours (relative max |difference|; refused beyond 1e-2)."""
+    res = 64 if args.quick else (128 if task.startswith("super") else 256)
+    models, fidelity = {}, {}
+    for label, arch, form in THROUGHPUT[task]:
+        net, _ = build(arch, form)
+        models[label] = net.to(args.device).to(memory_format=torch.channels_last)
+    x = torch.randn(args.batch, 3, res, res, device=args.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    first = next(iter(models))
+    for label, _, form in THROUGHPUT[task]:
+        if form == "authors":
+            fidelity[label] = same_function(models[first], models[label], x)
+            if fidelity[label] > 1e-2:
+                raise SystemExit(f"error: {label} differs from {first}: {fidelity[label]:.1e}")
+    return models, x, fidelity
+
+
+def throughput(task: str, mode: str, built: tuple, args: argparse.Namespace) -> list[dict]:
+    """The task's models in one mode, timed round-robin; one record per model."""
+    models, x, fidelity = built
+    runners = {k: torch.compile(m) if mode == "compile" else m for k, m in models.items()}
+    per_round: dict[str, list[float]] = {k: [] for k in runners}
+    dtype = torch.bfloat16
+    with torch.inference_mode(), torch.autocast(args.device, dtype=dtype):
+        for runner in runners.values():
+            for _ in range(2):  # warm-up (compilation, cuDNN's algorithm choice)
+                runner(x)
+        for _ in range(args.rounds):
+            for label, runner in runners.items():
+                n, start = 0, time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
+                    runner(x)
+                    n += 1
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                per_round[label].append(n * len(x) / elapsed)
+    first = next(iter(per_round))
+    records = []
+    for order, (label, values) in enumerate(per_round.items()):
+        ratio = statistics.median(v / r for v, r in zip(values, per_round[first], strict=True))
+        records.append({
+            "group": {"task": task, "model": label, "mode": mode},
+            "metrics": {"images/s": statistics.median(values), "× ours (fused)": ratio},
+            "batch": len(x), "resolution": x.shape[-1], "dtype": str(dtype),
+            "rounds": args.rounds, "seconds per round": args.seconds,
+            "max rel diff vs ours": fidelity.get(label),
+            "order": 100 * list(THROUGHPUT).index(task) + 10 * args.modes.index(mode) + order,
+        })  # fmt: skip
+        print(f"  {mode:7s} {label:32s} {records[-1]['metrics']['images/s']:9.1f} images/s "
+              f"({ratio:.2f}× {first})", flush=True)  # fmt: skip
+    return records
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def main() -> None:
@@ -115,43 +187,35 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--out", default="runs/gpu_check.json")
+    parser.add_argument("--modes", nargs="+", default=["eager", "compile"],
+                        choices=["eager", "compile"])  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per model per round")
+    parser.add_argument("--records", default="results/records/gpu-check",
+                        help="folder of the records (steps/, throughput/)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --device cpu for the dry run")
-    batch, seconds = (2, 0.2) if args.quick else (args.batch, args.seconds)
-    result = {
-        "device": torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "training_steps": [
-            training_step(a, p, args.device) for a in STEP_ARCHS for p in precisions(args.device)
-        ],
-        "sparse_equivalence": sparse_equivalence(args.device),
-        "throughput": [throughput(n, args.device, batch, seconds, args.quick) for n in THROUGHPUT],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"{result['device']}, torch {result['torch']}\n")
-    print("| arch | precision | finite | output dtype | s |\n|---|---|---|---|---|")
-    for r in result["training_steps"]:
-        print(f"| {r['arch']} | {r['precision']} | {r['finite']} | {r['output_dtype']} | "
-              f"{r['seconds']:.3f} |")  # fmt: skip
-    print(
-        f"\nsparse depthwise vs dense conv3d: max |diff| {result['sparse_equivalence']['max_abs_diff']:.1e}\n"
-    )
-    base = result["throughput"][0]["images_per_s"]
-    print("| model | res | batch | images/s | × ffnet_1 |\n|---|---|---|---|---|")
-    for r in result["throughput"]:
-        print(f"| {r['model']} | {r['resolution']} | {r['batch']} | {r['images_per_s']:.1f} | "
-              f"{r['images_per_s'] / base:.2f} |")  # fmt: skip
-    failed = [r for r in result["training_steps"] if not r["finite"]]
-    if failed or not result["sparse_equivalence"]["ok"]:
-        raise SystemExit(f"error: failed checks: {failed or result['sparse_equivalence']}")
-    print(f"\nwrote {out}")
+    if args.quick:
+        args.batch, args.rounds, args.seconds = 2, 2, 0.05
+    out = Path(args.records)
+    checks = [training_step(a, p, args.device) for a in STEP_ARCHS for p in precisions(args.device)]
+    checks.append(sparse_equivalence(args.device))
+    for order, check in enumerate(checks):
+        save_record(out / "steps" / slug(" ".join(check["group"].values())),
+                    {**check, "order": order, "device": args.device})  # fmt: skip
+    built = {task: task_models(task, args) for task in THROUGHPUT}
+    for mode in args.modes:  # eager first: its records are kept if compiling fails
+        for task in THROUGHPUT:
+            for record in throughput(task, mode, built[task], args):
+                name = slug("_".join(record["group"].values()))
+                save_record(out / "throughput" / name, {**record, "device": args.device})
+    for part in ("steps", "throughput"):
+        print(f"\n{part}:\n{markdown(grouped_table(load_records([out / part])))}")
+    failed = [c["group"]["check"] for c in checks if not c["finite"]]
+    if failed:
+        raise SystemExit(f"error: failed checks: {', '.join(failed)}")
+    print(f"\nwrote the records under {out}")
 
 
 if __name__ == "__main__":

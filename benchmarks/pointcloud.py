@@ -28,12 +28,14 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 from peak_memory import peak_mb, reset_peak
 
 import metamixer.pointcloud  # noqa: F401  (registers the architectures)
 from metamixer.core import build_network, reparameterize_model
+from metamixer.core.results import save_record
 from metamixer.pointcloud._spconv import spconv
 from metamixer.pointcloud.sparse import (
     SparseDepthwiseConv,
@@ -98,6 +100,10 @@ def spconv_features(conv, tensor):
     return conv(tensor).features
 
 
+def ours_features(conv, x, structure):
+    return conv(SparseTensor(x, structure)).features
+
+
 def conv_table(structure: SparseStructure, channels: list[int], repeats: int, device: str) -> list:
     pairs = structure.pairs(3)
     rows = []
@@ -124,7 +130,7 @@ def conv_table(structure: SparseStructure, channels: list[int], repeats: int, de
 
         impls = {
             "spconv SubMConv3d (full C→C)": partial(spconv_features, full, tensor),
-            "depthwise (ours, native)": partial(ours, SparseTensor(x, structure)),
+            "depthwise (ours, native)": partial(ours_features, ours, x, structure),
             "depthwise (naive)": partial(naive_depthwise, x, weight, pairs),
         }
         if torch_scatter is not None:
@@ -183,6 +189,8 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=100_000)
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--records", help="also write each row as a record under this folder "
+                        "(convs/, networks/)")  # fmt: skip
     parser.add_argument("--network", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.network is not None:
@@ -210,6 +218,25 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, params, pps, peak in nets:
         print(f"| {name} | {params / 1e6:.1f}M | {pps:,.0f} | {peak:.0f} |")
+    if args.records:
+        write_records(Path(args.records), convs, nets, structure.num_voxels, args)
+
+
+def write_records(out: Path, convs: list, nets: list, voxels: int, args) -> None:
+    """One record per table row (``metamixer.core.results``), for the README's GPU tables."""
+    setup = {"device": args.device, "voxels": voxels, "repeats": args.repeats}
+    for order, (c, name, fwd, both) in enumerate(convs):
+        ref = next(r[3] for r in convs if r[0] == c and r[1].startswith("spconv"))
+        save_record(out / "convs" / f"C{c}-{order}", {
+            "group": {"C": c, "conv": name}, "order": order, **setup,
+            "metrics": {"forward ms": fwd * 1000, "fwd+bwd ms": both * 1000,
+                        "fwd+bwd × spconv": ref / both},
+        })  # fmt: skip
+    for order, (name, params, pps, peak) in enumerate(nets):
+        save_record(out / "networks" / f"network-{order}", {
+            "group": {"network": name, "params (M)": round(params / 1e6, 1)}, "order": order,
+            **setup, "metrics": {"points/s": pps, "peak MB": peak},
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

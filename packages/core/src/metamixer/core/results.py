@@ -44,8 +44,17 @@ DATA_PATH_KEYS = ("root", "path", "data_path", "train_root", "val_roots", "test_
 
 
 def code_version(folder: Path | None = None) -> dict[str, Any]:
-    """The git commit of ``folder``'s repository (default: this file's) and whether it was dirty."""
+    """The git commit of ``folder``'s repository (default: this file's) and whether it was dirty;
+    outside a repository (a copy of the working tree), ``METAMIXER_CODE_VERSION`` (``COMMIT`` or
+    ``COMMIT-dirty``) if set."""
     folder = folder or Path(__file__).resolve().parent
+    stated = os.environ.get("METAMIXER_CODE_VERSION")
+    if (
+        stated
+        and not (folder / ".git").exists()
+        and not any((p / ".git").exists() for p in folder.parents)
+    ):
+        return {"commit": stated.removesuffix("-dirty"), "dirty": stated.endswith("-dirty")}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
