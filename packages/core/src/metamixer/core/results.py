@@ -49,11 +49,7 @@ def code_version(folder: Path | None = None) -> dict[str, Any]:
     ``COMMIT-dirty``) if set."""
     folder = folder or Path(__file__).resolve().parent
     stated = os.environ.get("METAMIXER_CODE_VERSION")
-    if (
-        stated
-        and not (folder / ".git").exists()
-        and not any((p / ".git").exists() for p in folder.parents)
-    ):
+    if stated:
         return {"commit": stated.removesuffix("-dirty"), "dirty": stated.endswith("-dirty")}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
