@@ -85,6 +85,27 @@ def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
     assert relu[3] == "0.5 (1)"  # no reference for this metric, a single run
 
 
+def test_identical_runs_show_three_significant_digits_however_small():
+    from metamixer.core.results import mean_std
+
+    assert mean_std("max abs diff", [2.22e-16] * 3) == "2.22e-16 ± 0 (3)"
+    assert mean_std("loss", [0.00925] * 3) == "0.00925 ± 0 (3)"
+    assert mean_std("images/s", [5891.0] * 2) == "5891 ± 0 (2)"
+
+
+def test_a_stated_code_version_labels_records_of_a_copy_of_the_tree(monkeypatch, tmp_path):
+    from metamixer.core.results import code_version, save_record
+
+    commit = "0123456789" * 4
+    monkeypatch.setenv("METAMIXER_CODE_VERSION", f"{commit}-dirty")
+    assert code_version() == {"commit": commit, "dirty": True}
+    monkeypatch.setenv("METAMIXER_CODE_VERSION", commit)
+    record = json.loads(save_record(tmp_path, {"metrics": {}}).read_text())
+    assert record["code"] == {"commit": commit, "dirty": False}
+    monkeypatch.delenv("METAMIXER_CODE_VERSION")
+    assert code_version()["commit"] != commit  # this checkout's own commit again
+
+
 def test_the_reproduction_table_refuses_a_config_that_does_not_exist(tmp_path):
     import pytest
     import yaml

@@ -202,7 +202,8 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
     else:
         digits = max(0, 1 - math.floor(math.log10(std)))  # two significant digits of the std
     spread = f"{std:.{digits}f}" if std else "0"
-    text = f"{mean:.{digits}f} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
+    shown = f"{mean:.3g}" if not std and 0 < abs(mean) < 1e-3 else f"{mean:.{digits}f}"
+    text = f"{shown} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
     if not reference:
         return text
     ref_mean, ref_std, ref_n = stats([scale * v for v in reference])
