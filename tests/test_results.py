@@ -128,3 +128,25 @@ def test_collect_lists_sweep_and_benchmark_records_too(capsys):
     table = capsys.readouterr().out
     assert "| timeseries | axis=baseline, value=FFNet | sweep |" in table
     assert "series=Demand, model=FFNet" in table
+
+
+def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):
+    import subprocess
+
+    from metamixer.core.results import code_version
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)  # fmt: skip
+
+    (tmp_path / "results").mkdir()
+    for name in ("code.py", "README.md", "results/table.md"):
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    (tmp_path / "README.md").write_text("regenerated table\n")
+    (tmp_path / "results/table.md").write_text("a sweep's report\n")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("1\n")
+    assert code_version(tmp_path)["dirty"] is True

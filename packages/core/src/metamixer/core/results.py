@@ -43,8 +43,14 @@ RECORD = "record.json"
 DATA_PATH_KEYS = ("root", "path", "data_path", "train_root", "val_roots", "test_roots")
 
 
+#: tracked files that runs write or that describe results, not code: changing them leaves the
+#: code version clean (a sweep's reports, the README's generated tables)
+OUTPUTS = ("results", "*.md")
+
+
 def code_version(folder: Path | None = None) -> dict[str, Any]:
-    """The git commit of ``folder``'s repository (default: this file's) and whether it was dirty;
+    """The git commit of ``folder``'s repository (default: this file's) and whether its code was
+    changed (files other than ``OUTPUTS``);
     outside a repository (a copy of the working tree), ``METAMIXER_CODE_VERSION`` (``COMMIT`` or
     ``COMMIT-dirty``) if set."""
     folder = folder or Path(__file__).resolve().parent
@@ -54,7 +60,8 @@ def code_version(folder: Path | None = None) -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                *(f":(top,exclude){p}" for p in OUTPUTS)],
                                cwd=folder, capture_output=True, text=True, timeout=10).stdout  # fmt: skip
         return {"commit": commit, "dirty": bool(dirty.strip())}
     except (OSError, subprocess.SubprocessError):
