@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from authors_deployed import authors_deployed, copy_parameters
+from round_robin import median_ratio, round_robin
 
 import metamixer.pointcloud
 import metamixer.superres
@@ -146,25 +147,19 @@ def throughput(task: str, mode: str, built: tuple, args: argparse.Namespace) -> 
     """The task's models in one mode, timed round-robin; one record per model."""
     models, x, fidelity = built
     runners = {k: torch.compile(m) if mode == "compile" else m for k, m in models.items()}
-    per_round: dict[str, list[float]] = {k: [] for k in runners}
     dtype = torch.bfloat16
+    sync = torch.cuda.synchronize if args.device == "cuda" else None
     with torch.inference_mode(), torch.autocast(args.device, dtype=dtype):
         for runner in runners.values():
             for _ in range(2):  # warm-up (compilation, cuDNN's algorithm choice)
                 runner(x)
-        for _ in range(args.rounds):
-            for label, runner in runners.items():
-                n, start = 0, time.perf_counter()
-                while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
-                    runner(x)
-                    n += 1
-                    if args.device == "cuda":
-                        torch.cuda.synchronize()
-                per_round[label].append(n * len(x) / elapsed)
+        calls = round_robin({k: partial(r, x) for k, r in runners.items()}, args.rounds,
+                            args.seconds, sync)  # fmt: skip
+    per_round = {k: [c * len(x) for c in v] for k, v in calls.items()}
     first = next(iter(per_round))
     records = []
     for order, (label, values) in enumerate(per_round.items()):
-        ratio = statistics.median(v / r for v, r in zip(values, per_round[first], strict=True))
+        ratio = median_ratio(values, per_round[first])
         records.append({
             "group": {"task": task, "model": label, "mode": mode},
             "metrics": {"images/s": statistics.median(values), "× ours (fused)": ratio},

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 import warnings
+from functools import partial
 
 import torch
+from round_robin import median_ratio, round_robin
 from vision import run_in_mode  # the deployment modes of the classification benchmark
 
 import metamixer.vision  # noqa: F401  (registers the architectures)
@@ -68,20 +69,13 @@ def main() -> None:
                 for _ in range(2):  # warm-up
                     runner(x)
             runners[name] = runner
-        per_round = {name: [] for name in runners}
         with torch.inference_mode():
-            for _ in range(args.rounds):
-                for name, runner in runners.items():
-                    n, start = 0, time.perf_counter()
-                    while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
-                        runner(x)
-                        n += 1
-                    per_round[name].append(n / elapsed)
+            per_round = round_robin(
+                {k: partial(r, x) for k, r in runners.items()}, args.rounds, args.seconds
+            )
         for name, values in per_round.items():
             rates[name, mode] = statistics.median(values)
-            ratios[name, mode] = statistics.median(
-                v / b for v, b in zip(values, per_round[BASE], strict=True)
-            )
+            ratios[name, mode] = median_ratio(values, per_round[BASE])
             print(f"  {mode:6s} {name:26s} {rates[name, mode]:6.2f} img/s", flush=True)
     print(
         f"\nCPU inference, {args.size}×{args.size}, batch 1, float32, channels-last, "

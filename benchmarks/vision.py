@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 import warnings
+from functools import partial
 
 import timm
 import torch
 from authors_deployed import authors_deployed, copy_parameters
 from cpu_peak import peak_gmacs, peak_note
+from round_robin import median_ratio, round_robin
 from timm.utils.model import reparameterize_model as timm_reparameterize
 
 import metamixer.vision  # noqa: F401  (registers FFNet)
@@ -127,21 +128,15 @@ def main() -> None:
                     )
                     continue
                 runners[name] = (runner, x)
-            per_round = {name: [] for name in runners}
             with torch.inference_mode():
-                for _ in range(args.rounds):
-                    for name, (runner, x) in runners.items():
-                        n, start = 0, time.perf_counter()
-                        while (elapsed := time.perf_counter() - start) < args.seconds or n == 0:
-                            runner(x)
-                            n += 1
-                        per_round[name].append(n * b / elapsed)
+                calls = round_robin(
+                    {k: partial(r, x) for k, (r, x) in runners.items()}, args.rounds, args.seconds
+                )
+            per_round = {name: [c * b for c in values] for name, values in calls.items()}
             base = per_round.get(BASE, next(iter(per_round.values())))
             for name, values in per_round.items():
                 rates[name, mode, b] = statistics.median(values)
-                ratios[name, mode, b] = statistics.median(
-                    v / r for v, r in zip(values, base, strict=True)
-                )
+                ratios[name, mode, b] = median_ratio(values, base)
                 print(
                     f"  {mode:7s} batch {b:3d} {name:22s} {rates[name, mode, b]:8.1f} img/s",
                     flush=True,
