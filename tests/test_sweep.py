@@ -227,3 +227,23 @@ def test_every_cell_of_the_full_sweep_builds_a_network_its_knob_changed(
     baseline = networks.pop("baseline")
     same = [tag for tag, net in networks.items() if net == baseline]
     assert not same, f"{modality}: cells {same} build the baseline's network"
+
+
+def test_cells_selects_cells_by_tag_pattern_and_refuses_a_pattern_that_matches_none(
+    tmp_path, capsys
+):
+    from metamixer.core.sweep import run_sweep
+
+    full = ROOT / "experiments/sweeps/full.yaml"
+    run_sweep(full, tmp_path, dry_run=True, modalities=["timeseries"],
+              only=["baseline", "kernel-*"])  # fmt: skip
+    listed = [line.split(" ")[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("timeseries__")]  # fmt: skip
+    assert sorted({name.split("__")[1] for name in listed}) == [
+        "baseline",
+        "kernel-13",
+        "kernel-25",
+    ]
+    assert len(listed) == 3 * 3  # three seeds each
+    with pytest.raises(ValueError, match=r"--cells \['kernal-\*'\] match no cell; cells: baseline"):
+        run_sweep(full, tmp_path, dry_run=True, modalities=["timeseries"], only=["kernal-*"])

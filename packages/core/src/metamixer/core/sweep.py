@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import itertools
 import json
 import os
@@ -388,9 +389,11 @@ def run_sweep(
     dry_run: bool = False,
     modalities: list[str] | None = None,
     report_only: bool = False,
+    only: list[str] | None = None,
 ) -> tuple[list[dict], str]:
-    """Run (or, with ``dry_run``, list) the cells; returns the result rows and the report table
-    (empty while no cell has a record)."""
+    """Run (or, with ``dry_run``, list) the cells (``only``: those whose tag, e.g.
+    ``token_act-softmax`` or ``baseline``, matches one of these shell patterns); returns the
+    result rows and the report table (empty while no cell has a record)."""
     spec = load_sweep(path)
     if modalities:
         unknown = set(modalities) - set(spec["modalities"])
@@ -409,6 +412,12 @@ def run_sweep(
     parallel = max(1, min(parallel or spec.get("parallel", cores), cores))
     threads = max(1, cores // parallel)
     todo = [c for c in cells(spec) if not modalities or c.modality in modalities]
+    if only:
+        tags = list(dict.fromkeys(c.tag for c in todo))
+        unmatched = [p for p in only if not fnmatch.filter(tags, p)]
+        if unmatched:
+            raise ValueError(f"{path}: --cells {unmatched} match no cell; cells: {', '.join(tags)}")
+        todo = [c for c in todo if any(fnmatch.fnmatchcase(c.tag, p) for p in only)]
     if dry_run:
         for cell in todo:
             done = finished(cell, spec, out)
@@ -468,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         "--parallel", type=int, help="concurrent cells (default: the file's, ≤ cores)"
     )
     parser.add_argument("--modalities", nargs="+", help="run only these modalities' cells")
+    parser.add_argument("--cells", nargs="+", metavar="PATTERN",
+                        help="run only the cells whose tag matches (e.g. baseline 'kernel-*')")  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true", help="print every cell's command and state; run nothing"
     )
@@ -485,7 +496,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         rows, table = run_sweep(
-            Path(args.sweep), out, args.parallel, args.dry_run, args.modalities, args.report
+            Path(args.sweep),
+            out,
+            args.parallel,
+            args.dry_run,
+            args.modalities,
+            args.report,
+            args.cells,
         )
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
