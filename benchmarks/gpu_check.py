@@ -6,8 +6,8 @@ result written as a record (``metamixer.core.results``) for the README's tables.
     scripts/gpu-check            # on a GPU machine (installs spconv's CUDA build, runs this)
     .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --records /tmp/gpu  # dry run
 
-Throughput: bf16 autocast, channels-last, ``torch.inference_mode``; FFNet in its deployment form
-(``deploy(model, "cuda")``) and as trained (unfused); the authors' deployed architecture
+Throughput: bf16 autocast, channels-last, ``torch.inference_mode``; FFNet folded
+(``deploy(model, "portable")``) and as trained (unfused); the authors' deployed architecture
 (``authors_deployed.py``) loaded with our folded weights and checked to compute the same function;
 each in every ``--modes`` (``eager``; ``compile``: ``torch.compile``).  The models of a task are
 timed round-robin (``--rounds`` × ``--seconds``): images/s is the median over rounds, the ratio
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import time
 from functools import partial
 from pathlib import Path
 
@@ -102,19 +103,19 @@ def sparse_equivalence(device: str) -> dict:
             "metrics": {"max abs diff": diff}, "finite": diff < 1e-9}  # fmt: skip
 
 
-def build(arch: str, form: str) -> tuple[torch.nn.Module, dict]:
-    """The network in its benchmark form and its task arguments (the same weights in every form
-    of one architecture)."""
+def build(arch: str, form: str) -> torch.nn.Module:
+    """The network in its benchmark form, eval mode (the same weights in every form of one
+    architecture)."""
     torch.manual_seed(0)
     task = {"scale": 2} if arch.startswith("ffnet_sr") else {"num_classes": 1000, "in_chans": 3}
     if form == "timm":
-        return timm.create_model(arch, num_classes=1000), task
+        return timm.create_model(arch, num_classes=1000).eval()
     net = build_network(arch, task)
     if form == "authors":
         theirs = authors_deployed(arch, **task)
         copy_parameters(deploy(net, "portable"), theirs)
-        return theirs.eval(), task
-    return (net if form == "unfused" else deploy(net, "portable")).eval(), task
+        return theirs.eval()
+    return (net if form == "unfused" else deploy(net, "portable")).eval()
 
 
 def same_function(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor) -> float:
@@ -130,8 +131,8 @@ def task_models(task: str, args: argparse.Namespace) -> tuple[dict, torch.Tensor
     res = 64 if args.quick else (128 if task.startswith("super") else 256)
     models, fidelity = {}, {}
     for label, arch, form in THROUGHPUT[task]:
-        net, _ = build(arch, form)
-        models[label] = net.to(args.device).to(memory_format=torch.channels_last)
+        net = build(arch, form).to(args.device)
+        models[label] = net.to(memory_format=torch.channels_last)
     x = torch.randn(args.batch, 3, res, res, device=args.device)
     x = x.contiguous(memory_format=torch.channels_last)
     first = next(iter(models))
@@ -187,24 +188,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per model per round")
     parser.add_argument("--records", default="results/records/gpu-check",
-                        help="folder of the records (steps/, throughput/)")  # fmt: skip
+                        help="folder of the records (steps/, throughput/; each run adds its own, "
+                        "tables show mean ± std over runs)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --device cpu for the dry run")
     if args.quick:
         args.batch, args.rounds, args.seconds = 2, 2, 0.05
-    out = Path(args.records)
+    out, run = Path(args.records), time.strftime("run-%Y%m%d-%H%M%S")  # runs accumulate
     checks = [training_step(a, p, args.device) for a in STEP_ARCHS for p in precisions(args.device)]
     checks.append(sparse_equivalence(args.device))
     for order, check in enumerate(checks):
-        save_record(out / "steps" / slug(" ".join(check["group"].values())),
+        save_record(out / "steps" / slug(" ".join(check["group"].values())) / run,
                     {**check, "order": order, "device": args.device})  # fmt: skip
     built = {task: task_models(task, args) for task in THROUGHPUT}
     for mode in args.modes:  # eager first: its records are kept if compiling fails
         for task in THROUGHPUT:
             for record in throughput(task, mode, built[task], args):
                 name = slug("_".join(record["group"].values()))
-                save_record(out / "throughput" / name, {**record, "device": args.device})
+                save_record(out / "throughput" / name / run, {**record, "device": args.device})
     for part in ("steps", "throughput"):
         print(f"\n{part}:\n{markdown(grouped_table(load_records([out / part])))}")
     failed = [c["group"]["check"] for c in checks if not c["finite"]]

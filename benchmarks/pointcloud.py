@@ -225,15 +225,16 @@ def main() -> None:
 def write_records(out: Path, convs: list, nets: list, voxels: int, args) -> None:
     """One record per table row (``metamixer.core.results``), for the README's GPU tables."""
     setup = {"device": args.device, "voxels": voxels, "repeats": args.repeats}
+    run = time.strftime("run-%Y%m%d-%H%M%S")  # runs accumulate: tables show mean ± std over runs
     for order, (c, name, fwd, both) in enumerate(convs):
         ref = next(r[3] for r in convs if r[0] == c and r[1].startswith("spconv"))
-        save_record(out / "convs" / f"C{c}-{order}", {
+        save_record(out / "convs" / f"C{c}-{order}" / run, {
             "group": {"C": c, "conv": name}, "order": order, **setup,
             "metrics": {"forward ms": fwd * 1000, "fwd+bwd ms": both * 1000,
                         "fwd+bwd × spconv": ref / both},
         })  # fmt: skip
     for order, (name, params, pps, peak) in enumerate(nets):
-        save_record(out / "networks" / f"network-{order}", {
+        save_record(out / "networks" / f"network-{order}" / run, {
             "group": {"network": name, "params (M)": round(params / 1e6, 1)}, "order": order,
             **setup, "metrics": {"points/s": pps, "peak MB": peak},
         })  # fmt: skip
