@@ -33,7 +33,11 @@ def test_the_sparse_conv_benchmark_times_every_row_and_records_it(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     convs = load_records([tmp_path / "convs"])
     names = {r["group"]["conv"] for r in convs}
-    assert {"spconv SubMConv3d (full C→C)", "depthwise (ours, native)", "depthwise (naive)"} <= names
+    assert {
+        "spconv SubMConv3d (full C→C)",
+        "depthwise (ours, native)",
+        "depthwise (naive)",
+    } <= names
     assert all(r["metrics"]["fwd+bwd ms"] > 0 for r in convs)
     networks = load_records([tmp_path / "networks"])
     assert [r["group"]["params (M)"] for r in networks] == [11.1, 103.2]  # ours, the authors'
