@@ -50,9 +50,8 @@ OUTPUTS = ("results", "*.md")
 
 def code_version(folder: Path | None = None) -> dict[str, Any]:
     """The git commit of ``folder``'s repository (default: this file's) and whether its code was
-    changed (files other than ``OUTPUTS``);
-    outside a repository (a copy of the working tree), ``METAMIXER_CODE_VERSION`` (``COMMIT`` or
-    ``COMMIT-dirty``) if set."""
+    changed (files other than ``OUTPUTS``).  ``METAMIXER_CODE_VERSION`` (``COMMIT`` or
+    ``COMMIT-dirty``), if set, states it instead: a copy of the tree whose git history differs."""
     folder = folder or Path(__file__).resolve().parent
     stated = os.environ.get("METAMIXER_CODE_VERSION")
     if stated:
