@@ -17,9 +17,7 @@ the median of the per-round ratios to the task's first model (our fused FFNet) i
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import time
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from authors_deployed import authors_deployed, copy_parameters
+from records import run_name, save_rows
 from round_robin import median_ratio, round_robin
 
 import metamixer.pointcloud
@@ -34,20 +33,21 @@ import metamixer.superres
 import metamixer.timeseries
 import metamixer.vision  # noqa: F401  (each package registers its architectures)
 from metamixer.core import ARCHITECTURES, build_network, deploy
-from metamixer.core.results import grouped_table, load_records, markdown, save_record
+from metamixer.core.results import grouped_table, load_records, markdown
 
 #: one small variant per modality for the training steps
 STEP_ARCHS = ("ffnet_test", "ffnet_sr_test", "ffnet_ts_test", "sparse_ffnet_test")
-#: task -> [(label, architecture, form)]; form: "fused" (ours, deployed), "unfused" (ours as
-#: trained), "authors" (their deployed architecture with our folded weights), "timm"
+#: task (its input size filled in) -> [(label, architecture, form)]; form: "fused" (ours,
+#: deployed), "unfused" (ours as trained), "authors" (their deployed architecture with our folded
+#: weights), "timm"
 THROUGHPUT = {
-    "classification 256²": [
+    "classification {res}²": [
         ("ffnet_1 (fused)", "ffnet_1", "fused"),
         ("ffnet_1 authors' (fused)", "ffnet_1", "authors"),
         ("ffnet_1 (unfused)", "ffnet_1", "unfused"),
         ("convnext_tiny", "convnext_tiny", "timm"),
     ],
-    "super-resolution ×2 of 128²": [
+    "super-resolution ×2 of {res}²": [
         ("ffnet_sr_light (fused)", "ffnet_sr_light", "fused"),
         ("ffnet_sr_light authors' (fused)", "ffnet_sr_light", "authors"),
     ],
@@ -162,7 +162,7 @@ def throughput(task: str, mode: str, built: tuple, args: argparse.Namespace) -> 
     for order, (label, values) in enumerate(per_round.items()):
         ratio = median_ratio(values, per_round[first])
         records.append({
-            "group": {"task": task, "model": label, "mode": mode},
+            "group": {"task": task.format(res=x.shape[-1]), "model": label, "mode": mode},
             "metrics": {"images/s": statistics.median(values), "× ours (fused)": ratio},
             "batch": len(x), "resolution": x.shape[-1], "dtype": str(dtype),
             "rounds": args.rounds, "seconds per round": args.seconds,
@@ -172,10 +172,6 @@ def throughput(task: str, mode: str, built: tuple, args: argparse.Namespace) -> 
         print(f"  {mode:7s} {label:32s} {records[-1]['metrics']['images/s']:9.1f} images/s "
               f"({ratio:.2f}× {first})", flush=True)  # fmt: skip
     return records
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def main() -> None:
@@ -195,18 +191,15 @@ def main() -> None:
         raise SystemExit("error: no CUDA device; run with --device cpu for the dry run")
     if args.quick:
         args.batch, args.rounds, args.seconds = 2, 2, 0.05
-    out, run = Path(args.records), time.strftime("run-%Y%m%d-%H%M%S")  # runs accumulate
+    out, run = Path(args.records), run_name()  # runs accumulate
     checks = [training_step(a, p, args.device) for a in STEP_ARCHS for p in precisions(args.device)]
     checks.append(sparse_equivalence(args.device))
-    for order, check in enumerate(checks):
-        save_record(out / "steps" / slug(" ".join(check["group"].values())) / run,
-                    {**check, "order": order, "device": args.device})  # fmt: skip
+    save_rows(out / "steps", checks, run, device=args.device)
     built = {task: task_models(task, args) for task in THROUGHPUT}
     for mode in args.modes:  # eager first: its records are kept if compiling fails
         for task in THROUGHPUT:
-            for record in throughput(task, mode, built[task], args):
-                name = slug("_".join(record["group"].values()))
-                save_record(out / "throughput" / name / run, {**record, "device": args.device})
+            save_rows(out / "throughput", throughput(task, mode, built[task], args), run,
+                      device=args.device)  # fmt: skip
     for part in ("steps", "throughput"):
         print(f"\n{part}:\n{markdown(grouped_table(load_records([out / part])))}")
     failed = [c["group"]["check"] for c in checks if not c["finite"]]

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 from peak_memory import peak_mb, reset_peak
+from records import print_table, run_name, save_rows
 
 import metamixer.pointcloud  # noqa: F401  (registers the architectures)
 from metamixer.core import build_network, reparameterize_model
-from metamixer.core.results import save_record
 from metamixer.pointcloud._spconv import spconv
 from metamixer.pointcloud.sparse import (
     SparseDepthwiseConv,
@@ -137,11 +137,15 @@ def conv_table(structure: SparseStructure, channels: list[int], repeats: int, de
             impls["depthwise (ours, torch-scatter)"] = partial(
                 sparse_depthwise, x, weight, pairs, None, "torch_scatter"
             )
+        ref = None  # spconv's full conv (timed first) is the reference
         for name, fn in impls.items():
             with torch.no_grad():
                 fwd = timed(run(fn, False), repeats, device)
             both = timed(run(fn, True), repeats, device)
-            rows.append((c, name, fwd, both))
+            ref = ref or both
+            rows.append({"group": {"C": c, "conv": name}, "metrics": {
+                "forward ms": fwd * 1000, "fwd+bwd ms": both * 1000, "fwd+bwd × spconv": ref / both,
+            }})  # fmt: skip
             print(
                 f"  C={c:3d} {name:36s} fwd {fwd * 1000:8.1f} ms  fwd+bwd {both * 1000:8.1f} ms",
                 flush=True,
@@ -178,7 +182,8 @@ def network_table(voxels: int, repeats: int, device: str) -> list:
                "--repeats", str(repeats), "--device", device]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
-        rows.append((row["name"], row["params"], row["pps"], row["peak"]))
+        rows.append({"group": {"network": row["name"], "params (M)": round(row["params"] / 1e6, 1)},
+                     "metrics": {"points/s": row["pps"], "peak MB": row["peak"]}})  # fmt: skip
         print(f"  {row['name']}: {row['pps']:,.0f} points/s, peak {row['peak']:.0f} MB", flush=True)
     return rows
 
@@ -209,35 +214,14 @@ def main() -> None:
         f"\nSparse 3³ submanifold convs on {structure.num_voxels:,} surface voxels "
         f"({mean_neighbours:.1f} neighbours each), {args.device} ({threads}), median of {args.repeats}\n"
     )
-    print("| C | conv | forward (ms) | fwd+bwd (ms) | fwd+bwd speed-up vs spconv full |")
-    print("|---|---|---|---|---|")
-    for c, name, fwd, both in convs:
-        ref = next(r[3] for r in convs if r[0] == c and r[1].startswith("spconv"))
-        print(f"| {c} | {name} | {fwd * 1000:.1f} | {both * 1000:.1f} | {ref / both:.2f}× |")
-    print("\n| network (fused, inference) | params | points/s | peak memory (MB) |")
-    print("|---|---|---|---|")
-    for name, params, pps, peak in nets:
-        print(f"| {name} | {params / 1e6:.1f}M | {pps:,.0f} | {peak:.0f} |")
-    if args.records:
-        write_records(Path(args.records), convs, nets, structure.num_voxels, args)
-
-
-def write_records(out: Path, convs: list, nets: list, voxels: int, args) -> None:
-    """One record per table row (``metamixer.core.results``), for the README's GPU tables."""
-    setup = {"device": args.device, "voxels": voxels, "repeats": args.repeats}
-    run = time.strftime("run-%Y%m%d-%H%M%S")  # runs accumulate: tables show mean ± std over runs
-    for order, (c, name, fwd, both) in enumerate(convs):
-        ref = next(r[3] for r in convs if r[0] == c and r[1].startswith("spconv"))
-        save_record(out / "convs" / f"C{c}-{order}" / run, {
-            "group": {"C": c, "conv": name}, "order": order, **setup,
-            "metrics": {"forward ms": fwd * 1000, "fwd+bwd ms": both * 1000,
-                        "fwd+bwd × spconv": ref / both},
-        })  # fmt: skip
-    for order, (name, params, pps, peak) in enumerate(nets):
-        save_record(out / "networks" / f"network-{order}" / run, {
-            "group": {"network": name, "params (M)": round(params / 1e6, 1)}, "order": order,
-            **setup, "metrics": {"points/s": pps, "peak MB": peak},
-        })  # fmt: skip
+    print_table(convs)
+    print(f"\nnetworks (fused, inference, median of {max(2, args.repeats // 2)}):\n")
+    print_table(nets)
+    if args.records:  # runs accumulate: tables show mean ± std over runs
+        setup = {"device": args.device, "voxels": structure.num_voxels, "repeats": args.repeats}
+        run = run_name()
+        save_rows(Path(args.records) / "convs", convs, run, **setup)
+        save_rows(Path(args.records) / "networks", nets, run, **setup)
 
 
 if __name__ == "__main__":

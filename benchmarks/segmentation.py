@@ -18,8 +18,10 @@ import copy
 import statistics
 import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
+from records import print_table, run_name, save_rows
 from round_robin import median_ratio, round_robin
 from vision import run_in_mode  # the deployment modes of the classification benchmark
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["eager", "jit"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per model per round")
+    parser.add_argument("--records", help="also write each row as a record under this folder")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -77,15 +80,20 @@ def main() -> None:
             rates[name, mode] = statistics.median(values)
             ratios[name, mode] = median_ratio(values, per_round[BASE])
             print(f"  {mode:6s} {name:26s} {rates[name, mode]:6.2f} img/s", flush=True)
+    rows = [
+        {"group": {"network": name, "params (M)": f"{params:.1f}", "GMACs": f"{gmacs:.1f}"},
+         "metrics": {k: v for m in args.modes
+                     for k, v in ((f"{m} img/s", rates[name, m]), (f"{m} ×", ratios[name, m]))}}
+        for name, (params, gmacs) in info.items()
+    ]  # fmt: skip
     print(
         f"\nCPU inference, {args.size}×{args.size}, batch 1, float32, channels-last, "
-        f"{torch.get_num_threads()} threads, 150 classes; img/s (ratio to {BASE})\n"
+        f"{torch.get_num_threads()} threads, 150 classes; img/s and × = ratio to {BASE}\n"
     )
-    print("| network | params (M) | GMACs |" + "".join(f" {m} |" for m in args.modes))
-    print("|" + "---|" * (3 + len(args.modes)))
-    for name, (params, gmacs) in info.items():
-        cells = "".join(f" {rates[name, m]:.2f} ({ratios[name, m]:.2f}) |" for m in args.modes)
-        print(f"| {name} | {params:.1f} | {gmacs:.1f} |{cells}")
+    print_table(rows)
+    if args.records:  # runs accumulate: tables show mean ± std over runs
+        save_rows(Path(args.records), rows, run_name(), size=args.size, rounds=args.rounds,
+                  seconds=args.seconds)  # fmt: skip
 
 
 if __name__ == "__main__":

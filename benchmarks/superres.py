@@ -23,9 +23,11 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from cpu_peak import peak_gmacs, peak_note
 from peak_memory import peak_mb, reset_peak
+from records import print_table, run_name, save_rows
 
 MODELS = ["ffnet_sr_light", "ffnet_sr_light_authors", "ffnet_sr", "swinir_light", "edsr_baseline",
           "bicubic"]  # fmt: skip
@@ -104,13 +106,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS,
+                        help="subset (SwinIR-light, the reference, is always run)")  # fmt: skip
+    parser.add_argument("--records", help="also write each row as a record under this folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.size, args.scale, args.repeats)))
         return
     rows = {}
-    for name in MODELS:
+    for name in [m for m in MODELS if m in args.models or m == "swinir_light"]:
         cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size),
                "--scale", str(args.scale), "--repeats", str(args.repeats)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -129,18 +134,18 @@ def main() -> None:
         f"{peak_note(torch.get_num_threads())})\n"
     )
     peak = peak_gmacs(torch.get_num_threads())
-    print(
-        "| model | params | latency (s) | × SwinIR-light | inference memory (MB) | × SwinIR-light "
-        "| GMAC/s (of peak) |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    table = []
     for r in rows.values():
         rate = r["macs"] / r["latency"] / 1e9
-        print(
-            f"| {r['name']} | {r['params']:,} | {r['latency']:.3f} | {r['latency'] / base['latency']:.2f} "
-            f"| {r['inference_mb']:.0f} | {r['inference_mb'] / base['inference_mb']:.2f} "
-            f"| {rate:.1f} ({rate / peak:.0%}) |"
-        )
+        table.append({"group": {"model": r["name"], "params": f"{r['params']:,}"}, "metrics": {
+            "latency s": r["latency"], "× SwinIR-light": r["latency"] / base["latency"],
+            "inference MB": r["inference_mb"], "MB × SwinIR-light": r["inference_mb"] / base["inference_mb"],
+            "GMAC/s": rate, "% of peak": 100 * rate / peak,
+        }})  # fmt: skip
+    print_table(table)
+    if args.records:  # runs accumulate: tables show mean ± std over runs
+        save_rows(Path(args.records), table, run_name(), size=args.size, scale=args.scale,
+                  repeats=args.repeats)  # fmt: skip
 
 
 if __name__ == "__main__":

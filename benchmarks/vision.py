@@ -14,8 +14,8 @@ each requested mode:
   and matmuls fused with their GELU / add / scale neighbours);
 * ``compile``: ``torch.compile`` (Inductor) with weight freezing.
 
-The last columns give each model's best mode (ratio: best to FFNet-1's best) and the GMAC/s that
-best mode achieves against this CPU's peak (``cpu_peak.py``).
+The last columns give the GMAC/s of each model's best mode and its share of this CPU's peak
+(``cpu_peak.py``); ``--records`` writes each row as a result record.
 
 The models are timed round-robin (``--rounds`` rounds of ``--seconds`` each), so that drift of
 the machine's speed hits all of them alike; images/s is the median over rounds and the ratio is
@@ -29,11 +29,13 @@ import copy
 import statistics
 import warnings
 from functools import partial
+from pathlib import Path
 
 import timm
 import torch
 from authors_deployed import authors_deployed, copy_parameters
 from cpu_peak import peak_gmacs, peak_note
+from records import print_table, run_name, save_rows
 from round_robin import median_ratio, round_robin
 from timm.utils.model import reparameterize_model as timm_reparameterize
 
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per model per round")
     parser.add_argument("--models", nargs="+", help="subset of names (default: all)")
+    parser.add_argument("--records", help="also write each row as a record under this folder")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -142,36 +145,26 @@ def main() -> None:
                     flush=True,
                 )
     threads = torch.get_num_threads()
+    rows = []
+    for name, (res, params, gmacs) in info.items():
+        metrics: dict[str, float] = {}
+        for m, b in ((m, b) for m in args.modes for b in args.batch):
+            if (name, m, b) in rates:  # absent: the mode failed for this model
+                metrics[f"{m} @{b} img/s"] = rates[name, m, b]
+                metrics[f"{m} @{b} ×"] = ratios[name, m, b]
+        for b in args.batch:
+            best = max(rates.get((name, m, b), 0.0) for m in args.modes)
+            metrics[f"best @{b} GMAC/s"] = best * gmacs
+            metrics[f"best @{b} % of peak"] = 100 * best * gmacs / peak_gmacs(threads)
+        group = {"model": name, "res": res, "params (M)": f"{params:.2f}", "GMACs": f"{gmacs:.2f}"}
+        rows.append({"group": group, "metrics": metrics})
     print(
         f"\nCPU inference, float32, channels-last, {threads} threads ({peak_note(threads)}); "
-        f"img/s (ratio to fused FFNet-1 in the same mode)\n"
+        f"img/s and × = its median per-round ratio to {BASE} in the same mode\n"
     )
-    cols = [(m, b) for m in args.modes for b in args.batch]
-    best = {
-        (name, b): max(rates.get((name, m, b), 0.0) for m in args.modes)
-        for name in info
-        for b in args.batch
-    }
-
-    def cell(name: str, mode: str, b: int) -> str:
-        if (name, mode, b) not in rates:
-            return " fails |"
-        return f" {rates[name, mode, b]:.1f} ({ratios[name, mode, b]:.2f}) |"
-
-    print(
-        "| model | res | params (M) | GMACs |"
-        + "".join(f" {m} @{b} |" for m, b in cols)
-        + "".join(f" best @{b} | GMAC/s @{b} |" for b in args.batch)
-    )
-    print("|" + "---|" * (4 + len(cols) + 2 * len(args.batch)))
-    for name, (res, params, gmacs) in info.items():
-        cells = "".join(cell(name, m, b) for m, b in cols)
-        cells += "".join(
-            f" {best[name, b]:.1f} ({best[name, b] / best[BASE, b]:.2f}) |"
-            f" {best[name, b] * gmacs:.1f} ({best[name, b] * gmacs / peak_gmacs(threads):.0%}) |"
-            for b in args.batch
-        )
-        print(f"| {name} | {res} | {params:.2f} | {gmacs:.2f} |{cells}")
+    print_table(rows)
+    if args.records:  # runs accumulate: tables show mean ± std over runs
+        save_rows(Path(args.records), rows, run_name(), rounds=args.rounds, seconds=args.seconds)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def test_the_gpu_checks_dry_run_writes_a_record_per_result(tmp_path):
     authors = [r for r in throughput if "authors'" in r["group"]["model"]]
     assert all(r["max rel diff vs ours"] < 1e-4 for r in authors)  # the same function
     assert all(r["metrics"]["images/s"] > 0 for r in throughput)
+    tasks = {r["group"]["task"] for r in throughput}  # named for the size that ran
+    assert tasks == {"classification 64²", "super-resolution ×2 of 64²"}
     header, *rows = grouped_table(throughput)
     assert header[:3] == ["task", "model", "mode"] and len(rows) == 6
 
@@ -41,3 +43,39 @@ def test_the_sparse_conv_benchmark_times_every_row_and_records_it(tmp_path):
     assert all(r["metrics"]["fwd+bwd ms"] > 0 for r in convs)
     networks = load_records([tmp_path / "networks"])
     assert [r["group"]["params (M)"] for r in networks] == [11.1, 103.2]  # ours, the authors'
+
+
+def run(script: str, args: list[str], out: Path, times: int = 1) -> list[list[str]]:
+    """Run a CPU benchmark ``times`` into one records folder; its README table (mean ± std over
+    runs)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args, "--records", str(out)]
+    for _ in range(times):
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    return grouped_table(load_records([out]))
+
+
+def test_the_vision_benchmark_records_every_model_and_mode(tmp_path):
+    header, *rows = run("vision.py", ["--models", "ffnet_1 (fused)", "resnet50", "--modes",
+                        "eager", "jit", "--batch", "1", "--rounds", "1", "--seconds", "0.05"],
+                        tmp_path, times=2)  # fmt: skip
+    assert header[:4] == ["model", "res", "params (M)", "GMACs"]
+    assert [row[0] for row in rows] == ["ffnet_1 (fused)", "resnet50"]
+    base = dict(zip(header, rows[0], strict=True))
+    assert base["eager @1 ×"] == base["jit @1 ×"] == "1.00 ± 0 (2)"  # the reference, both runs
+    assert base["params (M)"] == "13.66" and rows[1][2] == "25.56"  # FFNet-1 fused, ResNet-50
+
+
+def test_the_segmentation_benchmark_records_every_network(tmp_path):
+    header, *rows = run("segmentation.py", ["--size", "64", "--modes", "eager",
+                        "--rounds", "1", "--seconds", "0.05"], tmp_path)  # fmt: skip
+    assert header == ["network", "params (M)", "GMACs", "eager img/s", "eager ×", "code"]
+    assert len(rows) == 5 and rows[0][0] == "UperNet ConvNeXt-T" and rows[0][4] == "1 (1)"
+
+
+def test_the_superres_benchmark_records_every_model(tmp_path):
+    header, *rows = run("superres.py", ["--size", "32", "--repeats", "1", "--models",
+                        "ffnet_sr_light", "ffnet_sr_light_authors"], tmp_path)  # fmt: skip
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert set(table) == {"ffnet_sr_light", "ffnet_sr_light_authors", "swinir_light"}
+    assert table["swinir_light"]["× SwinIR-light"] == "1 (1)"
+    assert table["ffnet_sr_light"]["params"] == table["ffnet_sr_light_authors"]["params"]
