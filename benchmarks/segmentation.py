@@ -80,12 +80,13 @@ def main() -> None:
             rates[name, mode] = statistics.median(values)
             ratios[name, mode] = median_ratio(values, per_round[BASE])
             print(f"  {mode:6s} {name:26s} {rates[name, mode]:6.2f} img/s", flush=True)
-    rows = [
-        {"group": {"network": name, "params (M)": f"{params:.1f}", "GMACs": f"{gmacs:.1f}"},
-         "metrics": {k: v for m in args.modes
-                     for k, v in ((f"{m} img/s", rates[name, m]), (f"{m} ×", ratios[name, m]))}}
-        for name, (params, gmacs) in info.items()
-    ]  # fmt: skip
+    rows = []
+    for name, (params, gmacs) in info.items():
+        metrics = {}
+        for m in args.modes:
+            metrics[f"{m} img/s"], metrics[f"{m} ×"] = rates[name, m], ratios[name, m]
+        group = {"network": name, "params (M)": f"{params:.1f}", "GMACs": f"{gmacs:.1f}"}
+        rows.append({"group": group, "metrics": metrics})
     print(
         f"\nCPU inference, {args.size}×{args.size}, batch 1, float32, channels-last, "
         f"{torch.get_num_threads()} threads, 150 classes; img/s and × = ratio to {BASE}\n"

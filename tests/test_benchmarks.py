@@ -62,6 +62,7 @@ def test_the_vision_benchmark_records_every_model_and_mode(tmp_path):
     assert [row[0] for row in rows] == ["ffnet_1 (fused)", "resnet50"]
     base = dict(zip(header, rows[0], strict=True))
     assert base["eager @1 ×"] == base["jit @1 ×"] == "1.00 ± 0 (2)"  # the reference, both runs
+    assert base["best @1 ×"] == "1.00 ± 0 (2)"
     assert base["params (M)"] == "13.66" and rows[1][2] == "25.56"  # FFNet-1 fused, ResNet-50
 
 
