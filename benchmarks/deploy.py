@@ -2,7 +2,8 @@
 an older version of this code: one table per workload, measured side by side in one run.
 
     .venv/bin/python benchmarks/deploy.py                       # the README tables
-    .venv/bin/python benchmarks/deploy.py --compare-ref db808fc # + a column for that commit's code
+    .venv/bin/python benchmarks/deploy.py --compare-ref db808fc # + a row for that commit's code
+    .venv/bin/python benchmarks/deploy.py --records results/records/cpu/deploy  # + records
 
 Workloads (CPU, float32, batch 1 unless stated):
 
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import torch
 from cpu_peak import peak_gmacs
+from records import print_table, run_name, save_rows
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -199,7 +201,8 @@ def start(spec: dict, old_code: Path | None) -> subprocess.Popen:
     if spec.get("old"):
         paths = [str(p) for p in sorted((old_code / "packages").glob("*/src"))] + paths
     paths.append(os.environ.get("PYTHONPATH", ""))  # e.g. a snapshot's packages, run from it
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    env = {"TORCH_CPP_LOG_LEVEL": "ERROR",  # the oneDNN fuser's deprecation notes, every call
+           **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}  # fmt: skip
     proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     answer = proc.stdout.readline().split()
@@ -215,44 +218,42 @@ def ask(proc: subprocess.Popen, command: str) -> list[float]:
     return [float(v) for v in proc.stdout.readline().split()]
 
 
-def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> None:
+def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> list[dict]:
+    """Times one table's variants; prints it and returns its rows (``group``, ``metrics``)."""
+    workload, mode = rows[0]["workload"], rows[0]["mode"]
     workers = [start(row, old_code) for row in rows]
+    rates: list[list[float]] = [[] for _ in rows]
     try:
-        if rows[0]["workload"] == "memory":
-            for row, proc in zip(rows, workers, strict=True):
-                ask(proc, f"run {args.seconds}")
-                row["peak"] = ask(proc, "peak")[0]
-            print(f"\n{rows[0]['workload']}: FFNet_sr-light ×2, 768² whole image\n")
-            print("| variant | inference MB | × cpu recipe |\n|---|---|---|")
-            for row in rows:
-                print(
-                    f"| {row['label']} | {row['peak']:.0f} | {row['peak'] / rows[0]['peak']:.2f} |"
-                )
-            return
-        rates = [[] for _ in rows]
-        for _ in range(args.rounds):
+        for _ in range(1 if workload == "memory" else args.rounds):
             for i, proc in enumerate(workers):
                 units, seconds = ask(proc, f"run {args.seconds}")
                 rates[i].append(units / seconds)
+        peaks = [ask(proc, "peak")[0] for proc in workers] if workload == "memory" else []
     finally:
         for proc in workers:
             proc.stdin.close()
             proc.wait()
-    unit = "steps/s" if rows[0]["workload"] == "timeseries" else "img/s"
-    print(f"\n{rows[0]['workload']} ({rows[0]['mode']}), {args.rounds} rounds × {args.seconds} s\n")
-    print(f"| variant | {unit} | × first row (median) | spread (min–max) | GMAC/s | of peak |")
-    print("|---|---|---|---|---|---|")
-    peak = peak_gmacs(torch.get_num_threads())
-    for row, values in zip(rows, rates, strict=True):
-        ratios = [v / b for v, b in zip(values, rates[0], strict=True)]
-        rate = statistics.median(values)
-        gmacs = rate * row["macs"] / 1e9
-        use = f"{gmacs:.1f} | {gmacs / peak:.0%}" if gmacs else "– | –"
-        print(
-            f"| {row['label']} | {rate:.2f} | {statistics.median(ratios):.2f} "
-            f"| {min(ratios):.2f}–{max(ratios):.2f} | {use} |",
-            flush=True,
-        )
+    results = []
+    if workload == "memory":
+        print(f"\n{workload}: FFNet_sr-light ×2, 768² whole image\n")
+        for row, mb in zip(rows, peaks, strict=True):
+            metrics = {"inference MB": mb, "× cpu recipe": mb / peaks[0]}
+            results.append({"group": {"variant": row["label"]}, "metrics": metrics})
+    else:
+        print(f"\n{workload} ({mode}), {args.rounds} rounds × {args.seconds} s\n")
+        unit = "steps/s" if workload == "timeseries" else "img/s"
+        peak = peak_gmacs(torch.get_num_threads())
+        for row, values in zip(rows, rates, strict=True):
+            ratios = [v / b for v, b in zip(values, rates[0], strict=True)]
+            rate = statistics.median(values)
+            metrics = {unit: rate, "× first row": statistics.median(ratios),
+                       "× min": min(ratios), "× max": max(ratios)}  # fmt: skip
+            if row["macs"]:
+                metrics.update({"GMAC/s": rate * row["macs"] / 1e9,
+                                "% of peak": 100 * rate * row["macs"] / 1e9 / peak})  # fmt: skip
+            results.append({"group": {"variant": row["label"]}, "metrics": metrics})
+    print_table(results)
+    return results
 
 
 def same_process(args: argparse.Namespace) -> None:
@@ -303,6 +304,8 @@ def main() -> None:
     parser.add_argument("--compare-ref", help="a git commit whose code gets a row of its own")
     parser.add_argument("--same-process", action="store_true",
                         help="also time ours and the authors' FFNet_sr-light in one process")  # fmt: skip
+    parser.add_argument("--records", help="also write each table's rows as records under "
+                        "this folder, one subfolder per table")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -312,11 +315,15 @@ def main() -> None:
 
     old_code = checkout(args.compare_ref) if args.compare_ref else None
     print(f"CPU float32, {torch.get_num_threads()} threads; {peak_note(torch.get_num_threads())}")
+    run = run_name()
     try:
         for workload in args.workloads:
             modes = {"vision": args.vision_modes, "superres": ["jit"]}.get(workload, ["eager"])
             for mode in modes:
-                table(variants(workload, mode, args.compare_ref), args, old_code)
+                rows = table(variants(workload, mode, args.compare_ref), args, old_code)
+                if args.records:  # runs accumulate: tables show mean ± std over runs
+                    save_rows(Path(args.records) / f"{workload}-{mode}", rows, run,
+                              rounds=args.rounds, seconds=args.seconds)  # fmt: skip
         if args.same_process:
             same_process(args)
     finally:

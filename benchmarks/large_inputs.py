@@ -1,6 +1,6 @@
 """Large inputs within bounded memory: peak RSS and time, each case in a fresh process.
 
-    .venv/bin/python benchmarks/large_inputs.py
+    .venv/bin/python benchmarks/large_inputs.py [--records results/records/cpu/large_inputs]
 
 * super-resolution ×2 of a 4000×3000 photo through tiling (a small FFNet-SR, dim 32, depth 6;
   tiles of 256 LR pixels with the exact receptive-field halo);
@@ -20,8 +20,10 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from peak_memory import peak_mb
+from records import print_table, run_name, save_rows
 
 
 def superres(tile: int | None) -> dict:
@@ -69,6 +71,7 @@ def forecasting(batch: int) -> dict:
     from metamixer.core import build_network
     from metamixer.timeseries.data import ForecastWindows
 
+    torch.manual_seed(0)
     steps, m = 1_000_000, 7
     t = torch.arange(steps, dtype=torch.float32)[:, None]
     series = (
@@ -82,7 +85,7 @@ def forecasting(batch: int) -> dict:
         for history, future in DataLoader(windows, batch_size=batch):
             se += float((model(history) - future).square().sum())
             count += future.numel()
-    return {"output": f"{len(windows):,} windows, MSE {se / count:.3f}"}
+    return {"output": f"{len(windows):,} windows", "MSE": se / count}
 
 
 CASES = {
@@ -94,6 +97,7 @@ CASES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", help="also write each row as a record under this folder")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,12 +115,14 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{name} failed:\n{out.stderr[-2000:]}")
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((name, row))
-        print(f"  {name}: {row}", flush=True)
-    print("\n| case | output | peak RSS (MB) | time (s) |\n|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['output']} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {result}", flush=True)
+        metrics = {"peak RSS (MB)": result.pop("peak_mb"), "time (s)": result.pop("seconds")}
+        rows.append({"group": {"case": name, "output": result.pop("output")},
+                     "metrics": {**metrics, **result}})  # fmt: skip
+    print_table(rows)
+    if args.records:  # runs accumulate: tables show mean ± std over runs
+        save_rows(Path(args.records), rows, run_name())
 
 
 if __name__ == "__main__":
