@@ -40,7 +40,6 @@ from pathlib import Path
 
 import torch
 from cpu_peak import peak_gmacs
-from records import print_table, run_name, save_rows
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -220,6 +219,8 @@ def ask(proc: subprocess.Popen, command: str) -> list[float]:
 
 def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> list[dict]:
     """Times one table's variants; prints it and returns its rows (``group``, ``metrics``)."""
+    from records import print_table  # the parent's code (workers may run an older version)
+
     workload, mode = rows[0]["workload"], rows[0]["mode"]
     workers = [start(row, old_code) for row in rows]
     rates: list[list[float]] = [[] for _ in rows]
@@ -312,6 +313,7 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     from cpu_peak import peak_note
+    from records import run_name, save_rows
 
     old_code = checkout(args.compare_ref) if args.compare_ref else None
     print(f"CPU float32, {torch.get_num_threads()} threads; {peak_note(torch.get_num_threads())}")
