@@ -66,16 +66,19 @@ QUANTILES = [round(0.1 * i, 1) for i in range(1, 10)]
 #: FFNetEstimator settings scored by ``--validate`` (explicit values, so that a candidate means the
 #: same thing whatever the estimator's defaults are; ``context`` is the look-back in horizons);
 #: "defaults" is the estimator as shipped.
+PATCH8 = {"dim": 32, "patch_size": 8, "patch_stride": 4}
 CANDIDATES: dict[str, dict[str, Any]] = {
     "defaults": {},
     # FFNetEstimator's defaults before this benchmark: the authors' width and patches, 4 horizons
     "before": {"context": 4, "arch_args": {"dim": 64, "patch_size": 4, "patch_stride": 2}},
     "ctx4-dim32": {"context": 4, "arch_args": {"dim": 32, "patch_size": 4, "patch_stride": 2}},
     "ctx10-dim32": {"context": 10, "arch_args": {"dim": 32, "patch_size": 4, "patch_stride": 2}},
-    "ctx10-dim32-patch8": {
-        "context": 10,
-        "arch_args": {"dim": 32, "patch_size": 8, "patch_stride": 4},
-    },
+    "ctx10-dim32-patch8": {"context": 10, "arch_args": PATCH8},
+    # second round (3 seeds, after the padding fix): around the shipped defaults
+    "ctx20-dim32-patch8": {"context": 20, "arch_args": PATCH8},
+    "ctx10-dim64-patch8": {"context": 10, "arch_args": {**PATCH8, "dim": 64}},
+    "ctx10-dim32-patch8-head16": {"context": 10, "arch_args": PATCH8, "head_dim": 16},
+    "ctx10-dim32-patch8-mean": {"context": 10, "arch_args": PATCH8, "scaling": "mean"},
 }
 
 

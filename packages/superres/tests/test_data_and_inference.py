@@ -21,6 +21,30 @@ def test_missing_lr_folder_is_generated_with_matlab_bicubic(hr_folder):
     assert pairs[1]["hr"].shape == (3, 50, 66)  # mod-crop of a 51×67 image
 
 
+def test_runs_started_together_on_a_fresh_dataset_both_get_the_lr_folder(hr_folder, monkeypatch):
+    """A second run arriving while the first is halfway through generating the LR folder (as two
+    sweep cells started at once) neither fails nor sees a partial folder."""
+    import metamixer.superres.data as data
+
+    original, calls = data.bicubic_downscale, []
+
+    def downscale_then_race(image, scale):
+        calls.append(1)
+        if len(calls) == 2:  # the first LR file is written: the other run starts now
+            monkeypatch.setattr(data, "bicubic_downscale", original)
+            ensure_lr(hr_folder, 2)
+        return original(image, scale)
+
+    monkeypatch.setattr(data, "bicubic_downscale", downscale_then_race)
+    ensure_lr(hr_folder, 2)
+    lr_dir = hr_folder / "LR_bicubic" / "X2"
+    assert sorted(p.name for p in lr_dir.iterdir()) == sorted(
+        f"{p.stem}x2.png" for p in (hr_folder / "HR").iterdir()
+    )
+    assert [p.name for p in lr_dir.parent.iterdir()] == ["X2"]  # no staging folder left behind
+    assert PairedImages(hr_folder, 2)[0]["lr"].shape[0] == 3
+
+
 def matlab_bicubic_1d(v: np.ndarray, scale: float) -> np.ndarray:
     """MATLAB's ``imresize(v, scale, 'bicubic')`` along axis 0 for scale < 1, written from its
     definition: Keys' cubic (a = -0.5) widened by 1 / scale (antialiasing), weights normalised,

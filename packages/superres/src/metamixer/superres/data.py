@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -50,7 +52,7 @@ def write_image(path: Path, image: Tensor | np.ndarray) -> Path:
         image = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     data = (np.clip(image, 0, 1) * 255.0).round().astype(np.uint8)[..., ::-1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     if not cv2.imwrite(str(tmp), data):
         raise OSError(f"could not write {path}")
     os.replace(tmp, path)
@@ -83,23 +85,35 @@ def lr_path(root: Path, hr: Path, scale: int) -> Path:
 
 
 def ensure_lr(root: Path, scale: int) -> None:
-    """Generate ``LR_bicubic/X<scale>`` from HR if the folder does not exist (atomically per file);
-    if it exists, check that every HR image has its LR file."""
+    """Generate ``LR_bicubic/X<scale>`` from HR if the folder does not exist, then check that every
+    HR image has its LR file.  The folder is written under a private name and renamed into place,
+    so runs started together on a fresh dataset never see it half written."""
     hr_files = image_files(root / "HR")
     lr_dir = root / "LR_bicubic" / f"X{scale}"
-    if lr_dir.is_dir():
-        missing = [
-            lr_path(root, p, scale).name for p in hr_files if not lr_path(root, p, scale).exists()
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f"{lr_dir} lacks the LR files of {len(missing)} HR images, e.g. {missing[:3]}; "
-                "add them, or delete the folder to regenerate it with MATLAB bicubic"
-            )
-        return
-    for hr in hr_files:
-        image = mod_crop(read_image(hr), scale)
-        write_image(lr_path(root, hr, scale), bicubic_downscale(image, scale))
+    if not lr_dir.is_dir():
+        lr_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{lr_dir.name}-", dir=lr_dir.parent))
+        try:
+            for hr in hr_files:
+                image = mod_crop(read_image(hr), scale)
+                write_image(
+                    staging / lr_path(root, hr, scale).name, bicubic_downscale(image, scale)
+                )
+            try:
+                os.rename(staging, lr_dir)
+            except OSError:
+                if not lr_dir.is_dir():  # not another run having got there first
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    missing = [
+        lr_path(root, p, scale).name for p in hr_files if not lr_path(root, p, scale).exists()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{lr_dir} lacks the LR files of {len(missing)} HR images, e.g. {missing[:3]}; "
+            "add them, or delete the folder to regenerate it with MATLAB bicubic"
+        )
 
 
 def load_pair(root: Path, hr_file: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
