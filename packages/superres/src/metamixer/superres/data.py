@@ -102,7 +102,7 @@ def ensure_lr(root: Path, scale: int) -> None:
             try:
                 os.rename(staging, lr_dir)
             except OSError:
-                if not lr_dir.is_dir():  # not another run having got there first
+                if not lr_dir.is_dir():  # raise unless another run got there first
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
