@@ -57,8 +57,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     net, example = build(name)
     out = net.train()(*example)
     assert torch.isfinite(out).all()
-    # a random projection of the output: behind BatchNorm over a small batch, a zero-initialised
-    # head's bias gets an exactly-zero gradient from a symmetric loss such as out².mean()
+    # a random projection of the output: behind BatchNorm over a small batch, a symmetric loss such
+    # as out².mean() gives a zero-initialised head's bias a gradient that is zero up to rounding
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, f"no gradient for {missing[:5]}"

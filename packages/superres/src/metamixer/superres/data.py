@@ -52,7 +52,7 @@ def write_image(path: Path, image: Tensor | np.ndarray) -> Path:
         image = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     data = (np.clip(image, 0, 1) * 255.0).round().astype(np.uint8)[..., ::-1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if not cv2.imwrite(str(tmp), data):
         raise OSError(f"could not write {path}")
     os.replace(tmp, path)
