@@ -257,11 +257,12 @@ def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> 
     return results
 
 
-def same_process(args: argparse.Namespace) -> None:
+def same_process(args: argparse.Namespace) -> list[dict]:
     """FFNet_sr-light ×2 of 256², ours (fold + channels-last) and the authors' rebuild, traced and
     frozen in one process and timed alternately: the two graphs' speed without per-process
-    allocator history."""
+    allocator history.  Prints the table and returns its rows (``group``, ``metrics``)."""
     from authors_deployed import authors_deployed, copy_parameters
+    from records import print_table
 
     import metamixer.superres  # noqa: F401  (registers the architectures)
     from metamixer.core import build_network, deploy
@@ -288,11 +289,17 @@ def same_process(args: argparse.Namespace) -> None:
                 model(x)
                 times[name].append(time.perf_counter() - start)
     same = graphs["ours"] == graphs["authors'"]
-    print(f"\nsuperres in one process, fold + channels-last, jit, {args.rounds} rounds; "
-          f"same graph: {same}\n")  # fmt: skip
-    print("| network | s per image (median) | min–max |\n|---|---|---|")
+    print(f"\nsuperres in one process, fold + channels-last, jit, {args.rounds} rounds "
+          f"timed alternately; same graph: {same}\n")  # fmt: skip
+    rows = []
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f}–{max(values):.3f} |")
+        ratios = [first / t for t, first in zip(values, times["ours"], strict=True)]
+        metrics = {"img/s": 1 / statistics.median(values), "× first row": statistics.median(ratios),
+                   "× min": min(ratios), "× max": max(ratios)}  # fmt: skip
+        rows.append({"group": {"network": f"{name}, fold + channels-last"}, "metrics": metrics,
+                     "same_graph": same})  # fmt: skip
+    print_table(rows)
+    return rows
 
 
 def main() -> None:
@@ -327,7 +334,10 @@ def main() -> None:
                     save_rows(Path(args.records) / f"{workload}-{mode}", rows, run,
                               rounds=args.rounds, seconds=args.seconds)  # fmt: skip
         if args.same_process:
-            same_process(args)
+            rows = same_process(args)
+            if args.records:
+                save_rows(Path(args.records) / "superres-same-process", rows, run,
+                          rounds=args.rounds)  # fmt: skip
     finally:
         if old_code:
             shutil.rmtree(old_code)

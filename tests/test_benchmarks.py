@@ -80,3 +80,13 @@ def test_the_superres_benchmark_records_every_model(tmp_path):
     assert set(table) == {"ffnet_sr_light", "ffnet_sr_light_authors", "swinir_light"}
     assert table["swinir_light"]["× SwinIR-light"] == "1 (1)"
     assert table["ffnet_sr_light"]["params"] == table["ffnet_sr_light_authors"]["params"]
+
+
+def test_the_same_process_superres_timing_records_both_networks(tmp_path):
+    header, *rows = run("deploy.py", ["--workloads", "--same-process", "--rounds", "2"], tmp_path)
+    assert header[:3] == ["network", "img/s", "× first row"]
+    assert [row[0] for row in rows] == ["ours, fold + channels-last",
+                                        "authors', fold + channels-last"]  # fmt: skip
+    assert rows[0][2] == "1 (1)"  # the reference
+    (record,) = [r for r in load_records([tmp_path]) if r["group"]["network"].startswith("auth")]
+    assert record["same_graph"] is True and record["rounds"] == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .reparam import reparameterize_model
 
 
@@ -50,10 +50,7 @@ def export_onnx(
     import onnxruntime as ort
 
     model = reparameterize_model(copy.deepcopy(model).eval())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         export = dict(
             input_names=[names[0]], output_names=[names[1]], dynamic_axes=dynamic_axes,
             opset_version=opset,
@@ -68,9 +65,6 @@ def export_onnx(
             diff = float(np.abs(ours - model(check).numpy()).max())
         if diff > atol:
             raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} > {atol:.0e}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return diff
 
 
@@ -85,8 +79,6 @@ def export_coreml(
     mobile route), traced at ``example``'s shape.  Returns the input shape and the operation
     inventory; running the package needs macOS (on Linux it is converted and inspected only).
     Needs the ``coreml`` extra (coremltools).  The package appears only when complete."""
-    import shutil
-
     import coremltools as ct
 
     model = reparameterize_model(copy.deepcopy(model).eval())
@@ -97,13 +89,8 @@ def export_coreml(
         outputs=[ct.TensorType(name=names[1])], convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS16,
     )  # fmt: skip
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.stem}.mlpackage")  # coremltools wants the suffix
-    shutil.rmtree(tmp, ignore_errors=True)
-    package.save(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # keeps the .mlpackage suffix coremltools wants
+        package.save(str(tmp))
     spec = package.get_spec()
     ops: dict[str, int] = {}
     for function in spec.mlProgram.functions.values():

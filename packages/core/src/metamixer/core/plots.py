@@ -6,12 +6,13 @@ matplotlib is imported when a figure is drawn, so importing this module costs no
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .atomic import atomic_path
 
 
 def _pyplot():
@@ -25,10 +26,8 @@ def _pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Write a PNG atomically (temp file + rename) and close the figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     _pyplot().close(fig)
     return path
 

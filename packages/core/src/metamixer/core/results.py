@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from .atomic import write_text
+
 RECORD = "record.json"
 #: argument names whose values are files or folders a data module reads
 DATA_PATH_KEYS = ("root", "path", "data_path", "train_root", "val_roots", "test_roots")
@@ -114,11 +116,8 @@ def save_record(folder: Path, record: Mapping[str, Any]) -> Path:
     tables as one row per group, each metric as mean ± std over its records (seeds)."""
     full = {"code": code_version(), "hardware": hardware(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(full, indent=1))  # insertion order: a group's labels stay in order
-    os.replace(tmp, folder / RECORD)
-    return folder / RECORD
+    # insertion order: a group's labels stay in order
+    return write_text(folder / RECORD, json.dumps(full, indent=1))
 
 
 def write_record(folder: Path, *, modality: str, experiment: str, subcommand: str,

@@ -51,6 +51,7 @@ from typing import Any
 import yaml
 
 from . import results
+from .atomic import write_text
 
 KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report"}
 MODALITY_KEYS = {"config", "metric", "goal", "budget", "knobs", "grid", "values", "extra", "skip"}
@@ -302,9 +303,7 @@ def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
                 "cell_args": cell_args(cell, spec),
             },
         )
-    tmp = folder / ".result.json.tmp"
-    tmp.write_text(json.dumps(row))
-    os.replace(tmp, folder / "result.json")
+    write_text(folder / "result.json", json.dumps(row))
     return row
 
 

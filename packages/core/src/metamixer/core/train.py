@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import results, runs
+from .atomic import atomic_path, write_text
 from .registry import import_modules
 
 
@@ -40,17 +41,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
@@ -653,10 +647,7 @@ class MetaMixerCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        os.replace(tmp, folder / "metrics.json")
+        write_text(folder / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
         config = self.config.get(self.subcommand)
         saved = folder / "config.yaml"
         results.write_record(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from metamixer.core import build_network
+from metamixer.core.atomic import atomic_path
 
 from . import models as _models  # noqa: F401  (registers the sparse FFNet architectures)
 
@@ -259,11 +259,9 @@ def rotate_about_z(
 
 def write_class_table(path: Path, names: list[str], per_class: Tensor) -> Path:
     """Per-class IoU / accuracy as CSV (atomic write)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "IoU", "accuracy"])
         for name, (iou, acc) in zip(names, per_class.tolist(), strict=True):
             writer.writerow([name, f"{iou:.4f}", f"{acc:.4f}"])
-    os.replace(tmp, path)
     return path

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from metamixer.core.atomic import atomic_path
 
 # Benchmark class ids (NYU40 ids for ScanNet20, raw category ids for ScanNet200).
 VALID_CLASS_IDS_20 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -157,13 +157,10 @@ def convert_scene(scene_dir: Path, out_root: Path, labels: LabelMap) -> Path:
 def save_scene(out: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write a scene folder of ``<name>.npy`` arrays atomically: into a temporary folder that is
     renamed at the end, so an interrupted conversion leaves no half scene."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", array)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
     return out
 
 

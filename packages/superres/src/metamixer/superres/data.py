@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from metamixer.core.atomic import atomic_path
 from metamixer.core.train import split_loader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -51,11 +52,9 @@ def write_image(path: Path, image: Tensor | np.ndarray) -> Path:
     if isinstance(image, Tensor):
         image = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     data = (np.clip(image, 0, 1) * 255.0).round().astype(np.uint8)[..., ::-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if not cv2.imwrite(str(tmp), data):
-        raise OSError(f"could not write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), data):
+            raise OSError(f"could not write {path}")
     return path
 
 

@@ -10,10 +10,11 @@ Temperature (°C), written as ``elecdemand.csv`` with a ``date`` column.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from metamixer.core.atomic import atomic_path
 
 
 def elecdemand_frame() -> pd.DataFrame:
@@ -28,10 +29,8 @@ def elecdemand_frame() -> pd.DataFrame:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

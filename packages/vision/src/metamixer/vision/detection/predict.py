@@ -12,12 +12,12 @@ in sorted order from 1 (unreadable files skipped) and each entry also names its 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 
+from metamixer.core.atomic import write_text
 from metamixer.core.predict import PredictionFiles, predict_command
 from metamixer.core.train import run_cli
 
@@ -85,9 +85,7 @@ class COCOResultsWriter(PredictionFiles):
         name = (
             "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
         )
-        tmp = self.folder / f".{name}.tmp"
-        tmp.write_text(json.dumps(self.results))
-        os.replace(tmp, self.folder / name)
+        write_text(self.folder / name, json.dumps(self.results))
         super().on_predict_end(trainer, pl_module)
 
 
