@@ -53,7 +53,17 @@ import yaml
 from . import results
 from .atomic import write_text
 
-KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report"}
+KEYS = {
+    "grid",
+    "modalities",
+    "mode",
+    "parallel",
+    "imports",
+    "seeds",
+    "records",
+    "report",
+    "extends",
+}
 MODALITY_KEYS = {"config", "metric", "goal", "budget", "knobs", "grid", "values", "extra", "skip"}
 DEFAULT = "default"  # a value that passes no argument: the config's own choice
 
@@ -91,10 +101,30 @@ class Cell:
         return {"axis": self.varied[0], "value": str(self.varied[1])}
 
 
-def load_sweep(path: Path) -> dict:
+def read_sweep(path: Path) -> dict:
+    """The sweep file as a mapping; with ``extends: <parent sweep file>`` the parent's, with this
+    file's top-level keys replacing the parent's, except ``modalities``: only the modalities named
+    here are kept, each with the keys given here replacing the parent's (e.g. a longer ``budget``)."""
     if not path.is_file():
         raise FileNotFoundError(f"no sweep file at {path}")
     spec = yaml.safe_load(path.read_text())
+    if "extends" not in spec:
+        return spec
+    parent = read_sweep(Path(resolve_path(spec.pop("extends"), path.resolve().parent)))
+    merged = {**parent, **spec}
+    if "modalities" in spec:
+        unknown = set(spec["modalities"]) - set(parent["modalities"])
+        if unknown:
+            raise ValueError(f"{path}: extends a sweep without modalities {sorted(unknown)}")
+        merged["modalities"] = {
+            name: {**parent["modalities"][name], **(changes or {})}
+            for name, changes in spec["modalities"].items()
+        }
+    return merged
+
+
+def load_sweep(path: Path) -> dict:
+    spec = read_sweep(path)
     for key in ("grid", "modalities"):
         if key not in spec:
             raise ValueError(f"{path}: missing top-level key {key!r} (needs grid and modalities)")
