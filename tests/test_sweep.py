@@ -249,23 +249,20 @@ def test_cells_selects_cells_by_tag_pattern_and_refuses_a_pattern_that_matches_n
         run_sweep(full, tmp_path, dry_run=True, modalities=["timeseries"], only=["kernal-*"])
 
 
-def test_a_sweep_that_extends_another_changes_only_what_it_names(tmp_path):
+def test_the_longer_vision_sweep_is_full_yamls_vision_grid_with_only_the_budget_changed(tmp_path):
     from metamixer.core.sweep import cell_args
 
-    full = ROOT / "experiments" / "sweeps" / "full.yaml"
-    child = tmp_path / "long.yaml"
-    child.write_text(yaml.safe_dump({
-        "extends": str(full), "records": str(tmp_path / "records"),
-        "modalities": {"vision": {"budget": ["--trainer.max_epochs=32"]}},
-    }))  # fmt: skip
-    spec, parent = load_sweep(child), load_sweep(full)
-    assert spec["name"] == "long" and spec["records"] == str(tmp_path / "records")
+    sweeps = ROOT / "experiments" / "sweeps"
+    spec, parent = load_sweep(sweeps / "full-vision32.yaml"), load_sweep(sweeps / "full.yaml")
+    assert spec["name"] == "full-vision32" and spec["records"].endswith("sweep-full-vision32")
     assert list(spec["modalities"]) == ["vision"]
     ours = {c.name: cell_args(c, spec) for c in cells(spec)}
     theirs = {c.name: cell_args(c, parent) for c in cells(parent) if c.modality == "vision"}
     assert ours.keys() == theirs.keys() and len(ours) == 19 * 3
     for name, args in theirs.items():
         assert ours[name] == [a.replace("max_epochs=8", "max_epochs=32") for a in args]
-    child.write_text(yaml.safe_dump({"extends": str(full), "modalities": {"audio": {}}}))
+    child = tmp_path / "audio.yaml"
+    child.write_text(yaml.safe_dump({"extends": str(sweeps / "full.yaml"),
+                                     "modalities": {"audio": {}}}))  # fmt: skip
     with pytest.raises(ValueError, match="without modalities \\['audio'\\]"):
         load_sweep(child)
