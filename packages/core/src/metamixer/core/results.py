@@ -103,9 +103,23 @@ def data_identity(datamodule: Any) -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor string:
+    float results on CPU may differ in the last digits between CPU models."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def hardware() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"machine": platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "simd": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picked
+            "threads": torch.get_num_threads(),
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
 
 
