@@ -249,18 +249,26 @@ def test_cells_selects_cells_by_tag_pattern_and_refuses_a_pattern_that_matches_n
         run_sweep(full, tmp_path, dry_run=True, modalities=["timeseries"], only=["kernal-*"])
 
 
-def test_the_longer_vision_sweep_is_full_yamls_vision_grid_with_only_the_budget_changed(tmp_path):
+@pytest.mark.parametrize(
+    "name,modality,budget,skipped",
+    [("full-vision32", "vision", ("max_epochs=8", "max_epochs=32"), set()),
+     ("full-superres120", "superres", ("max_epochs=30", "max_epochs=120"),
+      {"token_mixer-attention", "token_mixer-hybrid"})],
+)  # fmt: skip
+def test_a_longer_sweep_is_full_yamls_grid_with_only_the_budget_changed(
+    name, modality, budget, skipped, tmp_path
+):
     from metamixer.core.sweep import cell_args
 
     sweeps = ROOT / "experiments" / "sweeps"
-    spec, parent = load_sweep(sweeps / "full-vision32.yaml"), load_sweep(sweeps / "full.yaml")
-    assert spec["name"] == "full-vision32" and spec["records"].endswith("sweep-full-vision32")
-    assert list(spec["modalities"]) == ["vision"]
+    spec, parent = load_sweep(sweeps / f"{name}.yaml"), load_sweep(sweeps / "full.yaml")
+    assert spec["records"].endswith(f"sweep-{name}") and list(spec["modalities"]) == [modality]
     ours = {c.name: cell_args(c, spec) for c in cells(spec)}
-    theirs = {c.name: cell_args(c, parent) for c in cells(parent) if c.modality == "vision"}
-    assert ours.keys() == theirs.keys() and len(ours) == 19 * 3
-    for name, args in theirs.items():
-        assert ours[name] == [a.replace("max_epochs=8", "max_epochs=32") for a in args]
+    theirs = {c.name: cell_args(c, parent) for c in cells(parent)
+              if c.modality == modality and c.tag not in skipped}  # fmt: skip
+    assert ours.keys() == theirs.keys() and len(ours) == (19 - len(skipped)) * 3
+    for cell, args in theirs.items():
+        assert ours[cell] == [a.replace(*budget) for a in args]
     child = tmp_path / "audio.yaml"
     child.write_text(yaml.safe_dump({"extends": str(sweeps / "full.yaml"),
                                      "modalities": {"audio": {}}}))  # fmt: skip
