@@ -53,17 +53,8 @@ import yaml
 from . import results
 from .atomic import write_text
 
-KEYS = {
-    "grid",
-    "modalities",
-    "mode",
-    "parallel",
-    "imports",
-    "seeds",
-    "records",
-    "report",
-    "extends",
-}
+KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report",
+        "extends"}  # fmt: skip
 MODALITY_KEYS = {"config", "metric", "goal", "budget", "knobs", "grid", "values", "extra", "skip"}
 DEFAULT = "default"  # a value that passes no argument: the config's own choice
 
