@@ -274,3 +274,26 @@ def test_a_longer_sweep_is_full_yamls_grid_with_only_the_budget_changed(
                                      "modalities": {"audio": {}}}))  # fmt: skip
     with pytest.raises(ValueError, match="without modalities \\['audio'\\]"):
         load_sweep(child)
+
+
+def test_an_axis_figure_shows_only_modalities_with_cells_on_that_axis(tmp_path):
+    from PIL import Image
+
+    from metamixer.core.sweep import plot_axis
+
+    spec = {
+        "name": "s",
+        "modalities": {"vision": {"metric": "acc"}, "superres": {"metric": "psnr"}},
+    }
+    record = {"order": 0, "metrics": {"m": 1.0}}
+    records = [
+        {**record, "modality": "vision", "reference": True, "group": {"axis": "baseline", "value": "FFNet"}},
+        {**record, "modality": "superres", "reference": True, "group": {"axis": "baseline", "value": "FFNet"}},
+        {**record, "modality": "superres", "group": {"axis": "kernel", "value": "5"}},
+    ]  # fmt: skip
+    kernel, act = tmp_path / "axis-kernel.png", tmp_path / "axis-act.png"
+    act.write_bytes(b"stale")
+    plot_axis(records, "kernel", spec, kernel)
+    plot_axis(records, "act", spec, act)
+    assert Image.open(kernel).size[0] < 500  # one panel (superres), not two
+    assert not act.exists()  # no cells on the axis: no figure, the stale one removed

@@ -361,13 +361,17 @@ def write_reports(records: list[dict], folder: Path, spec: dict) -> str:
 
 
 def plot_axis(records: list[dict], axis: str, spec: dict, path: Path) -> None:
-    """One panel per modality: every seed's metric per value of ``axis`` (dots) and the mean ±
-    std (bar), the baseline's mean ± std as a band."""
+    """One panel per modality with records on ``axis``: every seed's metric per value (dots) and
+    the mean ± std (bar), the baseline's mean ± std as a band.  No such modality: no figure."""
     from .plots import _pyplot, save_figure
 
     plt = _pyplot()
-    modalities = [m for m in spec["modalities"] if any(r["modality"] == m for r in records)]
+    on_axis = {
+        r["modality"] for r in records if not r.get("reference") and r["group"]["axis"] == axis
+    }
+    modalities = [m for m in spec["modalities"] if m in on_axis]
     if not modalities:
+        path.unlink(missing_ok=True)  # a figure from an earlier report
         return
     fig, panels = plt.subplots(
         1, len(modalities), figsize=(3.6 * len(modalities), 3.2), squeeze=False
