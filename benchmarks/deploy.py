@@ -36,10 +36,12 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
 from cpu_peak import peak_gmacs
+from round_robin import round_robin
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -217,6 +219,14 @@ def ask(proc: subprocess.Popen, command: str) -> list[float]:
     return [float(v) for v in proc.stdout.readline().split()]
 
 
+def speed_metrics(values: list[float], base: list[float], unit: str) -> dict[str, float]:
+    """Median rate over rounds, and the median, min and max over rounds of its ratio to ``base``
+    (the first row's rates in the same rounds)."""
+    ratios = [v / b for v, b in zip(values, base, strict=True)]
+    return {unit: statistics.median(values), "× first row": statistics.median(ratios),
+            "× min": min(ratios), "× max": max(ratios)}  # fmt: skip
+
+
 def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> list[dict]:
     """Times one table's variants; prints it and returns its rows (``group``, ``metrics``)."""
     from records import print_table  # the parent's code (workers may run an older version)
@@ -245,10 +255,8 @@ def table(rows: list[dict], args: argparse.Namespace, old_code: Path | None) -> 
         unit = "steps/s" if workload == "timeseries" else "img/s"
         peak = peak_gmacs(torch.get_num_threads())
         for row, values in zip(rows, rates, strict=True):
-            ratios = [v / b for v, b in zip(values, rates[0], strict=True)]
-            rate = statistics.median(values)
-            metrics = {unit: rate, "× first row": statistics.median(ratios),
-                       "× min": min(ratios), "× max": max(ratios)}  # fmt: skip
+            metrics = speed_metrics(values, rates[0], unit)
+            rate = metrics[unit]
             if row["macs"]:
                 metrics.update({"GMAC/s": rate * row["macs"] / 1e9,
                                 "% of peak": 100 * rate * row["macs"] / 1e9 / peak})  # fmt: skip
@@ -279,24 +287,18 @@ def same_process(args: argparse.Namespace) -> list[dict]:
             traced = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
             models[name] = torch.jit.optimize_for_inference(traced)
     graphs = {n: [node.kind() for node in m.graph.nodes()] for n, m in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():
             model(x)
-        for _ in range(args.rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
+        # seconds=0: one image per network per round, the two in turn
+        rates = round_robin({n: partial(m, x) for n, m in models.items()}, args.rounds, 0.0)
     same = graphs["ours"] == graphs["authors'"]
     print(f"\nsuperres in one process, fold + channels-last, jit, {args.rounds} rounds "
           f"timed alternately; same graph: {same}\n")  # fmt: skip
     rows = []
-    for name, values in times.items():
-        ratios = [first / t for t, first in zip(values, times["ours"], strict=True)]
-        metrics = {"img/s": 1 / statistics.median(values), "× first row": statistics.median(ratios),
-                   "× min": min(ratios), "× max": max(ratios)}  # fmt: skip
-        rows.append({"group": {"network": f"{name}, fold + channels-last"}, "metrics": metrics,
+    for name, values in rates.items():
+        rows.append({"group": {"network": f"{name}, fold + channels-last"},
+                     "metrics": speed_metrics(values, rates["ours"], "img/s"),
                      "same_graph": same})  # fmt: skip
     print_table(rows)
     return rows
