@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .atomic import write_text
+
 ENV = "METAMIXER_RUN_DIR"
 STARTED = time.time()
 
@@ -59,7 +61,6 @@ def shared_run_dir(experiment: Path, choose: Callable[[], Path]) -> Path:
             time.sleep(0.1)
         raise TimeoutError(f"rank {rank}: rank 0 announced no run folder in {marker}")
     run = choose()
-    if marker is not None:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(run))
+    if marker is not None:  # atomic: the other ranks poll for it and read it as soon as it exists
+        write_text(marker, str(run))
     return run
