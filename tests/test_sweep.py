@@ -297,3 +297,29 @@ def test_an_axis_figure_shows_only_modalities_with_cells_on_that_axis(tmp_path):
     plot_axis(records, "act", spec, act)
     assert Image.open(kernel).size[0] < 500  # one panel (superres), not two
     assert not act.exists()  # no cells on the axis: no figure, the stale one removed
+
+
+def test_the_lr_sweep_trains_full_yamls_token_mixer_networks_at_the_lower_lr(tmp_path, monkeypatch):
+    from metamixer.core.sweep import cell_command
+    from metamixer.vision.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    sweeps = ROOT / "experiments" / "sweeps"
+    spec, parent = load_sweep(sweeps / "vision-lr.yaml"), load_sweep(sweeps / "full.yaml")
+
+    def built(sweep, tags):
+        out = {}
+        for cell in cells(sweep):
+            if cell.modality == "vision" and cell.seed == 0 and cell.tag in tags:
+                cli = main(cell_command(cell, sweep, tmp_path)[4:], run=False)
+                out[cell.tag] = (repr(cli.model.model), cli.model.hparams.lr,
+                                 cli.trainer.max_epochs)  # fmt: skip
+        return out
+
+    ours = built(spec, {c.tag for c in cells(spec)})
+    theirs = built(parent, set(ours))
+    assert set(ours) == {"baseline", "token_mixer-attention", "token_mixer-hybrid"}
+    assert len(cells(spec)) == 3 * 3
+    for tag, (network, lr, epochs) in ours.items():
+        assert network == theirs[tag][0] and (epochs, theirs[tag][2]) == (8, 8)
+        assert (lr, theirs[tag][1]) == (0.001, 0.004)
