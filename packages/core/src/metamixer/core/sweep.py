@@ -305,7 +305,8 @@ def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
         row.update(value=None, error=f"metric {mod['metric']} missing from the run's record")
     else:
         row.update(value=value, error=None)
-        keep = ("config", "config_sha256", "data", "wall_seconds", "seed")
+        # the run's hardware: its threads, not the sweep process's
+        keep = ("config", "config_sha256", "data", "wall_seconds", "seed", "hardware")
         results.save_record(
             record_path(cell, spec, out).parent,
             {
