@@ -302,13 +302,16 @@ def test_an_axis_figure_shows_only_modalities_with_cells_on_that_axis(tmp_path):
     assert not act.exists()  # no cells on the axis: no figure, the stale one removed
 
 
-def test_the_lr_sweep_trains_full_yamls_token_mixer_networks_at_the_lower_lr(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,lr", [("vision-lr", 0.001), ("vision-lr2e-3", 0.002)])
+def test_an_lr_sweep_trains_full_yamls_token_mixer_networks_at_its_lr(
+    name, lr, tmp_path, monkeypatch
+):
     from metamixer.core.sweep import cell_command
     from metamixer.vision.__main__ import main
 
     monkeypatch.chdir(tmp_path)
     sweeps = ROOT / "experiments" / "sweeps"
-    spec, parent = load_sweep(sweeps / "vision-lr.yaml"), load_sweep(sweeps / "full.yaml")
+    spec, parent = load_sweep(sweeps / f"{name}.yaml"), load_sweep(sweeps / "full.yaml")
 
     def built(sweep, tags):
         out = {}
@@ -323,6 +326,7 @@ def test_the_lr_sweep_trains_full_yamls_token_mixer_networks_at_the_lower_lr(tmp
     theirs = built(parent, set(ours))
     assert set(ours) == {"baseline", "token_mixer-attention", "token_mixer-hybrid"}
     assert len(cells(spec)) == 3 * 3
-    for tag, (network, lr, epochs) in ours.items():
-        assert network == theirs[tag][0] and (epochs, theirs[tag][2]) == (8, 8)
-        assert (lr, theirs[tag][1]) == (0.001, 0.004)
+    assert spec["records"].endswith(f"sweep-{name}")
+    for tag, (network, rate, epochs) in ours.items():
+        assert network == theirs[tag][0] and epochs == theirs[tag][2] == 8
+        assert rate == lr and theirs[tag][1] == 0.004
