@@ -183,8 +183,6 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     """A fresh checkout resumes from the records: the recorded cell is reused, a cell whose record
     was made with other arguments (here: the budget changed) runs again; ``--rerun`` repeats a
     recorded cell and reproduces its metric."""
-    import torch
-
     from metamixer.core import results
     from metamixer.core.sweep import cell_args, record_path, rerun, run_cell
 
@@ -205,7 +203,7 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     record = json.loads(record_path(cell, spec, tmp_path).read_text())
     assert record["metrics"]["timeseries test/mse"] == row["value"] != 0.25
     assert record["cell_args"] == cell_args(cell, spec) and record["seed"] == 0
-    assert record["hardware"]["threads"] == 1 < torch.get_num_threads()  # the run's, not ours
+    assert record["hardware"]["threads"] == 1  # the run's; this process has one per core
     again = rerun(tmp_path / "s.yaml", cell.name, tmp_path / "again", threads=1)
     assert f"recorded {row['value']:.4g}, rerun {row['value']:.4g} (difference +0" in again
 
