@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "sweeps" / "smoke.yaml"
 
 
+def seed0_clis(spec, modality, folder, tags=None) -> dict:
+    """Each seed-0 cell's command parsed by its modality's CLI (nothing trained), by cell tag."""
+    import importlib
+
+    from metamixer.core.sweep import cell_command
+
+    main = importlib.import_module(f"metamixer.{modality}.__main__").main
+    return {cell.tag: main(cell_command(cell, spec, folder)[4:], run=False) for cell in cells(spec)
+            if cell.modality == modality and cell.seed == 0 and (tags is None or cell.tag in tags)}  # fmt: skip
+
+
 def test_full_sweep_declares_every_axis_for_every_modality():
     spec = load_sweep(ROOT / "experiments" / "sweeps" / "full.yaml")
     grid = cells(spec)
@@ -213,18 +224,10 @@ def test_every_cell_of_the_full_sweep_builds_a_network_its_knob_changed(
     modality, tmp_path, monkeypatch
 ):
     """No cell fails at start, and no cell silently trains the baseline's network."""
-    import importlib
-
-    from metamixer.core.sweep import cell_command
-
     monkeypatch.chdir(tmp_path)
     spec = load_sweep(ROOT / "experiments" / "sweeps" / "full.yaml")
-    main = importlib.import_module(f"metamixer.{modality}.__main__").main
-    networks = {}
-    for cell in cells(spec):
-        if cell.modality == modality and cell.seed == 0:
-            command = cell_command(cell, spec, tmp_path / "sweep")
-            networks[cell.tag] = repr(main(command[4:], run=False).model.model)
+    clis = seed0_clis(spec, modality, tmp_path / "sweep")
+    networks = {tag: repr(cli.model.model) for tag, cli in clis.items()}
     baseline = networks.pop("baseline")
     same = [tag for tag, net in networks.items() if net == baseline]
     assert not same, f"{modality}: cells {same} build the baseline's network"
@@ -304,23 +307,15 @@ def test_an_axis_figure_shows_only_modalities_with_cells_on_that_axis(tmp_path):
 def test_an_lr_sweep_trains_full_yamls_token_mixer_networks_at_its_lr(
     name, lr, tmp_path, monkeypatch
 ):
-    from metamixer.core.sweep import cell_command
-    from metamixer.vision.__main__ import main
-
     monkeypatch.chdir(tmp_path)
     sweeps = ROOT / "experiments" / "sweeps"
     spec, parent = load_sweep(sweeps / f"{name}.yaml"), load_sweep(sweeps / "full.yaml")
 
-    def built(sweep, tags):
-        out = {}
-        for cell in cells(sweep):
-            if cell.modality == "vision" and cell.seed == 0 and cell.tag in tags:
-                cli = main(cell_command(cell, sweep, tmp_path)[4:], run=False)
-                out[cell.tag] = (repr(cli.model.model), cli.model.hparams.lr,
-                                 cli.trainer.max_epochs)  # fmt: skip
-        return out
+    def built(sweep, tags=None):
+        return {tag: (repr(cli.model.model), cli.model.hparams.lr, cli.trainer.max_epochs)
+                for tag, cli in seed0_clis(sweep, "vision", tmp_path, tags).items()}  # fmt: skip
 
-    ours = built(spec, {c.tag for c in cells(spec)})
+    ours = built(spec)
     theirs = built(parent, set(ours))
     assert set(ours) == {"baseline", "token_mixer-attention", "token_mixer-hybrid"}
     assert len(cells(spec)) == 3 * 3
