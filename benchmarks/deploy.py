@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from cpu_peak import peak_gmacs
 from round_robin import round_robin
+from torchscript import torchscript
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -116,19 +117,12 @@ def build(spec: dict):
         from metamixer.core import deploy
 
         model = deploy(net, "cpu", skip=spec.get("skip", []))
-    with torch.no_grad():
-        if spec["mode"] in ("jit", "onednn"):
-            model = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
-            if spec["mode"] == "jit":
-                model = torch.jit.optimize_for_inference(model)
+    if spec["mode"] in ("jit", "onednn"):
+        model = torchscript(model, x, spec["mode"])
 
     def step() -> None:
         with torch.inference_mode():
-            if spec["mode"] == "onednn":
-                with torch.jit.fuser("fuser3"):
-                    model(x)
-            else:
-                model(x)
+            model(x)
 
     return step, macs
 
@@ -283,9 +277,7 @@ def same_process(args: argparse.Namespace) -> list[dict]:
     models = {}
     for name, model in (("ours", ours), ("authors'", theirs)):
         model = model.to(memory_format=torch.channels_last)
-        with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
-            models[name] = torch.jit.optimize_for_inference(traced)
+        models[name] = torchscript(model, x, "jit")
     graphs = {n: [node.kind() for node in m.graph.nodes()] for n, m in models.items()}
     with torch.inference_mode():
         for model in models.values():

@@ -10,8 +10,8 @@ each requested mode:
 
 * ``eager``: plain PyTorch;
 * ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference`` (oneDNN conv fusion);
-* ``onednn``: ``torch.jit.trace`` + ``freeze`` run by the oneDNN Graph fuser (``fuser3``: convs
-  and matmuls fused with their GELU / add / scale neighbours);
+* ``onednn``: ``torch.jit.trace`` + ``freeze`` run by the oneDNN Graph fuser (convs and matmuls
+  fused with their GELU / add / scale neighbours);
 * ``compile``: ``torch.compile`` (Inductor) with weight freezing.
 
 The last columns give each model's best mode (ratio: best to FFNet-1's best), the GMAC/s that
@@ -39,6 +39,7 @@ from cpu_peak import peak_gmacs, peak_note
 from records import print_table, run_name, save_rows
 from round_robin import median_ratio, round_robin
 from timm.utils.model import reparameterize_model as timm_reparameterize
+from torchscript import torchscript
 
 import metamixer.vision  # noqa: F401  (registers FFNet)
 from metamixer.core import count_macs, count_params, deploy
@@ -76,15 +77,7 @@ def build(arch: str, fused: bool | str) -> torch.nn.Module:
 def run_in_mode(model: torch.nn.Module, x: torch.Tensor, mode: str):
     with torch.no_grad():
         if mode in ("jit", "onednn"):
-            frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
-            if mode == "jit":
-                return torch.jit.optimize_for_inference(frozen)
-
-            def run(inputs: torch.Tensor) -> torch.Tensor:
-                with torch.jit.fuser("fuser3"):  # fuses on the first runs, then reuses the graph
-                    return frozen(inputs)
-
-            return run
+            return torchscript(model, x, mode)
         if mode == "compile":
             import torch._inductor.config as inductor
 

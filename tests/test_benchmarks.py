@@ -1,9 +1,13 @@
 """Benchmarks that write records run end to end at tiny sizes: every check passes, every row
 becomes a record."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 from metamixer.core.results import grouped_table, load_records
 
@@ -64,6 +68,23 @@ def test_the_vision_benchmark_records_every_model_and_mode(tmp_path):
     assert base["eager @1 ×"] == base["jit @1 ×"] == "1.00 ± 0 (2)"  # the reference, both runs
     assert base["best @1 ×"] == "1.00 ± 0 (2)"
     assert base["params (M)"] == "13.66" and rows[1][2] == "25.56"  # FFNet-1 fused, ResNet-50
+
+
+def test_the_onednn_mode_fuses_agrees_with_eager_and_switches_the_fuser_back_off():
+    spec = importlib.util.spec_from_file_location("torchscript", ROOT / "benchmarks/torchscript.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU()).eval()
+    x = torch.randn(1, 3, 16, 16)
+    run = module.torchscript(model, x, "onednn")
+    with torch.inference_mode():
+        for _ in range(2):  # the fuser rewrites the graph on the profiled runs
+            y = run(x)
+        assert "oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+        torch.testing.assert_close(y, model(x))
+    assert not torch.jit.onednn_fusion_enabled()
+    with pytest.raises(ValueError, match="unknown TorchScript mode 'nnc'"):
+        module.torchscript(model, x, "nnc")
 
 
 def test_the_segmentation_benchmark_records_every_network(tmp_path):
