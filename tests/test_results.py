@@ -94,6 +94,12 @@ def test_identical_runs_show_three_significant_digits_however_small():
     assert mean_std("images/s", [5891.0] * 2) == "5891 ± 0 (2)"
 
 
+def test_a_single_run_shows_its_difference_at_the_precision_of_its_value():
+    from metamixer.core.results import mean_std
+
+    assert mean_std("test/acc1", [0.9279], [0.9285, 0.9291, 0.9274]) == "92.79 (1), Δ -0.04"
+
+
 def test_a_stated_code_version_labels_records_of_a_copy_of_the_tree(monkeypatch, tmp_path):
     from metamixer.core.results import code_version, save_record
 

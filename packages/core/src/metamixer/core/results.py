@@ -220,6 +220,8 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
         std, digits = 0.0, max(0, 2 - math.floor(math.log10(abs(mean) or 1)))
     else:
         digits = max(0, 1 - math.floor(math.log10(std)))  # two significant digits of the std
+    if n == 1:  # a single run is shown to four significant digits; its Δ to the same decimals
+        digits = max(0, 3 - math.floor(math.log10(abs(mean) or 1)))
     spread = f"{std:.{digits}f}" if std else "0"
     shown = f"{mean:.3g}" if not std and 0 < abs(mean) < 1e-3 else f"{mean:.{digits}f}"
     text = f"{shown} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
