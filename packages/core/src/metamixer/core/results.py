@@ -216,12 +216,12 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
     also the difference of the means, in bold where it exceeds twice its standard error."""
     scale = 100.0 if _is_percent(name) and max(map(abs, [*values, *reference])) <= 1 else 1.0
     mean, std, n = stats([scale * v for v in values])
-    if std <= 1e-9 * abs(mean):  # identical runs: no spread, three significant digits
+    if n == 1:  # a single run is shown to four significant digits; its Δ to the same decimals
+        digits = max(0, 3 - math.floor(math.log10(abs(mean) or 1)))
+    elif std <= 1e-9 * abs(mean):  # identical runs: no spread, three significant digits
         std, digits = 0.0, max(0, 2 - math.floor(math.log10(abs(mean) or 1)))
     else:
         digits = max(0, 1 - math.floor(math.log10(std)))  # two significant digits of the std
-    if n == 1:  # a single run is shown to four significant digits; its Δ to the same decimals
-        digits = max(0, 3 - math.floor(math.log10(abs(mean) or 1)))
     spread = f"{std:.{digits}f}" if std else "0"
     shown = f"{mean:.3g}" if not std and 0 < abs(mean) < 1e-3 else f"{mean:.{digits}f}"
     text = f"{shown} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
