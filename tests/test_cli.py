@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from metamixer.core.results import load_records
 
 MODALITIES = ("vision", "timeseries", "superres", "pointcloud")
 #: every LightningCLI entry point: one per modality and the two dense-prediction tasks of vision
@@ -34,6 +37,8 @@ BAD = {
     "misspelled data key": ("--data.batchsize=4", "batchsize"),
     "value of the wrong type": ("--trainer.max_epochs=many", "max_epochs"),
     "missing config file": ("--config=/nonexistent/x.yaml", "x.yaml"),
+    # argparse would read a prefix of an option as the option (max_epoch -> max_epochs)
+    "prefix of an option": ("--trainer.max_epoch=1", "did you mean --trainer.max_epochs?"),
 }
 
 
@@ -131,6 +136,24 @@ def test_vision_architecture_knobs_are_typed_with_choices_in_help(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_a_nested_override_updates_one_key_and_keeps_the_rest_of_the_config():
+    """``--model.arch_args.encoder_args.token_mixers X`` changes that key only: the config's
+    depths, dims and stem width below ``encoder_args`` stay (the small network, not FFNet-1)."""
+    from metamixer.vision.segmentation.__main__ import main
+
+    config = ["--config", str(EXP / "vision/segmentation/scenes_upernet.yaml")]
+    plain = main(config, run=False)
+    mixed = main([*config, "--model.arch_args.encoder_args.token_mixers=pooling",
+                  "--model.arch_args.encoder_args.token_kernels=[5, 5, 5, 5]"], run=False)  # fmt: skip
+    encoder = mixed.config.model.arch_args["encoder_args"]
+    assert encoder == {**plain.config.model.arch_args["encoder_args"],
+                       "token_mixers": "pooling", "token_kernels": [5, 5, 5, 5]}  # fmt: skip
+    assert mixed.config.model.arch_args["decoder_channels"] == 64
+    size = sum(p.numel() for p in plain.model.parameters())
+    assert size < 3e6  # the config's small encoder (FFNet-1's own would be ~14M)
+    assert 0.5 * size < sum(p.numel() for p in mixed.model.parameters()) < size
+
+
 def test_typed_knobs_still_take_a_mixer_registered_with_import(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "user_mixers")}
     out = subprocess.run(
@@ -211,6 +234,77 @@ def test_runs_never_overwrite_each_other_and_a_saved_config_reruns(tmp_path, mon
         ["fit", *default_config("timeseries"), *limits, "--trainer.default_root_dir=elsewhere"]
     )
     assert Path(again.trainer.log_dir).parent == Path("elsewhere/timeseries/elecdemand")
+
+
+def test_a_resumed_fit_keeps_every_logged_row_and_every_earlier_file(tmp_path, monkeypatch):
+    """``fit --ckpt_path last`` continues the run's folder: ``metrics.csv`` keeps the rows logged
+    before the checkpoint, and the files as they were (config, record, metrics, the full CSV)
+    stay byte for byte in ``before-resume-1/``."""
+    from metamixer.timeseries.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+              "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
+              "--trainer.log_every_n_steps=1", "--model.arch_args.dim=8", "--test_after_fit=true",
+              f"--data.root={EXP.parent / 'data/timeseries'}"]  # fmt: skip
+    fit = main(["fit", *default_config("timeseries"), *limits, "--trainer.max_epochs=2"])
+    run = Path(fit.trainer.log_dir)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {"config.yaml", "metrics.csv", "record.json", "metrics.json"} <= set(before)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    resumed = main(["fit", *default_config("timeseries"), *limits, "--trainer.max_epochs=3",
+                    "--ckpt_path=last"])  # fmt: skip
+    assert Path(resumed.trainer.log_dir) == run
+    kept = run / "before-resume-1"
+    events = {k: v for k, v in before.items() if k.startswith("events.out.tfevents")}
+    assert events and all((run / k).read_bytes() == v for k, v in events.items())  # appended to
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == {
+        k: v for k, v in before.items() if k not in events
+    }
+    after = (run / "metrics.csv").read_text().splitlines()
+    header, old_header = after[0].split(","), rows[0].split(",")
+    old_rows = [dict(zip(old_header, r.split(","), strict=True)) for r in rows[1:]]
+    new_rows = [dict(zip(header, r.split(","), strict=True)) for r in after[1:]]
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 6)  # the third epoch was trained
+    trained = [r for r in old_rows if r.get("epoch") in ("0", "1") and r.get("test/mse", "") == ""]
+    assert len(trained) >= 4
+    for row in trained:  # every row of the two first epochs, in order, then the third epoch's
+        assert {k: v for k, v in new_rows.pop(0).items() if v} == {
+            k: v for k, v in row.items() if v
+        }
+    *third, tested = new_rows  # the third epoch's training and validation, then the test
+    assert len(third) == 3 and {r["epoch"] for r in third} == {"2"} and tested["test/mse"]
+    assert (run / "record.json").read_bytes() != before["record.json"]
+    (record,) = load_records([run])  # the earlier record is history, not a second result
+    assert record["path"] == str(run / "record.json") and record["metrics"]["test/mse"] > 0
+
+
+def test_evaluating_without_a_checkpoint_uses_the_runs_best_or_refuses(tmp_path, monkeypatch):
+    """``test --config RUN/config.yaml`` takes the run's best checkpoint (and says so); any other
+    config without ``--ckpt_path`` is refused: it would test untrained weights."""
+    from metamixer.timeseries.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+              "--trainer.limit_test_batches=2", "--trainer.enable_progress_bar=false",
+              "--model.arch_args.dim=8", "--trainer.max_epochs=3",
+              f"--data.root={EXP.parent / 'data/timeseries'}"]  # fmt: skip
+    fit = main(["fit", *default_config("timeseries"), *limits])
+    run = Path(fit.trainer.log_dir)
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    assert best.name.startswith("best-")
+    explicit = main(["test", "--config", str(run / "config.yaml"), f"--ckpt_path={best}"])
+    implicit = main(["test", "--config", str(run / "config.yaml")])
+    assert Path(implicit.config.test.ckpt_path).resolve() == best.resolve()
+    assert (
+        implicit.trainer.callback_metrics["test/mse"]
+        == explicit.trainer.callback_metrics["test/mse"]
+    )
+    for subcommand in ("test", "validate", "predict"):
+        with pytest.raises(ValueError, match=f"{subcommand} without --ckpt_path would evaluate "
+                           "untrained weights"):  # fmt: skip
+            main([subcommand, *default_config("timeseries"), *limits])
 
 
 def test_a_configuration_error_is_one_line_naming_the_value(tmp_path):

@@ -109,7 +109,7 @@ def test_horizontal_flip_moves_boxes_with_masks(coco_root):
         assert box[0] == cols.min() and box[2] == cols.max() + 1
 
 
-def test_degenerate_and_crowd_annotations_are_skipped_and_counted(tmp_path, caplog):
+def test_degenerate_and_crowd_annotations_are_skipped_and_named(tmp_path):
     rle = {
         "size": [64, 64],
         "counts": mask_utils.encode(np.ones((64, 64), np.uint8, "F"))["counts"],
@@ -130,12 +130,16 @@ def test_degenerate_and_crowd_annotations_are_skipped_and_counted(tmp_path, capl
     data["annotations"].append({**bad[2], "id": 999, "image_id": 999})
     (tmp_path / "annotations/instances_train2017.json").write_text(json.dumps(data))
     dm = datamodule(tmp_path)
-    with caplog.at_level("INFO", logger="metamixer.vision.detection.data"):
+    with pytest.warns(UserWarning) as warned:  # shown by the CLI, unlike a log line
         dm.setup("fit")
     skipped = dm.train_set.skipped
-    assert skipped["degenerate boxes"] == 2 and skipped["crowd annotations"] == 2
-    assert skipped["images without annotations"] == 1 and len(dm.train_set) == 4
-    assert "skipped 2 degenerate boxes" in caplog.text
+    degenerate = [a["id"] for a in data["annotations"] if a["bbox"][2] < 1 or a["bbox"][3] < 1]
+    assert skipped["degenerate boxes"] == degenerate and len(skipped["crowd annotations"]) == 2
+    assert skipped["images without annotations"] == [999] and len(dm.train_set) == 4
+    (message,) = [str(w.message) for w in warned if "skipped" in str(w.message)]
+    assert message.startswith(f"{tmp_path / 'annotations/instances_train2017.json'}: 4 images kept")
+    assert f"2 degenerate boxes (annotation ids {degenerate[0]}, {degenerate[1]})" in message
+    assert "1 images without annotations (image id 999)" in message
     for i in range(len(dm.train_set)):
         boxes = dm.train_set[i][1]["boxes"]
         assert (boxes[:, 2:] > boxes[:, :2]).all()

@@ -2,6 +2,7 @@
 the UperNet / FPN networks and the CLI end to end."""
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,9 +254,17 @@ def test_cli_fits_tests_and_predicts_palette_pngs(tmp_path):
         ["--checkpoint", str(checkpoint), "--img_size=64", f"--out={tmp_path / 'seg.onnx'}"]
     )
     assert (tmp_path / "seg.onnx").stat().st_size > 10_000  # folded, checked with onnxruntime
-    photos = root / "images" / "validation"
-    cli = main(["predict", *common, f"--ckpt_path={checkpoint}", f"--data.predict_path={photos}"])
+    photos = tmp_path / "photos"  # the validation photos and one corrupt file, alone in a batch
+    shutil.copytree(root / "images" / "validation", photos)
+    (photos / "0_broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipping unreadable file .*0_broken.jpg"):
+        cli = main(
+            ["predict", *common, f"--ckpt_path={checkpoint}", f"--data.predict_path={photos}"]
+        )
     written = Path(cli.trainer.log_dir) / "predictions" / "ADE_validation_1.png"
+    unreadable = written.parent / "unreadable.txt"
+    assert unreadable.read_text() == "0_broken.jpg\n"
+    assert not (written.parent / "image0.png").exists()
     with Image.open(written) as png:
         assert png.mode == "P" and png.size == (72, 64)
         assert set(np.unique(np.asarray(png))) <= {0, 1, 2, 3}

@@ -77,6 +77,14 @@ def input_files_loader(
     )  # fmt: skip
 
 
+def input_names(batch: Any, indices: Any) -> list[str]:
+    """The names of a batch's predicted inputs: the user's readable files (possibly none, when
+    every file of the batch was unreadable), else ``image<index>`` for a dataset split."""
+    if isinstance(batch, dict) and "name" in batch:
+        return [str(name) for name in batch["name"]]
+    return [f"image{i}" for i in indices]
+
+
 class PredictionFiles(BasePredictionWriter):
     """A writer whose files go to ``<run folder>/predictions``; unreadable inputs are listed in
     ``unreadable.txt`` instead of stopping the run."""

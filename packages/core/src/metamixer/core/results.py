@@ -150,6 +150,8 @@ def load_records(folders: Sequence[Path]) -> list[dict[str, Any]]:
     records = []
     for folder in folders:
         for path in sorted(Path(folder).rglob(RECORD)):
+            if any(part.startswith("before-resume-") for part in path.parts):
+                continue  # a resumed run's earlier files (``runs.keep_before_resume``)
             try:
                 record = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as err:

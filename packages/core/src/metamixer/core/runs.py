@@ -10,7 +10,9 @@ environment (the Trainer's own launcher) or a marker file written by rank 0 (``t
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,3 +66,56 @@ def shared_run_dir(experiment: Path, choose: Callable[[], Path]) -> Path:
     if marker is not None:  # atomic: the other ranks poll for it and read it as soon as it exists
         write_text(marker, str(run))
     return run
+
+
+#: the folder a resumed fit keeps the files it will write again in (``n``: the n-th resume)
+BEFORE_RESUME = "before-resume-{n}"
+
+
+def keep_before_resume(run: Path, step: int) -> tuple[Path, list[dict[str, str]]]:
+    """Before a fit resumes in ``run`` from a checkpoint at training step ``step``: copy the run
+    folder's files (``config.yaml``, ``metrics.csv``, ``record.json``, plots, …; not the
+    checkpoints, nor TensorBoard's event files, which are only ever appended to) into
+    ``run/before-resume-<n>/``, and return that folder with the rows of ``metrics.csv`` logged
+    before ``step`` (the resumed run logs the later ones again)."""
+    n = 1
+    while (run / BEFORE_RESUME.format(n=n)).exists():
+        n += 1
+    keep = run / BEFORE_RESUME.format(n=n)
+    keep.mkdir()
+    for path in sorted(run.iterdir()):
+        if path.is_file() and not path.name.startswith("events.out.tfevents"):
+            shutil.copy2(path, keep / path.name)
+    rows: list[dict[str, str]] = []
+    if (run / "metrics.csv").is_file():
+        with open(run / "metrics.csv", newline="") as f:
+            rows = [
+                r
+                for r in csv.DictReader(f)
+                if r.get("step", "").isdigit() and int(r["step"]) < step
+            ]
+    return keep, rows
+
+
+def best_checkpoint(run: Path) -> Path | None:
+    """The checkpoint of run folder ``run`` that its ``ModelCheckpoint`` rated best (read from
+    ``last.ckpt``), else its only checkpoint besides ``last.ckpt``, else ``last.ckpt``;
+    ``None`` when ``run/checkpoints`` holds none."""
+    from .checkpoint import read_checkpoint
+
+    folder = run / "checkpoints"
+    found = sorted(folder.glob("*.ckpt"))
+    if not found:
+        return None
+    last = folder / "last.ckpt"
+    if last.is_file():
+        states = read_checkpoint(last).get("callbacks") or {}
+        for key, state in states.items():
+            if str(key).startswith("ModelCheckpoint") and state.get("best_model_path"):
+                best = folder / Path(state["best_model_path"]).name
+                if best.is_file():
+                    return best
+    others = [p for p in found if p != last]
+    if len(others) == 1 or not last.is_file():
+        return max(others, key=lambda p: p.stat().st_mtime)
+    return last

@@ -7,6 +7,8 @@ so the core stays torch-only.
 from __future__ import annotations
 
 import contextvars
+import csv
+import difflib
 import json
 import os
 import random
@@ -14,22 +16,28 @@ import re
 import shutil
 import sys
 import time
+import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+import yaml
 from jsonargparse import Namespace
+from jsonargparse._typehints import ActionTypeHint
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import results, runs
 from .atomic import atomic_path, write_text
+from .checkpoint import read_checkpoint
 from .registry import import_modules
 
 
@@ -172,6 +180,31 @@ class RestoreLoaderState(Callback):
         trainer.fit_loop._load_combined_loader_states()
 
 
+class KeepEarlierRows(Callback):
+    """A resumed fit's ``metrics.csv`` starts with the rows the interrupted run logged before its
+    checkpoint (the CLI adds it; Lightning's CSV logger would otherwise delete the file)."""
+
+    def __init__(self, rows: list[dict[str, str]]) -> None:
+        self.rows = rows
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        for logger in trainer.loggers:
+            if not isinstance(logger, CSVLogger):
+                continue
+            with warnings.catch_warnings():  # "previous log files will be deleted": not these
+                warnings.simplefilter("ignore")
+                writer = logger.experiment
+            keys = sorted({k for row in self.rows for k in row})
+            with open(writer.metrics_file_path, "w", newline="") as f:
+                table = csv.DictWriter(f, fieldnames=keys)
+                table.writeheader()
+                table.writerows(self.rows)
+            writer.metrics_keys = keys
+        self.rows = []  # once: ``test`` after the fit sets up again
+
+
 def split_loader(
     dataset: Dataset, batch_size: int, num_workers: int, *, train: bool,
     collate_fn: Callable | None = None,
@@ -237,7 +270,6 @@ def check_checkpoint_task(path: str | None, model: LightningModule) -> None:
     if not path or not Path(path).is_file():
         return
     from .architectures import ARCHITECTURES
-    from .checkpoint import read_checkpoint
 
     saved = read_checkpoint(path).get("hyper_parameters") or {}
     for key in sorted({k for entry in ARCHITECTURES.values() for k in entry.task_args}):
@@ -285,6 +317,7 @@ def restoring_from_checkpoint() -> bool:
 
 
 _QUOTES = ("'", '"')
+_UNIONS = (typing.Union, types.UnionType)
 _NESTED = re.compile(r"NestedArg\(key='([^']*)', val=(.*)\)$")
 _SKIP = ("Does not validate against any of the", "Subtypes:", "Errors:", "Given value type:",
          "Problem with given class_path")  # fmt: skip
@@ -365,15 +398,67 @@ def _typed_dict_keys(parser: Any, key: str) -> list[str] | None:
     return None
 
 
+def _is_mapping_hint(hint: Any) -> bool:
+    """Whether ``hint`` (or a member of its union) is a dict / mapping / ``TypedDict`` type."""
+    options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) in _UNIONS else (hint,)
+    return any(
+        typing.is_typeddict(o) or typing.get_origin(o) in (dict, Mapping) or o in (dict, Mapping)
+        for o in options
+    )
+
+
+def _merged(base: Any, path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of mapping ``base`` (``{}`` if it is none) with ``value`` set at the key ``path``,
+    every mapping on the way copied and kept."""
+    merged = dict(base) if isinstance(base, Mapping) else {}
+    merged[path[0]] = value if len(path) == 1 else _merged(merged.get(path[0]), path[1:], value)
+    return merged
+
+
+class MergingTypeHint(ActionTypeHint):
+    """A typed option whose dict value takes ``--OPTION.a.b.c VALUE`` as an update of key
+    ``a.b.c``: every other key, at every depth, keeps its value from the config files (jsonargparse
+    merges one level only and replaces the dict below it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 4 and isinstance(args[3], str):
+            parser, cfg, value, option = args
+            base = self.get_option_string_base(option)
+            path = option[len(base) + 1 :].removeprefix("init_args.").split(".") if base else []
+            if len(path) > 1:
+                previous = cfg.get(self.dest)
+                first = previous.get(path[0]) if isinstance(previous, Mapping) else None
+                leaf = yaml.safe_load(value) if isinstance(value, str) else value
+                args = (parser, cfg, _merged(first, path[1:], leaf), f"{base}.{path[0]}")
+        return super().__call__(*args, **kwargs)
+
+
 class MetaMixerArgumentParser(LightningArgumentParser):
     """The CLI's parser: a configuration error is one ``error:`` line naming the option, the value
-    and what it takes (jsonargparse's full message with ``METAMIXER_DEBUG=1``)."""
+    and what it takes (jsonargparse's full message with ``METAMIXER_DEBUG=1``); an option is only
+    recognised by its full name (argparse's prefix matching is off, so ``--trainer.max_epoch`` is
+    an error, not ``max_epochs``); dict options merge nested updates (``MergingTypeHint``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        action = super().add_argument(*args, **kwargs)
+        if type(action) is ActionTypeHint and _is_mapping_hint(action._typehint):
+            action.__class__ = MergingTypeHint
+        return action
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if os.environ.get("METAMIXER_DEBUG") or not self.exit_on_error:
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         line = condense_parser_error(message, lambda key: _typed_dict_keys(parser, key))
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        if unknown:
+            options = [o for a in parser._actions for o in a.option_strings]
+            close = difflib.get_close_matches(unknown[1], options, n=1)
+            line += f"; did you mean {close[0]}?" if close else ""
         prog = parser.prog.replace(" [options]", "").split(" ")
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
         if prog[0] == "__main__.py" and spec is not None:  # python -m PACKAGE
@@ -438,6 +523,7 @@ class MetaMixerCLI(LightningCLI):
         self.started = time.time()
         self.modality = model_class.__module__.split(".")[1]
         self.run_dir: Path | None = None
+        self._earlier_rows: list[dict[str, str]] | None = None  # metrics.csv of a resumed fit
         if args is None:
             sys.argv[1:], modules = split_imports(sys.argv[1:])
             import_modules(modules)
@@ -485,7 +571,33 @@ class MetaMixerCLI(LightningCLI):
         check_precision(config.trainer.get("precision"), config.trainer.get("accelerator"))
         self._join_launcher(config.trainer)
         self._resolve_config_paths(config)
+        self._choose_checkpoint(config)
         self._place_run(config)
+
+    def _choose_checkpoint(self, config: Any) -> None:
+        """``validate`` / ``test`` / ``predict`` without ``--ckpt_path``: a saved run config
+        (``RUN/config.yaml``) evaluates the run's best checkpoint, said so; any other config is
+        refused unless the model starts from released weights (``model.init_weights``), because
+        it would evaluate untrained weights and record them like a result."""
+        if self.subcommand not in ("validate", "test", "predict") or config.get("ckpt_path"):
+            return
+        model = config.get("model")
+        init = model.get("init_args", model) if isinstance(model, Namespace) else None
+        if isinstance(init, Namespace) and init.get("init_weights"):
+            return
+        for given in reversed(config.get("config") or []):
+            run = Path(str(getattr(given, "absolute", given))).parent
+            best = runs.best_checkpoint(run)
+            if best is not None:
+                print(f"no --ckpt_path: {self.subcommand} uses the run's best checkpoint {best} "
+                      "(--ckpt_path chooses another)")  # fmt: skip
+                config.ckpt_path = str(best)
+                return
+        raise ValueError(
+            f"{self.subcommand} without --ckpt_path would evaluate untrained weights; give "
+            "--ckpt_path RUN/checkpoints/<file>.ckpt (or --config RUN/config.yaml of a fit, whose "
+            "best checkpoint is then used)"
+        )
 
     @staticmethod
     def _resolve_config_paths(config: Any) -> None:
@@ -563,6 +675,12 @@ class MetaMixerCLI(LightningCLI):
         self.run_dir = runs.shared_run_dir(
             experiment, lambda: resume or runs.new_run_dir(experiment, subcommand)
         )
+        first = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+        if resume is not None and first:
+            step = int(read_checkpoint(config.ckpt_path).get("global_step", 0))
+            kept, self._earlier_rows = runs.keep_before_resume(resume, step)
+            print(f"resuming in {resume} from step {step}; its files as they were are kept in "
+                  f"{kept}")  # fmt: skip
         loggers = config.trainer.get("logger")
         if loggers in (None, True):  # Lightning's default logger, flat in the run folder
             loggers = config.trainer.logger = Namespace(
@@ -629,6 +747,8 @@ class MetaMixerCLI(LightningCLI):
             kwargs.setdefault("default_root_dir", str(self.run_dir))
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RestoreLoaderState())
+        if self._earlier_rows is not None:
+            trainer.callbacks.append(KeepEarlierRows(self._earlier_rows))
         return trainer
 
     def after_fit(self) -> None:

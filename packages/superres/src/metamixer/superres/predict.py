@@ -12,7 +12,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 
-from metamixer.core.predict import PredictionFiles, predict_command
+from metamixer.core.predict import PredictionFiles, input_names, predict_command
 from metamixer.core.train import run_cli
 
 from .__main__ import main as cli_main
@@ -27,7 +27,7 @@ class SuperResolutionWriter(PredictionFiles):
         if prediction is None:
             return
         scale = trainer.lightning_module.hparams.scale
-        names = batch.get("name") or [f"image{i}" for i in indices]
+        names = input_names(batch, indices)
         for sr, name in zip(prediction, names, strict=True):
             write_image(self.folder / sr_name(str(name), scale), sr)
 

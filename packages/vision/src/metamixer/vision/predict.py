@@ -12,7 +12,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 
-from metamixer.core.predict import PredictionFiles, predict_command
+from metamixer.core.predict import PredictionFiles, input_names, predict_command
 from metamixer.core.train import run_cli
 
 from .__main__ import main as cli_main
@@ -35,7 +35,7 @@ class ClassificationWriter(PredictionFiles):
         ]
         k = min(self.top_k, prob.shape[1])
         top = prob.topk(k, dim=1)
-        ids = batch["name"] if isinstance(batch, dict) and "name" in batch else list(indices)
+        ids = input_names(batch, indices)
         path = self.folder / "predictions.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:

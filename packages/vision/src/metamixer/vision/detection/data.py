@@ -9,7 +9,8 @@ Category ids (any, possibly with gaps as in COCO's 1…90) become contiguous lab
 order of their ids; 0 is torchvision's background.  Boxes are COCO's ``[x, y, width, height]``
 turned into ``[x1, y1, x2, y2]``; masks come from the polygons / RLE through ``COCO.annToMask``.
 
-What is skipped, and counted in the log when a split is read:
+What is skipped, and reported as a warning naming the file, the count per reason and the first
+few annotation (or image) ids, when a split is read:
 
 * crowd annotations (``iscrowd=1``) are not training targets; for evaluation they stay, marked
   ``iscrowd``, so the COCO metric ignores detections on them (as ``COCOeval`` does);
@@ -23,9 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
-from collections import Counter
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,6 @@ from metamixer.core.predict import InputFiles
 from metamixer.core.train import split_loader
 
 from ..data import IMAGE_EXTENSIONS, open_image
-
-log = logging.getLogger(__name__)
 
 
 def read_coco(path: Path) -> Any:
@@ -98,13 +96,13 @@ class COCOInstances(Dataset):
         self.coco, self.image_dir, self.train, self.hflip = coco, image_dir, train, hflip
         self.label_of = {cat: i + 1 for i, cat in enumerate(category_ids)}
         self.check_files()
-        self.skipped: Counter[str] = Counter()
+        self.skipped: dict[str, list[int]] = {}  # reason -> annotation (or image) ids
         self.annotations: dict[int, list[dict[str, Any]]] = {}
         self.ids: list[int] = []
         for image_id in sorted(coco.imgs):
             keep = [a for a in coco.imgToAnns.get(image_id, []) if self._usable(a, image_id)]
             if train and not keep:
-                self.skipped["images without annotations"] += 1
+                self.skipped.setdefault("images without annotations", []).append(image_id)
                 continue
             self.annotations[image_id] = keep
             self.ids.append(image_id)
@@ -144,7 +142,7 @@ class COCOInstances(Dataset):
             reason = "annotations without a mask"
         else:
             return True
-        self.skipped[reason] += 1
+        self.skipped.setdefault(reason, []).append(ann.get("id", -1))
         return False
 
     def __len__(self) -> int:
@@ -187,6 +185,17 @@ class COCOInstances(Dataset):
             "image_id": torch.tensor(image_id),
         }
         return image, target
+
+
+def skipped_summary(skipped: dict[str, list[int]], first: int = 5) -> str:
+    """``3 degenerate boxes (annotation ids 4, 9, 12); 1 images without annotations (image id
+    7)``: the count per reason and its first ``first`` ids."""
+    parts = []
+    for reason, ids in sorted(skipped.items()):
+        kind = "image" if reason.startswith("images") else "annotation"
+        shown = ", ".join(map(str, ids[:first])) + (", …" if len(ids) > first else "")
+        parts.append(f"{len(ids)} {reason} ({kind} id{'s' if len(ids) > 1 else ''} {shown})")
+    return "; ".join(parts)
 
 
 def collate_detection(batch: Sequence[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Any]:
@@ -285,10 +294,12 @@ class COCODetectionDataModule(L.LightningDataModule):
         dataset = COCOInstances(
             coco, self.root / getattr(h, f"{split}_images"), self.category_ids, train, h.hflip
         )
-        log.info(
-            "%s: %d images%s", getattr(h, f"{split}_ann"), len(dataset),
-            "".join(f"; skipped {n} {why}" for why, n in sorted(dataset.skipped.items())),
-        )  # fmt: skip
+        if dataset.skipped:
+            warnings.warn(
+                f"{self.root / getattr(h, f'{split}_ann')}: {len(dataset)} images kept; skipped "
+                + skipped_summary(dataset.skipped),
+                stacklevel=2,
+            )
         return dataset
 
     def setup(self, stage: str) -> None:

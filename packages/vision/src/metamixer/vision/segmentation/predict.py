@@ -13,7 +13,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from metamixer.core.predict import PredictionFiles, predict_command
+from metamixer.core.predict import PredictionFiles, input_names, predict_command
 from metamixer.core.train import run_cli
 
 from .__main__ import main as cli_main
@@ -26,7 +26,7 @@ class PaletteWriter(PredictionFiles):
 
     def write(self, trainer: Trainer, prediction: Any, batch: Any, indices: Any) -> None:
         labels = prediction["label"]
-        names = batch.get("name") or [f"image{i}" for i in indices]
+        names = input_names(batch, indices)
         palette = getattr(trainer.datamodule, "palette", None) or distinct_palette(256)
         flat = [v for colour in palette for v in colour]
         for label, name in zip(labels, names, strict=True):
