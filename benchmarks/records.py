@@ -1,4 +1,4 @@
-"""Benchmark rows as result records (``metamixer.core.results``): one record per table row, each
+"""Benchmark rows as result records (``metamixer.lab.results``): one record per table row, each
 run of a benchmark in its own folder, so README tables show mean ± std over runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metamixer.core.results import markdown, save_record
+from metamixer.lab.results import markdown, save_record
 
 
 def slug(text: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metamixer.core.results import grouped_table, load_records
+from metamixer.lab.results import grouped_table, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

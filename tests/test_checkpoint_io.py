@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from metamixer.core.train import AtomicCheckpointIO, EpochShuffle
+from metamixer.lab.checkpoint_io import AtomicCheckpointIO
+from metamixer.lab.loaders import EpochShuffle
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metamixer.core.results import load_records
+from metamixer.lab.results import load_records
 
 MODALITIES = ("vision", "timeseries", "superres", "pointcloud")
 #: every LightningCLI entry point: one per modality and the two dense-prediction tasks of vision
@@ -18,7 +18,7 @@ TOOLS = [
     "metamixer.vision.export", "metamixer.vision.analyze", "metamixer.timeseries.prepare",
     "metamixer.superres.prepare", "metamixer.superres.tools", "metamixer.pointcloud.scannet",
     "metamixer.timeseries.analyze",
-    "metamixer.core.sweep", "metamixer.core.results", "metamixer.pointcloud.s3dis",
+    "metamixer.lab.sweep", "metamixer.lab.results", "metamixer.pointcloud.s3dis",
     "metamixer.vision.scenes",
 ]  # fmt: skip
 

@@ -4,7 +4,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from metamixer.core.results import main as results
+from metamixer.lab.results import main as results
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -52,7 +52,7 @@ def test_readme_tables_are_generated_from_the_committed_records(tmp_path):
     hand-edited cell is named."""
     import pytest
 
-    from metamixer.core.results import update_readme
+    from metamixer.lab.results import update_readme
 
     root = EXP.parent
     names = update_readme(root / "README.md", root / "results" / "records", check=True)
@@ -68,7 +68,7 @@ def test_readme_tables_are_generated_from_the_committed_records(tmp_path):
 
 
 def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
-    from metamixer.core.results import grouped_table
+    from metamixer.lab.results import grouped_table
 
     def record(axis, value, metric, result, reference=False, order=0):
         return {"group": {"axis": axis, "value": value}, "metrics": {metric: result},
@@ -87,7 +87,7 @@ def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
 
 
 def test_identical_runs_show_three_significant_digits_however_small():
-    from metamixer.core.results import mean_std
+    from metamixer.lab.results import mean_std
 
     assert mean_std("max abs diff", [2.22e-16] * 3) == "2.22e-16 ± 0 (3)"
     assert mean_std("loss", [0.00925] * 3) == "0.00925 ± 0 (3)"
@@ -95,13 +95,13 @@ def test_identical_runs_show_three_significant_digits_however_small():
 
 
 def test_a_single_run_shows_its_difference_at_the_precision_of_its_value():
-    from metamixer.core.results import mean_std
+    from metamixer.lab.results import mean_std
 
     assert mean_std("test/acc1", [0.9279], [0.9285, 0.9291, 0.9274]) == "92.79 (1), Δ -0.04"
 
 
 def test_a_stated_code_version_labels_records_of_a_copy_of_the_tree(monkeypatch, tmp_path):
-    from metamixer.core.results import code_version, save_record
+    from metamixer.lab.results import code_version, save_record
 
     commit = "0123456789" * 4
     monkeypatch.setenv("METAMIXER_CODE_VERSION", f"{commit}-dirty")
@@ -117,7 +117,7 @@ def test_the_reproduction_table_refuses_a_config_that_does_not_exist(tmp_path):
     import pytest
     import yaml
 
-    from metamixer.core.results import spec_table
+    from metamixer.lab.results import spec_table
 
     root = EXP.parent
     spec = yaml.safe_load((root / "results/records/reproduction.yaml").read_text())
@@ -140,7 +140,7 @@ def test_collect_lists_sweep_and_benchmark_records_too(capsys):
 def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):
     import subprocess
 
-    from metamixer.core.results import code_version
+    from metamixer.lab.results import code_version
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,

@@ -34,7 +34,7 @@ def loaders():
     import timm
 
     import metamixer.vision  # noqa: F401
-    from metamixer.core.train import AtomicCheckpointIO
+    from metamixer.lab.checkpoint_io import AtomicCheckpointIO
     from metamixer.superres import FFNetSR, load_sr_weights
     from metamixer.superres.tools import load_model
     from metamixer.vision import load_official_weights

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metamixer.core.sweep import cells, load_sweep
+from metamixer.lab.sweep import cells, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "sweeps" / "smoke.yaml"
@@ -21,7 +21,7 @@ def seed0_clis(spec, modality, folder, tags=None) -> dict:
     """Each seed-0 cell's command parsed by its modality's CLI (nothing trained), by cell tag."""
     import importlib
 
-    from metamixer.core.sweep import cell_command
+    from metamixer.lab.sweep import cell_command
 
     main = importlib.import_module(f"metamixer.{modality}.__main__").main
     return {cell.tag: main(cell_command(cell, spec, folder)[4:], run=False) for cell in cells(spec)
@@ -54,7 +54,7 @@ def test_sweep_file_errors_are_clear(tmp_path):
 
 def sweep(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "metamixer.core.sweep", str(SMOKE), "--out", str(out)],
+        [sys.executable, "-m", "metamixer.lab.sweep", str(SMOKE), "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 
@@ -99,7 +99,7 @@ def test_dry_run_lists_cells_and_a_failed_cell_is_recorded_and_retried(tmp_path)
 
     def sweep_cmd(*extra):
         return subprocess.run(
-            [sys.executable, "-m", "metamixer.core.sweep", str(path), "--out", str(tmp_path), *extra],
+            [sys.executable, "-m", "metamixer.lab.sweep", str(path), "--out", str(tmp_path), *extra],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
@@ -130,7 +130,7 @@ def test_the_full_sweeps_baseline_cell_is_the_modalitys_ffnet(modality, tmp_path
     """The baseline cell's knob arguments leave each modality's configured network unchanged."""
     import importlib
 
-    from metamixer.core.sweep import cell_command
+    from metamixer.lab.sweep import cell_command
 
     monkeypatch.chdir(tmp_path)  # run folders of the parsed CLIs stay out of the checkout
     spec = load_sweep(ROOT / "experiments" / "sweeps" / "full.yaml")
@@ -167,7 +167,7 @@ def write_sweep(tmp_path: Path, budget: list[str] | None = None) -> Path:
 
 
 def test_cells_per_seed_default_values_labels_and_axes_without_a_knob(tmp_path):
-    from metamixer.core.sweep import cell_args, run_sweep
+    from metamixer.lab.sweep import cell_args, run_sweep
 
     spec = load_sweep(write_sweep(tmp_path))
     grid = cells(spec)
@@ -194,8 +194,8 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     """A fresh checkout resumes from the records: the recorded cell is reused, a cell whose record
     was made with other arguments (here: the budget changed) runs again; ``--rerun`` repeats a
     recorded cell and reproduces its metric."""
-    from metamixer.core import results
-    from metamixer.core.sweep import cell_args, record_path, rerun, run_cell
+    from metamixer.lab import results
+    from metamixer.lab.sweep import cell_args, record_path, rerun, run_cell
 
     spec = load_sweep(write_sweep(tmp_path))
     cell = cells(spec)[0]
@@ -236,7 +236,7 @@ def test_every_cell_of_the_full_sweep_builds_a_network_its_knob_changed(
 def test_cells_selects_cells_by_tag_pattern_and_refuses_a_pattern_that_matches_none(
     tmp_path, capsys
 ):
-    from metamixer.core.sweep import run_sweep
+    from metamixer.lab.sweep import run_sweep
 
     full = ROOT / "experiments/sweeps/full.yaml"
     run_sweep(full, tmp_path, dry_run=True, modalities=["timeseries"],
@@ -262,7 +262,7 @@ def test_cells_selects_cells_by_tag_pattern_and_refuses_a_pattern_that_matches_n
 def test_a_longer_sweep_is_full_yamls_grid_with_only_the_budget_changed(
     name, modality, budget, skipped, tmp_path
 ):
-    from metamixer.core.sweep import cell_args
+    from metamixer.lab.sweep import cell_args
 
     sweeps = ROOT / "experiments" / "sweeps"
     spec, parent = load_sweep(sweeps / f"{name}.yaml"), load_sweep(sweeps / "full.yaml")
@@ -283,7 +283,7 @@ def test_a_longer_sweep_is_full_yamls_grid_with_only_the_budget_changed(
 def test_an_axis_figure_shows_only_modalities_with_cells_on_that_axis(tmp_path):
     from PIL import Image
 
-    from metamixer.core.sweep import plot_axis
+    from metamixer.lab.sweep import plot_axis
 
     spec = {
         "name": "s",

@@ -45,7 +45,7 @@ def test_a_user_mixer_is_swept_in_every_modality_by_name(tmp_path):
     }
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(spec))
     out = subprocess.run(
-        [sys.executable, "-m", "metamixer.core.sweep", str(tmp_path / "user.yaml"),
+        [sys.executable, "-m", "metamixer.lab.sweep", str(tmp_path / "user.yaml"),
          "--out", str(tmp_path / "runs")],
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip

@@ -24,7 +24,6 @@ from metamixer.core import (
     stage_values,
 )
 from metamixer.core.registry import import_modules
-from metamixer.core.train import split_imports
 
 LAYOUTS = {1: (2, 16, 11), 2: (2, 16, 6, 7), 3: (1, 16, 4, 5, 3)}
 CONTEXT = dict(kernel_size=3, small_kernel=1, conv_norm=True, mlp_ratio=2.0)
@@ -108,9 +107,7 @@ def test_a_user_mixer_registers_like_a_built_in():
         TOKEN_MIXERS._entries.pop("test_gate")
 
 
-def test_import_option_is_split_off_and_a_failing_module_is_named():
-    rest, modules = split_imports(["--import", "a", "fit", "--import=b.c", "--config", "x"])
-    assert rest == ["fit", "--config", "x"] and modules == ["a", "b.c"]
+def test_a_failing_user_module_is_named():
     with pytest.raises(ImportError, match=r"cannot import 'no_such_module_x' .* --import"):
         import_modules(["no_such_module_x"])
 

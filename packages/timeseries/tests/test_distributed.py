@@ -78,7 +78,7 @@ def test_fabric_run_two_processes_matches_one_process(custom_root, tmp_path):
 
 
 def test_launcher_and_trainer_devices_must_agree(monkeypatch):
-    from metamixer.core.train import MetaMixerCLI
+    from metamixer.lab.launcher import join_launcher
 
     class Trainer(dict):
         __getattr__ = dict.get
@@ -89,7 +89,7 @@ def test_launcher_and_trainer_devices_must_agree(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")
     auto = Trainer(devices="auto", num_nodes=1, strategy="auto")
-    MetaMixerCLI._join_launcher(auto)
+    join_launcher(auto)
     assert (auto["devices"], auto["num_nodes"], auto["strategy"]) == (2, 1, "ddp")
     with pytest.raises(ValueError, match=r"2 processes per node but trainer\.devices=1"):
-        MetaMixerCLI._join_launcher(Trainer(devices=1, num_nodes=1, strategy="auto"))
+        join_launcher(Trainer(devices=1, num_nodes=1, strategy="auto"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metamixer.core.results import grouped_table, load_records
+from metamixer.lab.results import grouped_table, load_records
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "benchmarks" / "gluonts_peers.py"

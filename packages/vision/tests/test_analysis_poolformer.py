@@ -9,7 +9,7 @@ import torch
 from timm.models.metaformer import MetaFormer
 
 from metamixer.core import build_network
-from metamixer.core.analysis import coefficient_sparsity, metamixers
+from metamixer.lab.analysis import coefficient_sparsity, metamixers
 from metamixer.vision.analyze import main
 from metamixer.vision.models import PoolFormer
 from metamixer.vision.weights import convert_timm_poolformer_state_dict

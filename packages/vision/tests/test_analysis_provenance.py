@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metamixer.core import build_network
-from metamixer.core.analysis import (
+from metamixer.lab.analysis import (
     effective_receptive_field,
     residual_scale,
     residual_scale_parameters,

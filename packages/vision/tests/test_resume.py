@@ -5,8 +5,8 @@ import torch
 from metamixer_testing import assert_same_weights, kill_and_resume, step_checkpoint
 from torch.utils.data import Dataset
 
-from metamixer.core import train
-from metamixer.core.train import EpochShuffle, split_loader
+from metamixer.lab import loaders
+from metamixer.lab.loaders import EpochShuffle, split_loader
 
 
 def test_kill_and_resume_mid_epoch_matches_the_uninterrupted_run(fashion_root, tmp_path):
@@ -68,7 +68,7 @@ def test_ranks_share_the_permutation_that_lightnings_ddp_wrapper_shards(monkeypa
 
     shards = []
     for rank in (0, 1):
-        monkeypatch.setattr(train, "_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(loaders, "_rank", lambda rank=rank: rank)
         sampler = DistributedSamplerWrapper(EpochShuffle(10), num_replicas=2, rank=rank)
         shards.append(list(sampler))
     assert sorted(shards[0] + shards[1]) == list(range(10))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from metamixer.core.train import split_loader
+from metamixer.lab.loaders import split_loader
 
 from . import transforms as T
 from .s3dis import S3DIS_CLASSES

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 
-from metamixer.core.predict import PredictionFiles, predict_command
-from metamixer.core.train import run_cli
+from metamixer.lab.cli import run_cli
+from metamixer.lab.writers import PredictionFiles, predict_command
 
 from .__main__ import main as cli_main
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from metamixer.core.atomic import atomic_path
-from metamixer.core.train import split_loader
+from metamixer.lab.loaders import split_loader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -273,6 +273,6 @@ class PairedImageDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.hparams.predict_path is None:
             return self._eval_loaders("test")
-        from metamixer.core.predict import input_files_loader
+        from metamixer.lab.writers import input_files_loader
 
         return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, image_tensor)

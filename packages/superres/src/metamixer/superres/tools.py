@@ -20,7 +20,7 @@ from torch import nn
 
 from metamixer.core import build_network, deploy, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
-from metamixer.core.predict import input_files_loader
+from metamixer.lab.writers import input_files_loader
 
 from .data import (
     IMAGE_EXTENSIONS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metamixer.core.train import MetaMixerCLI, run_cli
+from metamixer.lab.cli import MetaMixerCLI, run_cli
 
 from .data import TSLibDataModule
 from .lit import Forecaster

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from metamixer.core import network_from_checkpoint
 from metamixer.core.checkpoint import read_checkpoint
-from metamixer.core.plots import plot_erf_1d
-from metamixer.core.train import run_cli
+from metamixer.lab.cli import run_cli
+from metamixer.lab.plots import plot_erf_1d
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 from .data import TSLibDataModule

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from metamixer.core.train import EpochShuffle, ResumableLoader
+from metamixer.lab.loaders import EpochShuffle, ResumableLoader
 
 HOURS_PER_MONTH = 30 * 24
 ETT_STEPS_PER_HOUR = {"ETTh1": 1, "ETTh2": 1, "ETTm1": 4, "ETTm2": 4}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from metamixer.core.plots import save_figure
+from metamixer.lab.plots import save_figure
 
 
 def plot_forecasts(

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
-from metamixer.core import runs
-from metamixer.core.predict import PredictionFiles, predict_command
-from metamixer.core.train import run_cli
+from metamixer.lab import runs
+from metamixer.lab.cli import run_cli
+from metamixer.lab.writers import PredictionFiles, predict_command
 
 from .__main__ import main as cli_main
 from .data import future_dates, read_series_csv

@@ -40,7 +40,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from metamixer.core import ARCHITECTURES, build_network
-from metamixer.core.analysis import (
+from metamixer.core.checkpoint import read_checkpoint
+from metamixer.lab.analysis import (
     coefficient_maps,
     coefficient_sparsity,
     effective_receptive_field,
@@ -52,8 +53,7 @@ from metamixer.core.analysis import (
     set_residual_scales,
     unequal_residual_scales,
 )
-from metamixer.core.checkpoint import read_checkpoint
-from metamixer.core.plots import (
+from metamixer.lab.plots import (
     plot_coefficient_maps,
     plot_erf,
     plot_key_statistics,

@@ -16,8 +16,8 @@ from timm.data import create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from metamixer.core.predict import input_files_loader
-from metamixer.core.train import split_loader
+from metamixer.lab.loaders import split_loader
+from metamixer.lab.writers import input_files_loader
 
 log = logging.getLogger(__name__)
 

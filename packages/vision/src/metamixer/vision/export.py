@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from metamixer.core.checkpoint import export_coreml, export_onnx
-from metamixer.core.train import run_cli
+from metamixer.lab.cli import run_cli
 
 from .lit import build_classifier, classifier_from_checkpoint
 from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file

@@ -31,7 +31,7 @@ from metamixer.core import (
 )
 from metamixer.core.architectures import get_architecture
 from metamixer.core.checkpoint import read_checkpoint
-from metamixer.core.train import restoring_checkpoint, restoring_from_checkpoint
+from metamixer.lab.cli import restoring_checkpoint, restoring_from_checkpoint
 
 from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
 from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
@@ -320,7 +320,7 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir is None or not self.trainer.is_global_zero:
             return
-        from metamixer.core.plots import plot_confusion_matrix
+        from metamixer.lab.plots import plot_confusion_matrix
 
         names = getattr(self.trainer.datamodule, "classes", None)
         plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")

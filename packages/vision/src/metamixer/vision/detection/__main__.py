@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch import LightningDataModule
 
-from metamixer.core.train import MetaMixerCLI, run_cli
+from metamixer.lab.cli import MetaMixerCLI, run_cli
 
 from . import data as _data  # noqa: F401  (its data module: selectable by short name)
 from .lit import Detector

@@ -37,8 +37,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from metamixer.core.predict import InputFiles
-from metamixer.core.train import split_loader
+from metamixer.lab.loaders import split_loader
+from metamixer.lab.writers import InputFiles
 
 from ..data import IMAGE_EXTENSIONS, open_image
 

@@ -21,7 +21,7 @@ from timm.optim import param_groups_weight_decay
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from metamixer.core.train import restoring_from_checkpoint
+from metamixer.lab.cli import restoring_from_checkpoint
 
 from ..lit import RebuildsFromCheckpoint
 from .models import build_mask_rcnn

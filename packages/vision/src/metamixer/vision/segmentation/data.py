@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from metamixer.core.predict import input_files_loader
-from metamixer.core.train import split_loader
+from metamixer.lab.loaders import split_loader
+from metamixer.lab.writers import input_files_loader
 
 from ..data import IMAGE_EXTENSIONS, open_image
 

@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.ops import Conv2dNormActivation
 
 from metamixer.core import build_network
-from metamixer.core.train import restoring_from_checkpoint
+from metamixer.lab.cli import restoring_from_checkpoint
 
 from .. import models as _models  # noqa: F401  (registers the segmentation architectures)
 from ..lit import RebuildsFromCheckpoint

@@ -13,8 +13,8 @@ from typing import Any
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from metamixer.core.predict import PredictionFiles, input_names, predict_command
-from metamixer.core.train import run_cli
+from metamixer.lab.cli import run_cli
+from metamixer.lab.writers import PredictionFiles, input_names, predict_command
 
 from .__main__ import main as cli_main
 from .data import distinct_palette

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from metamixer.core import DenseOps, MetaBlock, convnext_mixer, ffnified_attention
-from metamixer.core.analysis import (
+from metamixer.lab.analysis import (
     coefficient_maps,
     coefficient_sparsity,
     effective_receptive_field,

@@ -5,13 +5,13 @@ metrics, the resolved config and its hash, the code version (git commit, and whe
 uncommitted changes), the data's identity (data module class, its arguments, and a checksum of the
 files it reads), the seed, the hardware and the wall time.
 
-    python -m metamixer.core.results collect runs/ --out results.md [--csv results.csv]
+    python -m metamixer.lab.results collect runs/ --out results.md [--csv results.csv]
 
 gathers the records found under the given folders into one table (a row per record: modality,
 experiment, subcommand, the metrics).  Records of another code version stay readable; the
 table marks them.
 
-    python -m metamixer.core.results readme README.md results/records [--check]
+    python -m metamixer.lab.results readme README.md results/records [--check]
 
 regenerates the README's result tables from the records committed under ``results/records``: each
 table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and holds the records
@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .atomic import write_text
+from metamixer.core.atomic import write_text
 
 RECORD = "record.json"
 #: argument names whose values are files or folders a data module reads
@@ -329,7 +329,7 @@ def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[s
                         f"README table {name!r}, row {i}, column {label!r}: the README has "
                         f"{(have or ['(missing)'] * (column + 1))[column]!r}, the records give "
                         f"{(want or ['(nothing)'] * (column + 1))[column]!r}; regenerate with "
-                        f"python -m metamixer.core.results readme {readme} {records}"
+                        f"python -m metamixer.lab.results readme {readme} {records}"
                     )
         names.append(name)
         return f"<!-- results:{name} -->\n{markdown(rows)}\n<!-- /results:{name} -->"

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from metamixer.core import DenseOps, MetaBlock, MetaMixer, ffn, pooling_mixer
-from metamixer.core.analysis import (
+from metamixer.lab.analysis import (
     coefficient_sparsity,
     key_statistics,
     residual_scale,

@@ -1,7 +1,7 @@
 """Cross-modality ablation sweeps over MetaMixer sub-operations.
 
-    python -m metamixer.core.sweep experiments/sweeps/full.yaml [--modalities vision] [--dry-run]
-    python -m metamixer.core.sweep experiments/sweeps/full.yaml --report   # tables + figures only
+    python -m metamixer.lab.sweep experiments/sweeps/full.yaml [--modalities vision] [--dry-run]
+    python -m metamixer.lab.sweep experiments/sweeps/full.yaml --report   # tables + figures only
 
 A sweep file declares the ``grid`` (axis -> values; the first value of every axis is the baseline)
 and, per modality, the experiment config(s), a budget, the ``metric`` and its ``goal`` (max/min),
@@ -50,8 +50,9 @@ from typing import Any
 
 import yaml
 
+from metamixer.core.atomic import write_text
+
 from . import results
-from .atomic import write_text
 
 KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report",
         "extends"}  # fmt: skip

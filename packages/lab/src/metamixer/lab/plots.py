@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .atomic import atomic_path
+from metamixer.core.atomic import atomic_path
 
 
 def _pyplot():
@@ -200,7 +200,7 @@ def plot_key_statistics(
     """Left: per mixer, the share of its active keys that fire for every class, for at least half
     of them, and for one class only.  Right: the class × key firing map of ``layer`` (default: the
     deepest channel mixer), keys ordered by how many classes they fire for.  Rows come from
-    ``metamixer.core.analysis.key_statistics``."""
+    ``metamixer.lab.analysis.key_statistics``."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.4]}

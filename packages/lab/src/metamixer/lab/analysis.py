@@ -4,7 +4,7 @@ per-class key statistics, and the residual (layer-) scales an untrained comparis
 Everything works through forward hooks on the ``MetaMixer`` sub-operations (``act`` gives the
 coefficients), so any model built from ``metamixer.core`` qualifies (FFNet, the core PoolFormer);
 the ERF works on any differentiable feature extractor (timm ConvNeXt included).  Torch only; the
-plots live in ``metamixer.core.plots``.
+plots live in ``metamixer.lab.plots``.
 
 What the numbers mean depends on the weights: at initialisation a network with layer-scale 1e-6
 (timm's ConvNeXt, FFNet-3/4) is close to the identity in every block, so its ERF is that of the
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .mixer import MetaMixer
+from metamixer.core.mixer import MetaMixer
 
 
 def effective_receptive_field(

@@ -14,10 +14,14 @@ import csv
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .atomic import write_text
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
+
+from metamixer.core.atomic import write_text
 
 ENV = "METAMIXER_RUN_DIR"
 STARTED = time.time()
@@ -101,7 +105,7 @@ def best_checkpoint(run: Path) -> Path | None:
     """The checkpoint of run folder ``run`` that its ``ModelCheckpoint`` rated best (read from
     ``last.ckpt``), else its only checkpoint besides ``last.ckpt``, else ``last.ckpt``;
     ``None`` when ``run/checkpoints`` holds none."""
-    from .checkpoint import read_checkpoint
+    from metamixer.core.checkpoint import read_checkpoint
 
     folder = run / "checkpoints"
     found = sorted(folder.glob("*.ckpt"))
@@ -119,3 +123,28 @@ def best_checkpoint(run: Path) -> Path | None:
     if len(others) == 1 or not last.is_file():
         return max(others, key=lambda p: p.stat().st_mtime)
     return last
+
+
+class KeepEarlierRows(Callback):
+    """A resumed fit's ``metrics.csv`` starts with the rows the interrupted run logged before its
+    checkpoint (the CLI adds it; Lightning's CSV logger would otherwise delete the file)."""
+
+    def __init__(self, rows: list[dict[str, str]]) -> None:
+        self.rows = rows
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        for logger in trainer.loggers:
+            if not isinstance(logger, CSVLogger):
+                continue
+            with warnings.catch_warnings():  # "previous log files will be deleted": not these
+                warnings.simplefilter("ignore")
+                writer = logger.experiment
+            keys = sorted({k for row in self.rows for k in row})
+            with open(writer.metrics_file_path, "w", newline="") as f:
+                table = csv.DictWriter(f, fieldnames=keys)
+                table.writeheader()
+                table.writerows(self.rows)
+            writer.metrics_keys = keys
+        self.rows = []  # once: ``test`` after the fit sets up again
