@@ -173,7 +173,7 @@ def test_typed_knobs_still_take_a_mixer_registered_with_import(tmp_path):
       "error: ImageFolderDataModule: crop_pct must be in (0, 1] (a share of the image), got 1.5 "
       "(METAMIXER_DEBUG=1 shows the traceback)"),
      ("vision", ["--data=ImageFolderDataModule", "--data.root=photos", "--data.img_size=big"],
-      "error: data.img_size: got 'big'; expected int (python -m metamixer.vision fit --help "
+      "error: data.img_size: got 'big'; expected int (metamixer vision fit --help "
       "lists the options)")],
 )  # fmt: skip
 def test_a_data_modules_own_error_is_one_line(modality, args, expected, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metamixer.vision.data import FASHION_MNIST_CLASSES
+from metamixer.vision.classification.data import FASHION_MNIST_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP, DATA = ROOT / "experiments", ROOT / "data"

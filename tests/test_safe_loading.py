@@ -38,7 +38,8 @@ def loaders():
     from metamixer.superres import FFNetSR, load_sr_weights
     from metamixer.superres.tools import load_model
     from metamixer.vision import load_official_weights
-    from metamixer.vision.lit import classifier_from_checkpoint, load_weights_file
+    from metamixer.vision.backbone import classifier_from_checkpoint
+    from metamixer.vision.classification.lit import load_weights_file
 
     return {
         "vision.load_official_weights": lambda p: load_official_weights(

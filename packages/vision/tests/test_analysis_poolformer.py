@@ -12,7 +12,7 @@ from metamixer.core import build_network
 from metamixer.lab.analysis import coefficient_sparsity, metamixers
 from metamixer.vision.analyze import main
 from metamixer.vision.models import PoolFormer
-from metamixer.vision.weights import convert_timm_poolformer_state_dict
+from metamixer.vision.models.poolformer_weights import convert_timm_poolformer_state_dict
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -9,9 +9,13 @@ import torch
 import metamixer.vision  # noqa: F401
 from metamixer.core import build_activation
 from metamixer.vision import load_official_weights
-from metamixer.vision.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
+from metamixer.vision.classification.data import (
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    read_idx,
+)
+from metamixer.vision.classification.lit import ImageClassifier
 from metamixer.vision.export import export_classifier
-from metamixer.vision.lit import ImageClassifier
 
 
 def tiny():

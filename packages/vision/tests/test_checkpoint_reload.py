@@ -10,8 +10,9 @@ import timm
 import torch
 import yaml
 
+from metamixer.vision.backbone import build_classifier, classifier_from_checkpoint
+from metamixer.vision.classification.lit import ImageClassifier
 from metamixer.vision.detection.lit import Detector
-from metamixer.vision.lit import ImageClassifier, build_classifier, classifier_from_checkpoint
 from metamixer.vision.segmentation.lit import SemanticSegmenter
 
 EXP = Path(__file__).resolve().parents[3] / "experiments"
@@ -53,6 +54,7 @@ BUILD = {
 @pytest.mark.parametrize("kind", list(BUILD))
 def test_load_from_checkpoint_does_not_read_the_fit_start_files(kind, tmp_path):
     module = BUILD[kind](tmp_path)
+    module.load_start_files()  # what a fit does when it starts without a checkpoint
     ckpt = save_checkpoint(module, tmp_path / "run.ckpt")
     for start_file in tmp_path.glob("*.pth"):
         start_file.unlink()  # the user deleted the pretrained files after training
@@ -63,8 +65,9 @@ def test_load_from_checkpoint_does_not_read_the_fit_start_files(kind, tmp_path):
     if kind == "classifier":
         network = classifier_from_checkpoint(ckpt)  # export / analysis path
         assert network.head.weight.shape == (3, 128)
-    with pytest.raises(FileNotFoundError, match=r"a\.pth"):  # a new module still reads them
-        BUILD[kind](tmp_path, False)
+    fresh = BUILD[kind](tmp_path, False)  # the constructor reads no file
+    with pytest.raises(FileNotFoundError, match=r"a\.pth"):  # a new run still reads them
+        fresh.load_start_files()
 
 
 def test_testing_a_checkpoint_through_the_cli_after_its_init_weights_moved(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metamixer.vision.data import (
+from metamixer.vision.classification.data import (
     FashionMNISTDataModule,
     ImageFolder,
     ImageFolderDataModule,

@@ -14,8 +14,11 @@ from metamixer_testing import randomize_batchnorm
 
 import metamixer.vision  # noqa: F401  (registers the architectures)
 from metamixer.core import build_network, reparameterize_model
-from metamixer.vision.ffnet_seg_weights import convert_official_ffnet_seg, load_official_ffnet_seg
-from metamixer.vision.models.ffnet_seg import SEG_VARIANTS, FFNetSeg, StripRepDWConv
+from metamixer.vision.segmentation.ffnet_seg import SEG_VARIANTS, FFNetSeg, StripRepDWConv
+from metamixer.vision.segmentation.ffnet_seg_weights import (
+    convert_official_ffnet_seg,
+    load_official_ffnet_seg,
+)
 
 #: The authors' Cityscapes configuration (ffnet_seg_1024_city_160k) relative to the ADE20K one.
 CITYSCAPES = dict(head_depth=5, head_mlp_ratio=1.0, head_drop_path_rate=0.0, drop_path_rate=0.35)

@@ -13,16 +13,17 @@ from ffnet_official_reference import official_layout, random_checkpoint
 
 from metamixer.core import reparameterize_model
 from metamixer.vision.__main__ import main
-from metamixer.vision.data import ImageFolderDataModule
+from metamixer.vision.backbone import classifier_from_checkpoint
+from metamixer.vision.classification.data import ImageFolderDataModule
+from metamixer.vision.classification.lit import ImageClassifier
 from metamixer.vision.export import export_classifier
-from metamixer.vision.lit import ImageClassifier, classifier_from_checkpoint
 
 
 def cli_args(root, out, *extra):
     return [
         "fit",
         "--model.arch=ffnet_test",
-        "--data=metamixer.vision.data.ImageFolderDataModule",
+        "--data=metamixer.vision.classification.data.ImageFolderDataModule",
         f"--data.root={root}",
         "--data.img_size=64",
         "--data.batch_size=6",
@@ -116,6 +117,7 @@ def test_fine_tuning_from_official_weights_keeps_a_fresh_head(tmp_path):
     path = tmp_path / "in1k.pth"
     torch.save({"model": state}, path)
     model = ImageClassifier(arch="ffnet_test", num_classes=10, init_weights=str(path))
+    model.load_start_files()  # when the fit starts
     stem = model.model.stem[0].conv.weight
     torch.testing.assert_close(stem, state["patch_embed.0.c.weight"])
     assert model.model.head.weight.shape == (10, 128)

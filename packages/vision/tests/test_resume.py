@@ -13,7 +13,7 @@ def test_kill_and_resume_mid_epoch_matches_the_uninterrupted_run(fashion_root, t
     args = [
         "--model.arch=ffnet_test", "--model.arch_args.drop_path_rate=0.1", "--model.warmup_epochs=0.5",
         "--model.ema_decay=0.9",
-        "--data=metamixer.vision.data.FashionMNISTDataModule", f"--data.root={fashion_root}",
+        "--data=metamixer.vision.classification.data.FashionMNISTDataModule", f"--data.root={fashion_root}",
         "--data.batch_size=16", "--data.val_size=16", "--trainer.max_epochs=3",
         "--trainer.accelerator=cpu", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.save_last=true", *step_checkpoint(3),

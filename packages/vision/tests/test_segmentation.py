@@ -191,6 +191,7 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
     module = SemanticSegmenter(
         "upernet_ffnet_test", num_classes=4, init_backbone=str(tmp_path / "cls.pth")
     )
+    module.load_start_files()  # when the fit starts
     got = module.model.backbone.state_dict()[
         "model.stages.2.blocks.1.token.mixer.query.conv.weight"
     ]
@@ -202,7 +203,7 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
         SemanticSegmenter(
             "upernet_ffnet_test", num_classes=4, init_backbone=str(tmp_path / "other.pth")
-        )
+        ).load_start_files()
 
 
 def test_layer_wise_decay_lowers_the_learning_rate_towards_the_stem():
@@ -281,6 +282,7 @@ def test_backbone_starts_from_the_authors_release_layout(tmp_path):
     module = SemanticSegmenter(
         "upernet_ffnet_test", num_classes=4, init_backbone=str(tmp_path / "o.pth")
     )
+    module.load_start_files()
     classifier = load_official_weights(timm.create_model("ffnet_test"), tmp_path / "o.pth").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from .checkpoint import read_checkpoint
+from .registry import import_modules
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,11 @@ def network_from_checkpoint(
     checkpoint: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The network of a Lightning checkpoint, rebuilt from its ``arch`` / ``arch_args`` and the
-    task arguments in its hyperparameters, with its ``raw`` or ``ema`` weights (strict).
+    task arguments in its hyperparameters, with its ``raw`` or ``ema`` weights (strict); the
+    modules its run imported (``--import``, saved in the checkpoint) are imported first.
     ``checkpoint``: the file's contents when the caller has read it already."""
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    import_modules((checkpoint.get("metamixer") or {}).get("imports") or [])  # a user's mixers
     hp = checkpoint.get("hyper_parameters")
     if not isinstance(hp, Mapping) or "arch" not in hp:
         raise ValueError(f"{path} is not a checkpoint of this project (no hyper_parameters.arch)")

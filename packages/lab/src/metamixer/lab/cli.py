@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from metamixer.core.atomic import write_text
@@ -26,7 +24,8 @@ from .checkpoint_io import AtomicCheckpointIO
 from .launcher import check_precision, join_launcher
 from .loaders import RestoreLoaderState
 from .parser import MetaMixerArgumentParser, cause_in_union
-from .runs import KeepEarlierRows
+from .runs import KeepEarlierRows, RunProvenance
+from .tasks import Task
 
 
 def run_cli(main: Callable[[], object]) -> None:
@@ -75,26 +74,6 @@ def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, modules
 
 
-_RESTORING: contextvars.ContextVar[bool] = contextvars.ContextVar("restoring", default=False)
-
-
-@contextmanager
-def restoring_checkpoint(active: bool = True) -> Iterator[None]:
-    """While active, LightningModules are built to receive a checkpoint's weights: they skip the
-    files that only start a fit (pretrained ``init_weights`` / ``init_backbone``, a teacher's
-    weights), so a checkpoint is tested, predicted or resumed after those files moved."""
-    token = _RESTORING.set(active)
-    try:
-        yield
-    finally:
-        _RESTORING.reset(token)
-
-
-def restoring_from_checkpoint() -> bool:
-    """Whether the module being built is about to receive a checkpoint's weights."""
-    return _RESTORING.get()
-
-
 class MetaMixerCLI(LightningCLI):
     """``LightningCLI`` with the project's defaults.
 
@@ -119,36 +98,26 @@ class MetaMixerCLI(LightningCLI):
     * a relative path in a config file that does not exist from the current folder is looked up
       from the config file's folder and its parents up to the project root (``pyproject.toml`` or
       ``.git``), so experiment configs run from any folder; the resolved path is printed.
-    * with ``--ckpt_path`` the model is built under ``restoring_checkpoint``: files that only start
-      a fit (pretrained backbones, a teacher's weights) are not read again.
     """
 
-    def __init__(
-        self,
-        model_class: type[LightningModule],
-        datamodule_class: type[LightningDataModule],
-        *,
-        links: Sequence[tuple[str, str]] = (),
-        args: list[str] | None = None,
-        run: bool = True,
-        subclass_mode_data: bool = True,
-    ) -> None:
-        self.links = tuple(links)
+    def __init__(self, task: Task, *, args: list[str] | None = None, run: bool = True) -> None:
+        self.task = task
+        self.links = task.links
         self.started = time.time()
-        self.modality = model_class.__module__.split(".")[1]
+        self.modality = task.modality
         self.run_dir: Path | None = None
         self._earlier_rows: list[dict[str, str]] | None = None  # metrics.csv of a resumed fit
         if args is None:
-            sys.argv[1:], modules = split_imports(sys.argv[1:])
-            import_modules(modules)
-        elif isinstance(args, list):
-            args, modules = split_imports(args)
-            import_modules(modules)
+            sys.argv[1:], self.imports = split_imports(sys.argv[1:])
+        else:
+            args, self.imports = split_imports(args)
+        import_modules(self.imports)
         super().__init__(
-            model_class,
-            datamodule_class,
-            subclass_mode_data=subclass_mode_data,
+            task.model_class(),
+            task.data_class(),
+            subclass_mode_data=task.subclass_mode_data,
             parser_class=MetaMixerArgumentParser,
+            parser_kwargs={"prog": f"metamixer {task.name}"},
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs"},
@@ -174,6 +143,14 @@ class MetaMixerCLI(LightningCLI):
             help="experiment name of the run folder (default: the last --config file's stem)",
         )
         parser.add_argument(
+            "--imports",
+            type=list[str],
+            default=[],
+            help="modules imported before the classes are built (e.g. a user's mixers): "
+            "--import MODULE adds one; a run's saved config lists them, so test / predict "
+            "of the run import them again",
+        )
+        parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=False,
@@ -182,6 +159,8 @@ class MetaMixerCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        config.imports = list(dict.fromkeys([*(config.get("imports") or []), *self.imports]))
+        import_modules(config.imports)
         check_precision(config.trainer.get("precision"), config.trainer.get("accelerator"))
         join_launcher(config.trainer)
         self._resolve_config_paths(config)
@@ -301,12 +280,10 @@ class MetaMixerCLI(LightningCLI):
                 break
 
     def instantiate_classes(self) -> None:
-        """Build the classes (the model under ``restoring_checkpoint`` when a checkpoint will be
-        loaded); an error of a class being built is raised as itself, named by the class."""
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        """Build the classes; an error of a class being built is raised as itself, named by the
+        class."""
         try:
-            with restoring_checkpoint(bool(config.get("ckpt_path"))):
-                super().instantiate_classes()
+            super().instantiate_classes()
         except Exception as err:
             self._discard_empty_run()
             cause = cause_in_union(err)
@@ -341,6 +318,11 @@ class MetaMixerCLI(LightningCLI):
             kwargs.setdefault("default_root_dir", str(self.run_dir))
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RestoreLoaderState())
+        trainer.callbacks.append(RunProvenance(self.task.name, list(config.get("imports") or [])))
+        writer = self.task.writer_class()
+        if self.subcommand == "predict" and writer is not None:
+            given = {arg: getattr(self.datamodule, attr, None) for attr, arg in self.task.handoffs}
+            trainer.callbacks.append(writer(**given))
         if self._earlier_rows is not None:
             trainer.callbacks.append(KeepEarlierRows(self._earlier_rows))
         return trainer
@@ -369,4 +351,5 @@ class MetaMixerCLI(LightningCLI):
             subcommand=self.subcommand, metrics=metrics,
             config_yaml=saved.read_text() if saved.is_file() else self.parser.dump(self.config),
             seed=config.get("seed_everything"), datamodule=self.datamodule, started=self.started,
+            task=self.task.name, imports=config.get("imports") or [],
         )  # fmt: skip

@@ -136,10 +136,13 @@ def save_record(folder: Path, record: Mapping[str, Any]) -> Path:
 
 def write_record(folder: Path, *, modality: str, experiment: str, subcommand: str,
                  metrics: Mapping[str, float], config_yaml: str, seed: Any, datamodule: Any,
-                 started: float) -> Path:  # fmt: skip
-    """Write a training run's ``record.json`` into its run folder."""
+                 started: float, task: str | None = None,
+                 imports: Sequence[str] = ()) -> Path:  # fmt: skip
+    """Write a training run's ``record.json`` into its run folder (``imports``: the modules the
+    run imported with ``--import``, e.g. a user's mixers)."""
     return save_record(folder, {
-        "modality": modality, "experiment": experiment, "subcommand": subcommand,
+        "modality": modality, "task": task or modality, "imports": list(imports),
+        "experiment": experiment, "subcommand": subcommand,
         "metrics": dict(metrics), "seed": seed,
         "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(), "config": config_yaml,
         "data": data_identity(datamodule), "wall_seconds": round(time.time() - started, 1),

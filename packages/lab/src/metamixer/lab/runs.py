@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
@@ -148,3 +149,17 @@ class KeepEarlierRows(Callback):
                 table.writerows(self.rows)
             writer.metrics_keys = keys
         self.rows = []  # once: ``test`` after the fit sets up again
+
+
+class RunProvenance(Callback):
+    """Every checkpoint names the task that wrote it and the modules the run imported (``--import``),
+    under ``checkpoint["metamixer"]``: a checkpoint given to another task is named as what it is, and
+    a user's mixers are imported again wherever the network is rebuilt from it."""
+
+    def __init__(self, task: str, imports: list[str]) -> None:
+        self.task, self.imports = task, imports
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["metamixer"] = {"task": self.task, "imports": self.imports}

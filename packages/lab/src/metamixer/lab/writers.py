@@ -1,80 +1,16 @@
-"""Prediction that writes files, shared by the modalities.
-
-``PredictionFiles`` is the base of each modality's ``BasePredictionWriter``: it writes into the
-run folder's ``predictions/`` and reports what it wrote.  ``predict_command`` is the short
-command every modality offers for the user's own files::
-
-    python -m metamixer.<modality>.predict RUN/checkpoints/best.ckpt INPUT [CLI options]
-
-It re-runs ``predict`` with the run's saved ``config.yaml``, the checkpoint and
-``--data.predict_path INPUT``; the predictions land in a new ``predict-<time>`` folder beside the run.
-"""
+"""Prediction writers: ``PredictionFiles`` is the base of every task's ``BasePredictionWriter``;
+it writes into the run folder's ``predictions/`` and lists the inputs that could not be read.
+A writer gets what it needs from the data (class names, a palette, an inverse transform) as
+arguments, handed over by the command line (the task's ``handoffs``); it imports nothing of the
+command line."""
 
 from __future__ import annotations
 
-import argparse
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-
-
-class InputFiles(Dataset):
-    """The user's files for ``predict``: one file or every matching file under a folder (sorted).
-
-    ``load(path)`` turns a file into a tensor; a file it cannot read comes back as ``None`` with a
-    warning naming it, and ``collate_inputs`` lists it in ``unreadable``.
-    """
-
-    def __init__(self, path: Path, extensions: tuple[str, ...], load: Callable[[Path], Tensor]):
-        if path.is_file():
-            self.files = [path]
-        elif path.is_dir():
-            self.files = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions)
-        else:
-            raise FileNotFoundError(f"predict_path {path} is neither a file nor a folder")
-        if not self.files:
-            raise ValueError(f"{path} holds no files of type {', '.join(extensions)}")
-        self.root = path if path.is_dir() else path.parent
-        self.load = load
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[Tensor | None, str]:
-        path = self.files[index]
-        name = str(path.relative_to(self.root))
-        try:
-            return self.load(path), name
-        except (OSError, ValueError) as err:
-            warnings.warn(f"skipping unreadable file {path}: {err}", stacklevel=1)
-            return None, name
-
-
-def collate_inputs(batch: list[tuple[Tensor | None, str]]) -> dict[str, Any]:
-    """``input`` (the readable tensors stacked), their ``name``s, and the ``unreadable`` names."""
-    good = [(x, name) for x, name in batch if x is not None]
-    return {
-        "input": torch.stack([x for x, _ in good]) if good else torch.empty(0),
-        "name": [name for _, name in good],
-        "unreadable": [name for x, name in batch if x is None],
-    }
-
-
-def input_files_loader(
-    path: str, extensions: tuple[str, ...], load: Callable[[Path], Tensor], *,
-    batch_size: int = 1, num_workers: int = 0,
-) -> DataLoader:  # fmt: skip
-    return DataLoader(
-        InputFiles(Path(path), extensions, load), batch_size=batch_size, num_workers=num_workers,
-        collate_fn=collate_inputs,
-    )  # fmt: skip
 
 
 def input_names(batch: Any, indices: Any) -> list[str]:
@@ -91,7 +27,7 @@ class PredictionFiles(BasePredictionWriter):
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
-        self.folder: Path | None = None
+        self.folder = Path("predictions")  # set to the run folder's when prediction starts
         self.unreadable: list[str] = []
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -117,30 +53,3 @@ class PredictionFiles(BasePredictionWriter):
 
     def write(self, trainer: Trainer, prediction: Any, batch: Any, indices: Any) -> None:
         raise NotImplementedError
-
-
-def predict_command(modality_main: Callable[[list[str]], object], modality: str) -> Callable:
-    """The short ``predict`` command of a modality (see the module docstring)."""
-
-    def main(argv: list[str] | None = None) -> None:
-        parser = argparse.ArgumentParser(
-            prog=f"python -m metamixer.{modality}.predict",
-            description=f"Apply a trained {modality} checkpoint to your own files.",
-        )
-        parser.add_argument("checkpoint", help="RUN/checkpoints/<name>.ckpt of a fit run")
-        parser.add_argument("input", help="the file or folder to predict")
-        args, extra = parser.parse_known_args(argv)
-        checkpoint = Path(args.checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-        config = checkpoint.resolve().parent.parent / "config.yaml"
-        if not config.is_file():
-            raise FileNotFoundError(
-                f"no config.yaml in {config.parent} (the checkpoint's run folder); run "
-                f"`python -m metamixer.{modality} predict --config CONFIG --ckpt_path {checkpoint} "
-                f"--data.predict_path {args.input}` instead"
-            )
-        modality_main(["predict", "--config", str(config), f"--ckpt_path={checkpoint}",
-                       f"--data.predict_path={args.input}", *extra])  # fmt: skip
-
-    return main

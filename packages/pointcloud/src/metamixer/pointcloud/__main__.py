@@ -1,30 +1,13 @@
-"""``python -m metamixer.pointcloud {fit,validate,test} --config …`` (LightningCLI)."""
+"""``python -m metamixer.pointcloud``: ``metamixer pointcloud`` (point-cloud segmentation) under its older name."""
 
-from __future__ import annotations
+from metamixer.lab.main import alias, run_alias
 
-from lightning.pytorch import LightningDataModule
-
-from metamixer.lab.cli import MetaMixerCLI, run_cli
-
-from . import data as _data  # noqa: F401  (its data modules: selectable by short name, listed in --help)
-from .lit import Segmenter
-
-LINKS = (("data.num_classes", "model.num_classes"), ("data.in_channels", "model.in_channels"))
-
-
-def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
-    return MetaMixerCLI(
-        Segmenter,
-        LightningDataModule,
-        links=LINKS,
-        args=args,
-        run=run,
-    )
+main = alias("pointcloud")
 
 
 def entry() -> None:
     """Console script ``metamixer-pointcloud`` (also a script path for ``fabric run``)."""
-    run_cli(main)
+    run_alias("pointcloud")
 
 
 if __name__ == "__main__":

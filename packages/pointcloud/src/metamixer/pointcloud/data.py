@@ -111,7 +111,15 @@ def read_scene_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class IndoorScenes(L.LightningDataModule):
+class PointCloudData(L.LightningDataModule):
+    """The base of the point-cloud data modules (``--data NAME`` picks a subclass, yours
+    included); a subclass provides ``num_classes``, ``in_channels`` and ``classes``."""
+
+    #: the feature channels holding normals (``None``: none)
+    normal_channels: tuple[int, int] | None = None
+
+
+class IndoorScenes(PointCloudData):
     """Preprocessed indoor scenes (``coord``, ``color``, ``normal``, labels as ``.npy`` per
     scene folder) with the authors' training pipeline, optional Mix3D, and every original point
     scored in evaluation.  ``ScanNetDataModule`` and ``S3DISDataModule`` choose the scenes."""
@@ -355,7 +363,7 @@ def read_las(path: Path, class_map: dict[int, int]) -> T.Scene:
     return T.select(scene, finite)
 
 
-class LASDataModule(L.LightningDataModule):
+class LASDataModule(PointCloudData):
     """One LAS/LAZ tile, split spatially along x into a training and a test part.
 
     Training samples are random square crops of the training part with rotation / flip / scale /
@@ -397,6 +405,7 @@ class LASDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_map = dict(ASPRS_DEFAULT_MAP if class_map is None else class_map)
+        self.predict_path = predict_path
         self.classes = list(class_names or DEFAULT_LAS_NAMES)
         self.num_classes = max(self.class_map.values()) + 1
         if len(self.classes) != self.num_classes:

@@ -73,6 +73,9 @@ class Segmenter(L.LightningModule):
             voxel is represented by another of its points, taken in turn (-1: as many passes as
             the fullest voxel has points, so that every point is seen; 1 = off); see
             ``fragment_picks``.
+        classes: the classes' names for per-class tables and figures (linked from the data).
+        normal_channels: the feature channels holding normals, turned with the scene by
+            ``test_views`` (linked from the data; ``None``: no normals).
     """
 
     def __init__(
@@ -88,6 +91,8 @@ class Segmenter(L.LightningModule):
         lovasz_weight: float = 1.0,
         test_views: int = 1,
         test_fragments: int = 1,
+        classes: list[str] | None = None,
+        normal_channels: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if test_views < 1:
@@ -132,7 +137,7 @@ class Segmenter(L.LightningModule):
 
     def view_probs(self, batch: dict[str, Tensor], views: int) -> Tensor:
         """Class probabilities of every voxel, summed over ``views`` turns about z."""
-        normals = getattr(getattr(self._trainer, "datamodule", None), "normal_channels", None)
+        normals = self.hparams.normal_channels
         return sum(self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views))
 
     def fragment_votes(self, batch: dict[str, Tensor], views: int, fragments: int) -> Tensor:
@@ -164,12 +169,6 @@ class Segmenter(L.LightningModule):
         pred, _ = self._point_predictions(batch, h.test_views, h.test_fragments)
         return {"label": pred, **({"row": batch["row"]} if "row" in batch else {})}
 
-    def configure_callbacks(self) -> list[L.Callback]:
-        """``predict`` writes the labelled points (LAS/LAZ with ``classification``, or NPY)."""
-        from .predict import PointLabelWriter
-
-        return [PointLabelWriter()]
-
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.val_confusion.update(*self._point_predictions(batch))
 
@@ -189,9 +188,7 @@ class Segmenter(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_class = self._log_confusion(self.test_confusion, "test")
-        names = getattr(self.trainer.datamodule, "classes", None) or [
-            str(i) for i in range(self.hparams.num_classes)
-        ]
+        names = self.hparams.classes or [str(i) for i in range(self.hparams.num_classes)]
         for name, (iou, _) in zip(names, per_class.tolist(), strict=True):
             self.log(f"test/IoU/{name}", float("nan") if iou != iou else iou)
         log_dir = self.trainer.log_dir if self.trainer is not None else None

@@ -1,27 +1,13 @@
-"""``python -m metamixer.superres {fit,validate,test,predict} --config …`` (LightningCLI)."""
+"""``python -m metamixer.superres``: ``metamixer superres`` (super-resolution) under its older name."""
 
-from __future__ import annotations
+from metamixer.lab.main import alias, run_alias
 
-from metamixer.lab.cli import MetaMixerCLI, run_cli
-
-from .data import PairedImageDataModule
-from .lit import SuperResolution
-
-
-def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
-    return MetaMixerCLI(
-        SuperResolution,
-        PairedImageDataModule,
-        links=(("data.scale", "model.scale"),),
-        args=args,
-        run=run,
-        subclass_mode_data=False,
-    )
+main = alias("superres")
 
 
 def entry() -> None:
     """Console script ``metamixer-superres`` (also a script path for ``fabric run``)."""
-    run_cli(main)
+    run_alias("superres")
 
 
 if __name__ == "__main__":

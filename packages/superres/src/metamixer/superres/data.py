@@ -273,6 +273,6 @@ class PairedImageDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.hparams.predict_path is None:
             return self._eval_loaders("test")
-        from metamixer.lab.writers import input_files_loader
+        from metamixer.lab.inputs import input_files_loader
 
         return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, image_tensor)

@@ -41,6 +41,8 @@ class SuperResolution(L.LightningModule):
         tile: LR tile size for validation / test inference (``None`` = whole images).
         save_images: write SR images and LR-bicubic / ours / HR crops of the test sets as PNG.
         channels_last: channels-last memory format.
+        val_names: the validation sets' names, one per loader (linked from the data).
+        test_names: the test sets' names, one per loader (linked from the data).
     """
 
     def __init__(
@@ -56,6 +58,8 @@ class SuperResolution(L.LightningModule):
         tile: int | None = None,
         save_images: bool = False,
         channels_last: bool = True,
+        val_names: list[str] | None = None,
+        test_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -122,11 +126,11 @@ class SuperResolution(L.LightningModule):
     def validation_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        names = getattr(self.trainer.datamodule, "val_names", [])
+        names = self.hparams.val_names or []
         self._evaluate(batch, "val", names, dataloader_idx)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        names = getattr(self.trainer.datamodule, "test_names", [])
+        names = self.hparams.test_names or []
         self._evaluate(batch, "test", names, dataloader_idx)
 
     def _log_scores(self) -> None:
@@ -150,12 +154,6 @@ class SuperResolution(L.LightningModule):
         if self.hparams.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         return upscale(self.model, lr, self.hparams.scale, tile=self.hparams.tile).clamp(0, 1)
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """``predict`` writes ``predictions/<input>_x<scale>.png`` into the run folder."""
-        from .predict import SuperResolutionWriter
-
-        return [SuperResolutionWriter()]
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams

@@ -20,7 +20,8 @@ from torch import nn
 
 from metamixer.core import build_network, deploy, network_from_checkpoint
 from metamixer.core.checkpoint import export_onnx, read_checkpoint
-from metamixer.lab.writers import input_files_loader
+from metamixer.lab.inputs import input_files_loader
+from metamixer.superres.writer import sr_name
 
 from .data import (
     IMAGE_EXTENSIONS,
@@ -85,12 +86,6 @@ def predict_folder(
     return out, unreadable
 
 
-def sr_name(name: str, scale: int) -> str:
-    """``photos/a.jpg`` -> ``photos/a_x2.png`` (the input's relative path kept)."""
-    path = Path(name)
-    return str(path.with_name(f"{path.stem}_x{scale}.png"))
-
-
 def export_sr(model: nn.Module, path: Path, atol: float = 1e-4) -> float:
     """Fold and export with dynamic image size; onnxruntime checked against PyTorch."""
     axes = {"lr": {0: "b", 2: "h", 3: "w"}, "sr": {0: "b", 2: "H", 3: "W"}}
@@ -146,6 +141,21 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"wrote {args.out}; max |onnxruntime - PyTorch| = {export_sr(model, Path(args.out)):.2e}"
         )
+
+
+def evaluate_main(argv: list[str]) -> None:
+    """``metamixer superres evaluate …``."""
+    main(["evaluate", *argv])
+
+
+def upscale_main(argv: list[str]) -> None:
+    """``metamixer superres upscale …`` (a Lightning checkpoint or the authors' release file)."""
+    main(["predict", *argv])
+
+
+def export_main(argv: list[str]) -> None:
+    """``metamixer superres export …``."""
+    main(["export", *argv])
 
 
 if __name__ == "__main__":

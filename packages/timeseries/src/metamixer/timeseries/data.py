@@ -178,6 +178,7 @@ class TSLibDataModule(L.LightningDataModule):
         self.windows: dict[str, ForecastWindows] = {}
         self.scaler: StandardScaler | None = None
         self._columns: list[str] | None = None
+        self.predict_dates: pd.DatetimeIndex | None = None  # set by the predict_path loader
 
     @property
     def variables(self) -> list[str]:
@@ -226,6 +227,11 @@ class TSLibDataModule(L.LightningDataModule):
             split: ForecastWindows(values[a:b], h.seq_len, h.pred_len)
             for split, (a, b) in borders.items()
         }
+
+    def forecast_dates(self) -> pd.DatetimeIndex | None:
+        """The dates a forecast of ``predict_path`` covers (known once its loader is built);
+        ``None`` when predicting the test windows."""
+        return self.predict_dates if self.hparams.predict_path else None
 
     def inverse_transform(self, values: Tensor) -> Tensor:
         return self.scaler.inverse(values) if self.hparams.scale else values

@@ -150,10 +150,7 @@ class Forecaster(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Keep the best checkpoint by validation MSE (and the last); stop after ``patience``."""
-        from .predict import ForecastWriter
-
         callbacks: list[L.Callback] = [
-            ForecastWriter(),
             ModelCheckpoint(monitor="val/mse", mode="min", save_last=True, filename="best-{epoch}"),
         ]
         if self.hparams.patience > 0:

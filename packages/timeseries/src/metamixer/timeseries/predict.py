@@ -24,46 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Trainer
 
 from metamixer.lab import runs
-from metamixer.lab.cli import run_cli
-from metamixer.lab.writers import PredictionFiles, predict_command
+from metamixer.lab.main import predict_files, run_alias
+from metamixer.lab.tasks import get_task
 
-from .__main__ import main as cli_main
 from .data import future_dates, read_series_csv
-
-
-class ForecastWriter(PredictionFiles):
-    """``forecast.csv`` (future dates × variables, original scale) and ``forecast.png`` for a
-    CSV given as ``data.predict_path``; ``forecasts.csv`` (window, step, variables) otherwise."""
-
-    def write(self, trainer: Trainer, prediction: Any, batch: Any, indices: Any) -> None:
-        dm = trainer.datamodule
-        forecast = dm.inverse_transform(prediction.float().cpu())
-        names = dm.variables
-        dates = getattr(dm, "predict_dates", None) if dm.hparams.predict_path else None
-        if dates is not None:
-            with open(self.folder / "forecast.csv", "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["date", *names])
-                for date, row in zip(dates, forecast[0].tolist(), strict=True):
-                    writer.writerow([date.isoformat(), *(f"{v:.6g}" for v in row)])
-            history = dm.inverse_transform(batch[0].float().cpu())[0]
-            from .plots import plot_forecast
-
-            plot_forecast(history, forecast[0], names, self.folder / "forecast.png")
-            return
-        path = self.folder / "forecasts.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["window", "step", *names])
-            for window, values in zip(indices, forecast.tolist(), strict=True):
-                for step, row in enumerate(values, 1):
-                    writer.writerow([window, step, *(f"{v:.6g}" for v in row)])
-
 
 #: modules whose classes a gluonts predictor folder may name (its JSON builds them by name)
 PREDICTOR_MODULES = ("gluonts.", "metamixer.", "numpy.")
@@ -154,18 +120,15 @@ def gluonts_forecast(
     return out
 
 
-lightning_main = predict_command(cli_main, "timeseries")
-
-
 def main(argv: list[str] | None = None) -> None:
     """A gluonts predictor folder goes to ``gluonts_forecast``, a checkpoint to the Lightning
     ``predict`` of its run."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not Path(argv[0]).is_dir():
-        lightning_main(argv)
+        predict_files(get_task("timeseries"), argv)
         return
     parser = argparse.ArgumentParser(
-        prog="python -m metamixer.timeseries.predict",
+        prog="metamixer timeseries predict-files",
         description="Forecast a CSV with a gluonts predictor folder: mean and quantiles.",
     )
     parser.add_argument("predictor", help="folder written by the gluonts predictor's serialize")
@@ -182,4 +145,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_alias("timeseries", "predict-files")

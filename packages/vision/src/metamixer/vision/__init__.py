@@ -5,9 +5,11 @@ Importing this package registers ``ffnet_1`` … ``ffnet_4`` and ``ffnet_test`` 
 classification and segmentation variant with ``metamixer.core.ARCHITECTURES``.
 """
 
-from .ffnet_seg_weights import load_official_ffnet_seg
-from .models import VARIANTS, FFNet, FFNetSeg
-from .weights import convert_official_state_dict, load_official_weights
+from metamixer.vision.models import VARIANTS, FFNet
+from metamixer.vision.models.ffnet_weights import convert_official_state_dict, load_official_weights
+from metamixer.vision.segmentation import models as _segmentation_networks  # noqa: F401  (UperNet / FPN)
+from metamixer.vision.segmentation.ffnet_seg import FFNetSeg
+from metamixer.vision.segmentation.ffnet_seg_weights import load_official_ffnet_seg
 
 __all__ = [
     "VARIANTS",

@@ -60,17 +60,14 @@ from metamixer.lab.plots import (
     plot_sparsity,
     plot_sparsity_models,
 )
-
-from . import models as _models  # noqa: F401  (registers FFNet and PoolFormer)
-from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, IMAGE_EXTENSIONS, read_idx
-from .lit import classifier_from_checkpoint
-from .models import PoolFormer
-from .weights import (
-    convert_official_state_dict,
-    convert_timm_poolformer_state_dict,
-    load_state_dict_strict,
-    load_weights_any,
-)
+from metamixer.vision import models as _models  # noqa: F401  (registers FFNet and PoolFormer)
+from metamixer.vision.backbone import classifier_from_checkpoint
+from metamixer.vision.classification.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
+from metamixer.vision.images import IMAGE_EXTENSIONS
+from metamixer.vision.models import PoolFormer
+from metamixer.vision.models.ffnet_weights import convert_official_state_dict
+from metamixer.vision.models.poolformer_weights import convert_timm_poolformer_state_dict
+from metamixer.vision.models.state_dicts import load_state_dict_strict, load_weights_any
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                   "immunohistochemistry", "retina")  # fmt: skip

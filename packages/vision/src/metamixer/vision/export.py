@@ -17,9 +17,9 @@ from torch import nn
 
 from metamixer.core.checkpoint import export_coreml, export_onnx
 from metamixer.lab.cli import run_cli
-
-from .lit import build_classifier, classifier_from_checkpoint
-from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
+from metamixer.vision.backbone import build_classifier, classifier_from_checkpoint
+from metamixer.vision.models.ffnet_weights import convert_official_state_dict
+from metamixer.vision.models.state_dicts import load_state_dict_strict, load_weights_file
 
 
 def export_classifier(

@@ -1,59 +1,9 @@
-"""Classify your own images with a trained checkpoint: a CSV of the top-k classes.
+"""``python -m metamixer.vision.predict CHECKPOINT INPUT``: ``metamixer vision predict-files`` under its
+older name."""
 
-    python -m metamixer.vision.predict RUN/checkpoints/last.ckpt photos/ [--trainer.accelerator cpu]
+from metamixer.lab.main import files_alias, run_alias
 
-(``predict`` with any config writes the same file through ``ClassificationWriter``.)
-"""
-
-from __future__ import annotations
-
-import csv
-from typing import Any
-
-from lightning.pytorch import Trainer
-
-from metamixer.lab.cli import run_cli
-from metamixer.lab.writers import PredictionFiles, input_names, predict_command
-
-from .__main__ import main as cli_main
-
-
-class ClassificationWriter(PredictionFiles):
-    """``predictions/predictions.csv``: file (or sample index), then the ``top_k`` classes with
-    their probabilities."""
-
-    def __init__(self, top_k: int = 5) -> None:
-        super().__init__()
-        self.top_k = top_k
-
-    def write(self, trainer: Trainer, prediction: Any, batch: Any, indices: Any) -> None:
-        prob = prediction["prob"]
-        if len(prob) == 0:
-            return
-        names = getattr(trainer.datamodule, "classes", None) or [
-            str(i) for i in range(prob.shape[1])
-        ]
-        k = min(self.top_k, prob.shape[1])
-        top = prob.topk(k, dim=1)
-        ids = input_names(batch, indices)
-        path = self.folder / "predictions.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(
-                    ["input"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")]
-                )
-            for item, values, classes in zip(
-                ids, top.values.tolist(), top.indices.tolist(), strict=True
-            ):
-                row = [item]
-                for c, p in zip(classes, values, strict=True):
-                    row += [names[c], f"{p:.4f}"]
-                writer.writerow(row)
-
-
-main = predict_command(cli_main, "vision")
+main = files_alias("vision")
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_alias("vision", "predict-files")

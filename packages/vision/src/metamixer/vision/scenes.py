@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
+from metamixer.vision.classification.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx
 
 #: training backgrounds: six colour photos and ten grey ones (tinted at random when used)
 TRAIN_PHOTOS = (

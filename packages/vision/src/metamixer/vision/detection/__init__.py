@@ -5,8 +5,8 @@ from torchvision (``models``), COCO JSON through pycocotools (``data``), COCO bo
 torchmetrics (``lit``), COCO results files from ``predict``.
 """
 
-from .data import COCODetectionDataModule
-from .lit import Detector
-from .models import TimmFPNBackbone, build_mask_rcnn
+from metamixer.vision.detection.data import COCODetectionDataModule
+from metamixer.vision.detection.lit import Detector
+from metamixer.vision.detection.models import TimmFPNBackbone, build_mask_rcnn
 
 __all__ = ["COCODetectionDataModule", "Detector", "TimmFPNBackbone", "build_mask_rcnn"]

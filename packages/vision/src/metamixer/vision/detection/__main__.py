@@ -1,29 +1,13 @@
-"""``python -m metamixer.vision.detection {fit,validate,test,predict} --config …`` (LightningCLI)."""
+"""``python -m metamixer.vision.detection``: ``metamixer detection`` (detection) under its older name."""
 
-from __future__ import annotations
+from metamixer.lab.main import alias, run_alias
 
-from lightning.pytorch import LightningDataModule
-
-from metamixer.lab.cli import MetaMixerCLI, run_cli
-
-from . import data as _data  # noqa: F401  (its data module: selectable by short name)
-from .lit import Detector
-
-#: the categories and the resize recipe come from the data, never written twice
-LINKS = (
-    ("data.num_classes", "model.num_classes"),
-    ("data.train_scales", "model.min_size"),
-    ("data.max_size", "model.max_size"),
-)
-
-
-def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
-    return MetaMixerCLI(Detector, LightningDataModule, links=LINKS, args=args, run=run)
+main = alias("detection")
 
 
 def entry() -> None:
-    """Console script entry (also a script path for ``fabric run``)."""
-    run_cli(main)
+    """Console script ``metamixer-detection`` (also a script path for ``fabric run``)."""
+    run_alias("detection")
 
 
 if __name__ == "__main__":

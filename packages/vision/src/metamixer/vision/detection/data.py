@@ -37,10 +37,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
+from metamixer.lab.inputs import InputFiles
 from metamixer.lab.loaders import split_loader
-from metamixer.lab.writers import InputFiles
-
-from ..data import IMAGE_EXTENSIONS, open_image
+from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 
 def read_coco(path: Path) -> Any:

@@ -21,10 +21,8 @@ from timm.optim import param_groups_weight_decay
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from metamixer.lab.cli import restoring_from_checkpoint
-
-from ..lit import RebuildsFromCheckpoint
-from .models import build_mask_rcnn
+from metamixer.vision.backbone import StartsFromFiles, load_backbone_weights
+from metamixer.vision.detection.models import build_mask_rcnn
 
 #: torchmetrics' result keys → our metric names (``{prefix}/{iou_type}_{name}``)
 METRIC_NAMES = {
@@ -56,7 +54,7 @@ def step_with_warmup(
     return factor
 
 
-class Detector(RebuildsFromCheckpoint, L.LightningModule):
+class Detector(StartsFromFiles, L.LightningModule):
     """Train / evaluate Mask R-CNN on COCO-format data (boxes + instance masks).
 
     Args:
@@ -121,10 +119,8 @@ class Detector(RebuildsFromCheckpoint, L.LightningModule):
         self.save_hyperparameters()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        if restoring_from_checkpoint():  # the checkpoint brings the backbone's weights
-            init_backbone = None
         self.model = build_mask_rcnn(
-            arch, num_classes, arch_args, init_backbone=init_backbone, fpn_channels=fpn_channels,
+            arch, num_classes, arch_args, fpn_channels=fpn_channels,
             out_norm=out_norm, norm_eval=norm_eval, min_size=min_size, max_size=max_size,
             box_head_dim=box_head_dim, mask_head_dim=mask_head_dim,
             rpn_batch_size_per_image=rpn_batch_size_per_image, rpn_proposals=rpn_proposals,
@@ -133,6 +129,11 @@ class Detector(RebuildsFromCheckpoint, L.LightningModule):
         )  # fmt: skip
         self.val_map = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
         self.test_map = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
+
+    def load_start_files(self) -> None:
+        """``init_backbone`` into the backbone, when a run starts without a checkpoint."""
+        if self.hparams.init_backbone is not None:
+            load_backbone_weights(self.model.backbone.body, self.hparams.init_backbone)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in the image's own pixels, ``labels``
@@ -209,12 +210,6 @@ class Detector(RebuildsFromCheckpoint, L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         return self(batch["images"]) if batch["images"] else []
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """``predict`` writes ``predictions/results.json`` (COCO results) into the run folder."""
-        from .predict import COCOResultsWriter
-
-        return [COCOResultsWriter()]
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams

@@ -34,9 +34,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from metamixer.core import ARCHITECTURES, network_args
-
-from .. import models as _models  # noqa: F401  (registers the FFNet variants with timm)
-from ..weights import load_backbone_weights
+from metamixer.vision.backbone import load_backbone_weights
 
 
 class TimmFPNBackbone(nn.Module):

@@ -1,8 +1,7 @@
-"""Pure ``nn.Module`` model families (importing registers them with timm)."""
+"""Pure ``nn.Module`` backbone families shared by every vision task (importing registers them
+with timm and ``metamixer.core.ARCHITECTURES``); each family's weight converter sits beside it."""
 
-from . import segmentation as _segmentation  # noqa: F401  (UperNet / FPN variants)
-from .ffnet import VARIANTS, FFNet
-from .ffnet_seg import FFNetSeg
-from .poolformer import PoolFormer
+from metamixer.vision.models.ffnet import VARIANTS, FFNet
+from metamixer.vision.models.poolformer import PoolFormer
 
-__all__ = ["VARIANTS", "FFNet", "FFNetSeg", "PoolFormer"]
+__all__ = ["VARIANTS", "FFNet", "PoolFormer"]

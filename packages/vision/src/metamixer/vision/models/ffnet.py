@@ -28,8 +28,7 @@ from metamixer.core import (
     register_architecture,
     stage_values,
 )
-
-from .classifier import TimmClassifier
+from metamixer.vision.models.classifier import TimmClassifier
 
 OPS = DenseOps(ndim=2)
 
@@ -303,7 +302,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
-    from ..weights import convert_official_state_dict
+    from metamixer.vision.models.ffnet_weights import convert_official_state_dict
 
     args = {**VARIANTS[variant], **kwargs}
     return build_model_with_cfg(

@@ -5,7 +5,7 @@ LayerNorm → linear head.  A block is a token ``MetaBlock`` (GroupNorm with one
 "pooling" mixer ``avgpool(x) - x``, layer-scale) then a channel ``MetaBlock`` (GroupNorm, the
 registered "ffn" mixer: 1×1 conv, GELU, 1×1 conv, layer-scale).  ``poolformer_s12`` has timm's
 ``poolformer_s12`` shapes and computes the same function once timm's weights are converted
-(``metamixer.vision.weights.convert_timm_poolformer_state_dict``), so a local timm PoolFormer
+(``metamixer.vision.models.ffnet_weights.convert_timm_poolformer_state_dict``), so a local timm PoolFormer
 weight file can be analysed through the MetaMixer hooks (the FFN coefficients after GELU).
 
 The variants are registered in ``metamixer.core.ARCHITECTURES`` only (not with timm, whose own
@@ -30,9 +30,8 @@ from metamixer.core import (
     register_architecture,
     stage_values,
 )
-
-from .classifier import TimmClassifier
-from .ffnet import _example
+from metamixer.vision.models.classifier import TimmClassifier
+from metamixer.vision.models.ffnet import _example
 
 OPS = DenseOps(ndim=2)
 

@@ -1,20 +1,14 @@
-"""``python -m metamixer.vision.segmentation {fit,validate,test,predict} --config …`` (LightningCLI)."""
+"""``python -m metamixer.vision.segmentation``: ``metamixer segmentation`` (semantic segmentation) under its older name."""
 
-from __future__ import annotations
+from metamixer.lab.main import alias, run_alias
 
-from lightning.pytorch import LightningDataModule
-
-from metamixer.lab.cli import MetaMixerCLI, run_cli
-
-from . import data as _data  # noqa: F401  (its data modules: selectable by short name)
-from .lit import SemanticSegmenter
-
-LINKS = (("data.num_classes", "model.num_classes"), ("data.in_chans", "model.in_chans"))
+main = alias("segmentation")
 
 
-def main(args: list[str] | None = None, run: bool = True) -> MetaMixerCLI:
-    return MetaMixerCLI(SemanticSegmenter, LightningDataModule, links=LINKS, args=args, run=run)
+def entry() -> None:
+    """Console script ``metamixer-segmentation`` (also a script path for ``fabric run``)."""
+    run_alias("segmentation")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    entry()

@@ -24,10 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from metamixer.lab.inputs import input_files_loader
 from metamixer.lab.loaders import split_loader
-from metamixer.lab.writers import input_files_loader
-
-from ..data import IMAGE_EXTENSIONS, open_image
+from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.ops import Conv2dNormActivation
 
 from metamixer.core import build_network
-from metamixer.lab.cli import restoring_from_checkpoint
-
-from .. import models as _models  # noqa: F401  (registers the segmentation architectures)
-from ..lit import RebuildsFromCheckpoint
-from .data import IGNORE
-from .inference import confusion_metrics, segment
+from metamixer.vision.backbone import StartsFromFiles
+from metamixer.vision.segmentation.data import IGNORE
+from metamixer.vision.segmentation.inference import confusion_metrics, segment
 
 BLOCK = re.compile(r"stages\.(\d+)\.(?:blocks\.)?(\d+)\.")
 
@@ -65,7 +62,7 @@ def layer_ids(backbone: nn.Module, num_layers: int) -> dict[str, int]:
     return ids
 
 
-class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
+class SemanticSegmenter(StartsFromFiles, L.LightningModule):
     """Train / evaluate a segmentation network (UperNet or FPN on an FFNet, or FFNet-seg).
 
     Args:
@@ -95,6 +92,7 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
         test_stride: sliding-window stride.
         test_ratios: multi-scale test ratios of ``test_scale`` (mmseg: 0.5 … 1.75).
         test_flip: add horizontally flipped predictions.
+        classes: the classes' names for per-class tables and figures (linked from the data).
     """
 
     def __init__(
@@ -121,6 +119,7 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
         test_stride: int = 341,
         test_ratios: tuple[float, ...] = (1.0,),
         test_flip: bool = False,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,8 +132,6 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
             raise ValueError(
                 f"{arch} is not a segmentation architecture (no forward_with_features)"
             )
-        if init_backbone is not None and not restoring_from_checkpoint():
-            self.model.load_backbone(init_backbone)
         self.aux_head = None
         if aux_channels is not None:
             stride16 = self.model.feature_channels[-2]
@@ -142,6 +139,11 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
 
     # --- steps ------------------------------------------------------------------------------------
+    def load_start_files(self) -> None:
+        """``init_backbone`` into the encoder, when a run starts without a checkpoint."""
+        if self.hparams.init_backbone is not None:
+            self.model.load_backbone(self.hparams.init_backbone)
+
     def forward(self, images: Tensor) -> Tensor:
         """Class probabilities at the input size (the evaluation protocol of ``test_*``)."""
         h = self.hparams
@@ -193,9 +195,7 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir is None or not self.trainer.is_global_zero:
             return
-        names = getattr(self.trainer.datamodule, "classes", None) or [
-            str(i) for i in range(self.hparams.num_classes)
-        ]
+        names = self.hparams.classes or [str(i) for i in range(self.hparams.num_classes)]
         with open(Path(log_dir) / "per_class.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["class", "IoU", "Acc"])
@@ -205,12 +205,6 @@ class SemanticSegmenter(RebuildsFromCheckpoint, L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         images = batch["input"] if "input" in batch else batch["image"]
         return {"label": [self(image[None]).argmax(1)[0].byte() for image in images]}
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """``predict`` writes palette PNGs into the run folder's ``predictions/``."""
-        from .predict import PaletteWriter
-
-        return [PaletteWriter()]
 
     # --- optimisation -----------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:

@@ -16,19 +16,11 @@ from timm.data import create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from metamixer.lab.inputs import input_files_loader
 from metamixer.lab.loaders import split_loader
-from metamixer.lab.writers import input_files_loader
+from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-def open_image(path: Path) -> Image.Image:
-    """A fully decoded image (a truncated file fails here, not later)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
 
 
 class ImageFolder(Dataset):
@@ -86,7 +78,12 @@ def collate_skipping(batch: Sequence[tuple[Tensor, int, int]]) -> dict[str, Tens
     return {"image": images, "label": labels, "skipped": skipped.sum()}
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ClassificationData(L.LightningDataModule):
+    """The base of the image classification data modules (``--data NAME`` picks a subclass, yours
+    included); a subclass provides ``num_classes``, ``in_chans`` and ``classes``."""
+
+
+class ImageFolderDataModule(ClassificationData):
     """ImageNet layout ``root/{train,validation}/<class>/<image>`` with timm's training transforms.
 
     Args:
@@ -284,7 +281,7 @@ class PadShiftFlip:
         return {"image": x[:, None], "label": labels, "skipped": torch.tensor(0)}
 
 
-class FashionMNISTDataModule(L.LightningDataModule):
+class FashionMNISTDataModule(ClassificationData):
     """Fashion-MNIST from its idx files (60k train / 10k test, 28×28 grey, 10 classes).
 
     The last ``val_size`` training images are held out for validation; ``test`` is the official

@@ -22,8 +22,11 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from metamixer.core.checkpoint import read_checkpoint
-
-from .weights import load_state_dict_strict, rename_official_keys, unwrap_state_dict
+from metamixer.vision.models.state_dicts import (
+    load_state_dict_strict,
+    rename_official_keys,
+    unwrap_state_dict,
+)
 
 _BRANCHES = {"conv1": "large", "conv2": "small", "strip_conv1": "row", "strip_conv2": "column"}
 _TOKEN_ROLES = {"fc": "query", "conv1": "key", "conv2": "value"}

@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from metamixer.core import register_architecture
-
-from ..weights import load_backbone_weights
+from metamixer.vision.backbone import load_backbone_weights
 
 DECODERS = {"upernet": smp.UPerNet, "fpn": smp.FPN}
 

@@ -34,8 +34,7 @@ from metamixer.core import (
     stage_values,
 )
 from metamixer.core.reparam import fuse_conv_bn, pad_kernel
-
-from .ffnet import ffnet_block
+from metamixer.vision.models.ffnet import ffnet_block
 
 OPS = DenseOps(ndim=2)
 
@@ -361,7 +360,7 @@ class FFNetSeg(nn.Module):
         """Initialise the backbone (stem and stages) from a local classification checkpoint: the
         authors' ``ffnet_seg.pth.tar`` (its classifier ``head1.*`` / ``head2.*`` is dropped) or a
         state dict in our layout.  A ValueError names missing and unexpected keys."""
-        from ..ffnet_seg_weights import load_ffnet_seg_backbone
+        from metamixer.vision.segmentation.ffnet_seg_weights import load_ffnet_seg_backbone
 
         load_ffnet_seg_backbone(self, path)
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
-import math
-import typing
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Union
 
 import lightning as L
 import timm
@@ -23,47 +19,19 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from metamixer.core import (
     ACTIVATIONS,
-    ARCHITECTURES,
     CHANNEL_MIXERS,
     TOKEN_MIXERS,
-    build_network,
-    network_from_checkpoint,
 )
-from metamixer.core.architectures import get_architecture
-from metamixer.core.checkpoint import read_checkpoint
-from metamixer.lab.cli import restoring_checkpoint, restoring_from_checkpoint
-
-from . import models as _models  # noqa: F401  (registers the FFNet variants with timm)
-from .weights import convert_official_state_dict, load_state_dict_strict, load_weights_file
-
-
-def _named(names: list[str]) -> Any:
-    """A name: the registered ones are listed as choices; any other registered later (``--import``)
-    is accepted here and checked by the registry when the network is built."""
-    return Union[Literal[tuple(names)], str]  # noqa: UP007
-
-
-def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> type:
-    """The arguments of architecture ``name``'s class, except its task arguments, as a ``TypedDict``
-    (for ``arch_args``): every key optional (an absent one keeps the variant's value), typed by the
-    constructor's annotations or ``types``, documented by the class's docstring.  The names and
-    defaults stay in the one spec of each variant (``metamixer.core.ARCHITECTURES``)."""
-    entry = get_architecture(name)
-    hints = typing.get_type_hints(entry.cls.__init__)
-    fields = {
-        p: (types or {}).get(p, hints.get(p, Any))
-        for p in entry.parameters()
-        if p not in entry.task_args
-    }
-    knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
-    doc = inspect.cleandoc(entry.cls.__doc__ or "")
-    args = doc[doc.find("Args:") :] if "Args:" in doc else ""
-    knobs.__doc__ = (
-        f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
-    )
-    knobs.__module__ = __name__
-    return knobs
-
+from metamixer.vision import models as _models  # noqa: F401  (registers the FFNet variants with timm)
+from metamixer.vision.backbone import (
+    StartsFromFiles,
+    _named,
+    architecture_knobs,
+    build_classifier,
+    cosine_with_warmup,
+)
+from metamixer.vision.models.ffnet_weights import convert_official_state_dict
+from metamixer.vision.models.state_dicts import load_state_dict_strict, load_weights_file
 
 _TOKEN = _named(TOKEN_MIXERS.names())
 _CHANNEL = _named(CHANNEL_MIXERS.names())
@@ -80,56 +48,7 @@ FFNetArgs = architecture_knobs(
 )
 
 
-class RebuildsFromCheckpoint:
-    """``load_from_checkpoint`` rebuilds the module without reading the files that only start a
-    fit (``init_weights``, ``init_backbone``, a teacher's weights): the checkpoint holds those
-    weights, and the files may have moved since."""
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
-        with restoring_checkpoint():
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
-
-
-def build_classifier(
-    arch: str, task: Mapping[str, Any], arch_args: Mapping[str, Any] | None = None
-) -> nn.Module:
-    """A registered architecture (``metamixer.core.ARCHITECTURES``) or, for peers and teachers,
-    any other timm model, with the task's ``num_classes`` / ``in_chans``."""
-    if arch in ARCHITECTURES:
-        return build_network(arch, task, arch_args)
-    return timm.create_model(arch, **task, **(arch_args or {}))
-
-
-def classifier_from_checkpoint(path: str | Path, weights: str = "raw") -> nn.Module:
-    """The network that an ``ImageClassifier`` checkpoint was validated as, rebuilt from its
-    hyperparameters: ``raw`` weights (a distilled model's two heads averaged into one linear head,
-    exactly its ``val/*`` logits) or the ``ema`` copy (``val_ema/*``; one head)."""
-    checkpoint = read_checkpoint(path)
-    hp = checkpoint.get("hyper_parameters") or {}
-    task = {k: hp[k] for k in ("num_classes", "in_chans") if k in hp}
-    network = network_from_checkpoint(
-        path, weights=weights, build=lambda arch, _, args: build_classifier(arch, task, args),
-        checkpoint=checkpoint,
-    )  # fmt: skip
-    state = checkpoint.get("state_dict", {})
-    if weights == "raw" and "head_dist.weight" in state:
-        head = network.get_classifier()
-        with torch.no_grad():  # mean of two linear maps of the same features = one linear map
-            head.weight.add_(state["head_dist.weight"]).mul_(0.5)
-            head.bias.add_(state["head_dist.bias"]).mul_(0.5)
-    return network
-
-
-def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup from 0, then cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
+class ImageClassifier(StartsFromFiles, L.LightningModule):
     """Train / evaluate a timm image classifier (FFNet by default).
 
     Args:
@@ -159,6 +78,7 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
         teacher_weights: local weights of the teacher (required with ``teacher``).
         distillation_weight: share of the distillation loss (DeiT hard distillation: 0.5).
         channels_last: run the network in channels-last memory format.
+        classes: the classes' names for per-class tables and figures (linked from the data).
     """
 
     def __init__(
@@ -182,14 +102,12 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
         teacher_weights: str | None = None,
         distillation_weight: float = 0.5,
         channels_last: bool = False,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         task = {"num_classes": num_classes, "in_chans": in_chans}
         self.model = build_classifier(arch, task, arch_args)
-        restoring = restoring_from_checkpoint()  # the checkpoint brings every weight
-        if init_weights is not None and not restoring:
-            self._load_initial_weights(init_weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -204,11 +122,9 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
             )
         self.teacher = None
         if teacher is not None:
-            if teacher_weights is None and not restoring:
+            if teacher_weights is None:
                 raise ValueError("distillation needs teacher_weights: a local file of the teacher")
             self.teacher = timm.create_model(teacher, num_classes=num_classes, in_chans=in_chans)
-            if not restoring:
-                self.teacher.load_state_dict(load_weights_file(teacher_weights))
             self.teacher.requires_grad_(False).eval()
             self.head_dist = nn.Linear(self.model.num_features, num_classes)
         self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay is not None else None
@@ -223,7 +139,17 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
         self.val_ema_metrics = metrics("val_ema/") if self.ema is not None else None
         self.test_metrics = metrics("test/")
         self.confusion = MulticlassConfusionMatrix(num_classes)
-        self.class_names: list[str] | None = None
+
+    def load_start_files(self) -> None:
+        """``init_weights`` into the network (and its EMA copy), ``teacher_weights`` into the
+        teacher: read when a run starts without a checkpoint (``StartsFromFiles``)."""
+        h = self.hparams
+        if h.init_weights is not None:
+            self._load_initial_weights(h.init_weights)
+            if self.ema is not None:
+                self.ema.module.load_state_dict(self.model.state_dict())
+        if self.teacher is not None:
+            self.teacher.load_state_dict(load_weights_file(h.teacher_weights))
 
     def _load_initial_weights(self, path: str) -> None:
         state = convert_official_state_dict(load_weights_file(path))
@@ -322,7 +248,7 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
             return
         from metamixer.lab.plots import plot_confusion_matrix
 
-        names = getattr(self.trainer.datamodule, "classes", None)
+        names = self.hparams.classes
         plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -330,12 +256,6 @@ class ImageClassifier(RebuildsFromCheckpoint, L.LightningModule):
         if images.numel() == 0:  # every file of this batch was unreadable
             return {"prob": torch.empty(0, self.hparams.num_classes)}
         return {"prob": self(images).softmax(1)}
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """``predict`` writes ``predictions/predictions.csv`` into the run folder."""
-        from .predict import ClassificationWriter
-
-        return [ClassificationWriter()]
 
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

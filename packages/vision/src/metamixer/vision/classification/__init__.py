@@ -1,0 +1,1 @@
+"""Image classification: FFNet-1…4 (timm) trained with the FFNet recipe."""
