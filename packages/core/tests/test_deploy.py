@@ -210,3 +210,30 @@ def test_unknown_names_are_refused():
         apply_passes(model, ["fold"])
     with pytest.raises(ValueError, match="not in the 'portable' recipe"):
         deploy(model, "portable", skip=["channels_last"])
+
+
+def test_a_pass_registered_from_outside_runs_by_name_and_a_taken_name_is_refused():
+    from metamixer.core import PASSES, register_pass
+
+    def gelu_to_tanh(model: nn.Module) -> int:
+        changed = 0
+        for module in model.modules():
+            if type(module) is nn.GELU and module.approximate == "none":
+                module.approximate = "tanh"
+                changed += 1
+        return changed
+
+    try:
+        register_pass("gelu_tanh", gelu_to_tanh)
+        net = nn.Sequential(nn.Linear(4, 4), nn.GELU()).eval()
+        x = torch.randn(3, 4)
+        before = net(x)
+        apply_passes(net, ["gelu_tanh"])
+        assert net[1].approximate == "tanh"
+        torch.testing.assert_close(net(x), before, atol=1e-3, rtol=0)
+        with pytest.raises(ValueError, match="pass 'gelu_tanh' is registered already"):
+            register_pass("gelu_tanh", gelu_to_tanh)
+        with pytest.raises(ValueError, match="pass 'reparameterize' is registered already"):
+            register_pass("reparameterize", gelu_to_tanh)
+    finally:
+        PASSES.pop("gelu_tanh", None)

@@ -17,7 +17,7 @@ from .architectures import (
     network_from_checkpoint,
     register_architecture,
 )
-from .deploy import PASSES, RECIPES, apply_passes, deploy
+from .deploy import PASSES, RECIPES, apply_passes, deploy, register_pass
 from .instances import (
     AttentionKey,
     AttentionValue,
@@ -105,6 +105,7 @@ __all__ = [
     "pooling_mixer",
     "register_architecture",
     "register_channel_mixer",
+    "register_pass",
     "register_token_mixer",
     "reparameterize_model",
     "self_attention",

@@ -133,19 +133,32 @@ def _channels_last(model: nn.Module) -> int:
     return changed
 
 
-PASSES: dict[str, Pass] = {
-    "reparameterize": _reparameterize,
-    "interleave_multiplier_convs": _interleave_multiplier_convs,
-    "inplace_activations": _inplace_activations,
-    "slice_positionwise": _slice_positionwise,
-    "banded_depthwise_1d": lambda m: _swap_class(
-        m, BandedDepthwiseConv1d.fits, BandedDepthwiseConv1d
-    ),
-    "integer_mask_dropout": lambda m: _swap_class(
-        m, lambda d: type(d) is nn.Dropout, IntegerMaskDropout
-    ),
-    "channels_last": _channels_last,
-}
+PASSES: dict[str, Pass] = {}
+
+
+def register_pass(name: str, rewrite: Pass) -> Pass:
+    """Register a deployment pass under ``name`` (refused if the name is taken): ``rewrite(model)``
+    rewrites the model in place, computes the same function up to float rounding, and returns how
+    many modules it changed.  Use it with ``apply_passes`` or in a recipe of ``RECIPES``."""
+    if name in PASSES:
+        raise ValueError(f"deployment pass {name!r} is registered already; choose another name")
+    PASSES[name] = rewrite
+    return rewrite
+
+
+register_pass("reparameterize", _reparameterize)
+register_pass("interleave_multiplier_convs", _interleave_multiplier_convs)
+register_pass("inplace_activations", _inplace_activations)
+register_pass("slice_positionwise", _slice_positionwise)
+register_pass(
+    "banded_depthwise_1d",
+    lambda m: _swap_class(m, BandedDepthwiseConv1d.fits, BandedDepthwiseConv1d),
+)
+register_pass(
+    "integer_mask_dropout",
+    lambda m: _swap_class(m, lambda d: type(d) is nn.Dropout, IntegerMaskDropout),
+)
+register_pass("channels_last", _channels_last)
 
 #: target -> passes in order; inference targets also put the model in eval mode
 RECIPES: dict[str, tuple[str, ...]] = {
