@@ -15,7 +15,7 @@ from metamixer.core import (
     DenseOps,
     MetaMixer,
     MixerContext,
-    StageMixers,
+    MixerSettings,
     build_network,
     network_args,
     register_architecture,
@@ -68,17 +68,17 @@ def test_context_settings_reach_the_modules():
 def test_unknown_mixer_names_the_place_and_the_registered_names():
     with pytest.raises(ValueError, match=r"unknown token mixer 'conv' at stage 2; registered: "
                        r"attention, ffnified, identity, pooling"):  # fmt: skip
-        StageMixers.of(4, ["ffnified", "conv", "ffnified", "ffnified"], None, "convnext", None)
+        MixerSettings(token_mixers=["ffnified", "conv", "ffnified", "ffnified"]).stages(4)
 
 
 def test_activation_a_mixer_cannot_take_is_refused():
     with pytest.raises(
         ValueError, match=r"'pooling' at stage 3 cannot take .* 'softmax'; valid: identity"
     ):
-        StageMixers.of(4, ["ffnified"] * 2 + ["pooling"] * 2, [None, None, "softmax", None],
-                       "convnext", None)  # fmt: skip
+        MixerSettings(token_mixers=["ffnified"] * 2 + ["pooling"] * 2,
+                      token_acts=[None, None, "softmax", None]).stages(4)  # fmt: skip
     with pytest.raises(ValueError, match=r"'gleu'; valid: gelu, identity, relu"):
-        StageMixers.of(2, "ffnified", None, "convnext", ["gelu", "gleu"])
+        MixerSettings(channel_acts=["gelu", "gleu"]).stages(2)
 
 
 def test_per_stage_lists_are_checked_and_spread_over_groups():
@@ -99,8 +99,9 @@ def test_a_user_mixer_registers_like_a_built_in():
         )  # fmt: skip
 
     try:
-        spec = StageMixers.of(2, ["ffnified", "test_gate"], [None, "tanh"], "convnext", None)
-        mixer = spec.token_mixer(1, MixerContext(8, DenseOps(2), kernel_size=3))
+        stages = MixerSettings(token_mixers=["ffnified", "test_gate"], token_acts=[None, "tanh"],
+                               token_kernels=3).stages(2)  # fmt: skip
+        mixer = stages[1].token(8, DenseOps(2))
         assert isinstance(mixer.act, nn.Tanh)
         assert mixer(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
     finally:

@@ -5,6 +5,7 @@ import pytest
 import torch
 from pc_scenes import write_label_tsv, write_las, write_ply, write_raw_scene
 
+from metamixer.core import MixerSettings
 from metamixer.pointcloud import SparseFFNet
 from metamixer.pointcloud.data import LASDataModule, ScanNetDataModule, read_scene_list
 from metamixer.pointcloud.inference import predict_chunked
@@ -139,7 +140,7 @@ CASES = {
         "self-attention over 60 voxels of one scene at this level exceeds the limit of 50",
     ),
     "self-attention requested at a stage of the wrong count": (
-        lambda t: SparseFFNet(**TINY, token_mixers=["ffnified", "attention"]),
+        lambda t: SparseFFNet(**TINY, mixers=MixerSettings(token_mixers=["ffnified", "attention"])),
         ValueError,
         "token_mixers has 2 entries but the network has 3",
     ),

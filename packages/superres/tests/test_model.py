@@ -5,8 +5,8 @@ import torch
 from metamixer_testing import randomize_batchnorm
 from sr_authors_reference import authors_forward, random_state, read_tsv
 
-from metamixer.core import count_params, reparameterize_model
-from metamixer.superres import VARIANTS, FFNetSR, load_sr_weights
+from metamixer.core import build_network, count_params, reparameterize_model
+from metamixer.superres import FFNetSR, load_sr_weights
 
 TSV = Path(__file__).parent / "data" / "ffnetsr_light_x2_official_keys.tsv"
 
@@ -15,7 +15,7 @@ TSV = Path(__file__).parent / "data" / "ffnetsr_light_x2_official_keys.tsv"
     "variant,expected", [("ffnet_sr", 2_381_580), ("ffnet_sr_light", 1_789_452)]
 )
 def test_parameter_counts_at_x2(variant, expected):
-    assert count_params(FFNetSR(scale=2, **VARIANTS[variant])) == expected
+    assert count_params(build_network(variant, {"scale": 2})) == expected
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -47,7 +47,7 @@ def test_released_light_x2_layout_loads_and_matches_their_forward(tmp_path, wrap
     state = random_state(shapes)
     path = tmp_path / "ffnetsr_light_x2.pth"
     torch.save({wrapper: state}, path)
-    model = load_sr_weights(FFNetSR(scale=2, **VARIANTS["ffnet_sr_light"]), path).eval()
+    model = load_sr_weights(build_network("ffnet_sr_light", {"scale": 2}), path).eval()
     x = torch.rand(1, 3, 12, 10)
     with torch.no_grad():
         torch.testing.assert_close(model(x), authors_forward(state, x, 2), atol=1e-4, rtol=1e-4)
@@ -58,9 +58,9 @@ def test_checkpoint_of_another_depth_or_scale_is_refused(tmp_path):
     path = tmp_path / "light.pth"
     torch.save({"params": state}, path)
     with pytest.raises(ValueError, match="depth 36"):
-        load_sr_weights(FFNetSR(scale=2, **VARIANTS["ffnet_sr"]), path)
+        load_sr_weights(build_network("ffnet_sr", {"scale": 2}), path)
     with pytest.raises(ValueError, match="other shapes"):
-        load_sr_weights(FFNetSR(scale=3, **VARIANTS["ffnet_sr_light"]), path)
+        load_sr_weights(build_network("ffnet_sr_light", {"scale": 3}), path)
 
 
 @pytest.mark.parametrize("norm", [None, "LN", "BN"])

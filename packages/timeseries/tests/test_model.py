@@ -3,14 +3,22 @@ import torch
 from forecaster_authors_reference import authors_forward, authors_parameter_count
 from metamixer_testing import count_modules, randomize_batchnorm
 
-from metamixer.core import count_params, reparameterize_model
+from metamixer.core import MixerSettings, count_params, reparameterize_model
 from metamixer.timeseries import FFNetForecaster
+
+
+def settings(**changes) -> MixerSettings:
+    """The authors' forecaster mixers with ``changes``."""
+    authors = dict(token_kernels=51, channel_kernels=51, channel_small_kernels=5, mlp_ratio=2)
+    return MixerSettings(**{**authors, **changes})
 
 
 @pytest.mark.parametrize("m,ffn_ratio,horizon", [(7, 2, 96), (3, 8, 192), (1, 12, 24)])
 def test_forward_matches_the_authors_layout(m, ffn_ratio, horizon):
     torch.manual_seed(0)
-    model = randomize_batchnorm(FFNetForecaster(m, 96, horizon, mlp_ratio=ffn_ratio)).eval()
+    model = randomize_batchnorm(
+        FFNetForecaster(m, 96, horizon, mixers=settings(mlp_ratio=ffn_ratio))
+    ).eval()
     x = torch.randn(4, 96, m) * 3 + 1
     with torch.no_grad():
         torch.testing.assert_close(model(x), authors_forward(model, x), atol=1e-4, rtol=1e-4)
@@ -18,7 +26,7 @@ def test_forward_matches_the_authors_layout(m, ffn_ratio, horizon):
 
 @pytest.mark.parametrize("m,ffn_ratio,horizon", [(7, 2, 96), (21, 12, 720), (321, 12, 96)])
 def test_parameter_count_matches_the_authors_model(m, ffn_ratio, horizon):
-    model = FFNetForecaster(m, 96, horizon, mlp_ratio=ffn_ratio)
+    model = FFNetForecaster(m, 96, horizon, mixers=settings(mlp_ratio=ffn_ratio))
     assert count_params(model) == authors_parameter_count(m, 64, ffn_ratio, 96, horizon)
 
 
@@ -61,8 +69,8 @@ def features_reach(kernel: int) -> int:
     patches, left out)."""
     torch.manual_seed(0)
     model = FFNetForecaster(
-        2, 96, 24, dim=8, token_kernels=kernel, channel_kernels=kernel,
-        channel_small_kernels=None, revin=False,
+        2, 96, 24, dim=8, revin=False,
+        mixers=settings(token_kernels=kernel, channel_kernels=kernel, channel_small_kernels=None),
     ).eval()  # fmt: skip
     x = torch.randn(1, 96, 2, requires_grad=True)
     model.forward_features(x)[..., -1].sum().backward()

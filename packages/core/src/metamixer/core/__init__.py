@@ -43,7 +43,6 @@ from .registry import (
     CHANNEL_MIXERS,
     TOKEN_MIXERS,
     MixerContext,
-    StageMixers,
     register_channel_mixer,
     register_token_mixer,
     stage_values,
@@ -58,6 +57,7 @@ from .reparam import (
     RepDWConv,
     reparameterize_model,
 )
+from .settings import MixerSettings, StageSettings
 
 __all__ = [
     "ACTIVATIONS",
@@ -82,11 +82,12 @@ __all__ = [
     "MetaBlock",
     "MetaMixer",
     "MixerContext",
+    "MixerSettings",
     "PointwiseShortcut",
     "PoolMinusInput",
     "RepDWConv",
     "SpatialOps",
-    "StageMixers",
+    "StageSettings",
     "TokenOps",
     "UsesInput",
     "apply_passes",

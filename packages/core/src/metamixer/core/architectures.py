@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ from torch import nn
 
 from .checkpoint import read_checkpoint
 from .registry import import_modules
+from .settings import MixerSettings
+
+#: the network argument that takes its ``MixerSettings``
+MIXERS = "mixers"
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,28 @@ class Architecture:
     #: task arguments of a small test instance (e.g. ``{"num_classes": 3}``)
     test_task: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def takes_mixers(self) -> bool:
+        """Whether the network takes its mixer settings as one argument ``mixers``."""
+        return MIXERS in inspect.signature(self.cls).parameters
+
     def parameters(self) -> list[str]:
-        return [
-            p.name
-            for p in inspect.signature(self.cls).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
+        """The flat argument names: the constructor's, with ``mixers`` spelled out as the fields
+        of ``MixerSettings``."""
+        names = []
+        for p in inspect.signature(self.cls).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                names += MixerSettings.keys() if p.name == MIXERS else [p.name]
+        return names
+
+    def construct(self, args: Mapping[str, Any], **extra: Any) -> nn.Module:
+        """Call the network (or ``build``) with the full flat argument set ``args``: the mixer
+        settings among them grouped into one ``MixerSettings`` (the one place they are merged)."""
+        call = self.build or self.cls
+        if not self.takes_mixers:
+            return call(**args, **extra)
+        settings, rest = MixerSettings.split(dict(args))
+        return call(**rest, mixers=settings, **extra)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -57,6 +77,9 @@ def register_architecture(
 ) -> Architecture:
     """Register a variant; every constructor argument that is not a task argument must be given."""
     entry = Architecture(name, cls, dict(args), tuple(task_args), build, example, test_task or {})
+    if entry.takes_mixers:  # mixer settings not spelled out keep MixerSettings' defaults
+        entry = replace(entry, args={**asdict(MixerSettings()), **args})
+    args = entry.args
     params = entry.parameters()
     unknown = sorted(set(args) - set(params))
     missing = [p for p in params if p not in args and p not in task_args]
@@ -104,8 +127,7 @@ def build_network(
     name: str, task: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> nn.Module:
     """Build architecture ``name`` with the task's values and the overrides (checked by name)."""
-    entry = get_architecture(name)
-    return (entry.build or entry.cls)(**network_args(name, task, overrides))
+    return get_architecture(name).construct(network_args(name, task, overrides))
 
 
 def state_dict_of(

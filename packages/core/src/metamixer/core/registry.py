@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from torch import nn
@@ -156,47 +156,6 @@ def stage_values(value: T | Sequence[T], count: int, name: str, *, groups: bool 
     raise ValueError(f"{name} has {n} entries but the network has {need}: {list(value)}")
 
 
-@dataclass(frozen=True)
-class StageMixers:
-    """The mixers of every stage: token / channel mixer names and their activations."""
-
-    token: list[str]
-    token_act: list[str | None]
-    channel: list[str]
-    channel_act: list[str | None]
-
-    @classmethod
-    def of(
-        cls,
-        count: int,
-        token_mixers: str | Sequence[str],
-        token_acts: str | Sequence[str | None] | None,
-        channel_mixers: str | Sequence[str],
-        channel_acts: str | Sequence[str | None] | None,
-        *,
-        groups: bool = False,
-        stage_name: str = "stage",
-    ) -> StageMixers:
-        """Broadcast and check every per-stage setting (names and activations) up front."""
-        spec = cls(
-            stage_values(token_mixers, count, "token_mixers", groups=groups),
-            stage_values(token_acts, count, "token_acts", groups=groups),
-            stage_values(channel_mixers, count, "channel_mixers", groups=groups),
-            stage_values(channel_acts, count, "channel_acts", groups=groups),
-        )
-        for i in range(count):
-            where = f"{stage_name} {i + 1}"
-            TOKEN_MIXERS.check(spec.token[i], spec.token_act[i], where)
-            CHANNEL_MIXERS.check(spec.channel[i], spec.channel_act[i], where)
-        return spec
-
-    def token_mixer(self, i: int, context: MixerContext) -> nn.Module:
-        return TOKEN_MIXERS.build(self.token[i], replace(context, act=self.token_act[i]))
-
-    def channel_mixer(self, i: int, context: MixerContext) -> nn.Module:
-        return CHANNEL_MIXERS.build(self.channel[i], replace(context, act=self.channel_act[i]))
-
-
 def import_modules(names: Sequence[str]) -> None:
     """Import user modules that register mixers (``--import my_mixers``), with a clear error."""
     for name in names:
@@ -214,7 +173,6 @@ __all__ = [
     "TOKEN_MIXERS",
     "MixerContext",
     "MixerRegistry",
-    "StageMixers",
     "import_modules",
     "register_channel_mixer",
     "register_token_mixer",

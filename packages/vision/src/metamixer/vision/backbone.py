@@ -16,6 +16,7 @@ from torch import nn
 
 from metamixer.core import (
     ARCHITECTURES,
+    MixerSettings,
     build_network,
     network_from_checkpoint,
 )
@@ -38,15 +39,16 @@ def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> typ
     constructor's annotations or ``types``, documented by the class's docstring.  The names and
     defaults stay in the one spec of each variant (``metamixer.core.ARCHITECTURES``)."""
     entry = get_architecture(name)
-    hints = typing.get_type_hints(entry.cls.__init__)
+    hints = {**typing.get_type_hints(MixerSettings), **typing.get_type_hints(entry.cls.__init__)}
     fields = {
         p: (types or {}).get(p, hints.get(p, Any))
         for p in entry.parameters()
         if p not in entry.task_args
     }
     knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
-    doc = inspect.cleandoc(entry.cls.__doc__ or "")
-    args = doc[doc.find("Args:") :] if "Args:" in doc else ""
+    docs = [inspect.cleandoc(c.__doc__ or "") for c in (entry.cls, MixerSettings)]
+    args = "\n".join(d[d.find("Args:") :].removeprefix("Args:") for d in docs if "Args:" in d)
+    args = f"Args:{args}" if args else ""
     knobs.__doc__ = (
         f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
     )

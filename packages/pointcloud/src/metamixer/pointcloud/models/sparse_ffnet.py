@@ -17,10 +17,8 @@ from torch import Tensor, nn
 
 from metamixer.core import (
     MetaBlock,
-    MixerContext,
-    StageMixers,
+    MixerSettings,
     register_architecture,
-    stage_values,
 )
 
 from ..ops import SceneDropPath, SparseOps, batch_norm
@@ -137,15 +135,11 @@ class SparseFFNet(nn.Module):
         num_classes: output classes.
         enc_depths, enc_channels: encoder blocks and widths per level.
         dec_depths, dec_channels: decoder blocks and widths per level (finest first).
-        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
-            ``CHANNEL_MIXERS``) per stage, in the order the data passes: the encoder stages
-            (finest first), then the decoder stages (coarsest first); "attention" runs over each
-            scene's voxels of the level and is refused above ``ops.MAX_SCENE_TOKENS`` voxels.
-        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
-        token_kernels, channel_kernels: sparse conv kernels per stage (same order).
-        token_value_kernels: the token mixer's value kernel where it differs (``None`` = the
-            key's).
-        mlp_ratio: channel-mixer FFN expansion.
+        mixers: the mixers of each stage (``metamixer.core.MixerSettings``, given as flat
+            ``arch_args`` keys), in the order the data passes: the encoder stages (finest first),
+            then the decoder stages (coarsest first); kernels are sparse conv kernels;
+            "attention" runs over each scene's voxels of the level and is refused above
+            ``ops.MAX_SCENE_TOKENS`` voxels.
         drop_path_rate: stochastic depth (per scene), rising linearly to this value.
         full_convs: the authors' full C → C submanifold convs instead of depthwise ones.
     """
@@ -159,14 +153,7 @@ class SparseFFNet(nn.Module):
         enc_channels: Sequence[int] = (32, 64, 128, 256, 512),
         dec_depths: Sequence[int] = (2, 2, 2, 2),
         dec_channels: Sequence[int] = (64, 64, 128, 256),
-        token_mixers: str | Sequence[str] = "ffnified",
-        token_acts: str | Sequence[str | None] | None = None,
-        channel_mixers: str | Sequence[str] = "convnext",
-        channel_acts: str | Sequence[str | None] | None = None,
-        token_kernels: int | Sequence[int] = 3,
-        token_value_kernels: int | Sequence[int | None] | None = None,
-        channel_kernels: int | Sequence[int] = 3,
-        mlp_ratio: float = 4.0,
+        mixers: MixerSettings | None = None,
         drop_path_rate: float = 0.3,
         full_convs: bool = False,
     ) -> None:
@@ -181,20 +168,15 @@ class SparseFFNet(nn.Module):
         self.stem = SparseFullConv(in_channels, enc_channels[0], 5, bias=False)
         self.stem_norm = nn.Sequential(batch_norm(enc_channels[0]), nn.GELU())
         stages = 2 * levels - 1  # encoder 0 … L-1, then decoder L-2 … 0
-        mixers = StageMixers.of(stages, token_mixers, token_acts, channel_mixers, channel_acts)
-        token_kernels = stage_values(token_kernels, stages, "token_kernels")
-        value_kernels = stage_values(token_value_kernels, stages, "token_value_kernels")
-        channel_kernels = stage_values(channel_kernels, stages, "channel_kernels")
+        settings = (mixers or MixerSettings(token_kernels=3)).stages(stages)
 
         def block_mixers(i: int, dim: int) -> Callable[[SparseOps], tuple[nn.Module, nn.Module]]:
             where = f"stage {i + 1} ({'encoder' if i < levels else 'decoder'})"
 
             def build(ops: SparseOps) -> tuple[nn.Module, nn.Module]:
-                token = MixerContext(dim, ops, kernel_size=token_kernels[i], conv_norm=True,
-                                     value_kernel_size=value_kernels[i], where=where)  # fmt: skip
-                channel = MixerContext(dim, ops, kernel_size=channel_kernels[i], conv_norm=True,
-                                       mlp_ratio=mlp_ratio, where=where)  # fmt: skip
-                return mixers.token_mixer(i, token), mixers.channel_mixer(i, channel)
+                stage = settings[i]
+                return (stage.token(dim, ops, conv_norm=True, where=where),
+                        stage.channel(dim, ops, conv_norm=True, where=where))  # fmt: skip
 
             return build
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -17,10 +17,9 @@ from torch import Tensor, nn
 from metamixer.core import (
     DenseOps,
     MetaBlock,
-    MixerContext,
-    StageMixers,
+    MixerSettings,
+    build_network,
     register_architecture,
-    stage_values,
 )
 
 OPS = DenseOps(ndim=2)
@@ -38,15 +37,11 @@ class FFNetSR(nn.Module):
         scale: upscaling factor (2, 3, 4).
         dim: feature channels.
         depth: number of blocks (48 for FFNet_sr, 36 for FFNet_sr-light).
-        mlp_ratio: channel-mixer expansion.
         norm: None (the released models), "LN" (pre-norm of each mixer) or "BN" (after the
             first conv of each mixer).
-        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
-            ``CHANNEL_MIXERS``) per group.
-        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
-        token_kernels, channel_kernels: depthwise kernels per group (3 in the paper).
-        token_value_kernels: the token mixer's value kernel where it differs (``None`` = the
-            key's).
+        mixers: the mixers of each block (or group of blocks) (``metamixer.core.MixerSettings``: token / channel mixer,
+            activations, kernels, ``mlp_ratio``), given as flat ``arch_args`` keys.
+            (3×3 kernels in the paper).
     """
 
     def __init__(
@@ -54,15 +49,8 @@ class FFNetSR(nn.Module):
         scale: int = 2,
         dim: int = 96,
         depth: int = 36,
-        mlp_ratio: float = 2.0,
         norm: str | None = None,
-        token_mixers: str | Sequence[str] = "ffnified",
-        token_acts: str | Sequence[str | None] | None = None,
-        channel_mixers: str | Sequence[str] = "convnext",
-        channel_acts: str | Sequence[str | None] | None = None,
-        token_kernels: int | Sequence[int] = 3,
-        token_value_kernels: int | Sequence[int | None] | None = None,
-        channel_kernels: int | Sequence[int] = 3,
+        mixers: MixerSettings | None = None,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -70,32 +58,22 @@ class FFNetSR(nn.Module):
         if scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale, self.norm = scale, norm
-        mixers = StageMixers.of(
-            depth, token_mixers, token_acts, channel_mixers, channel_acts, groups=True,
-            stage_name="block",
-        )  # fmt: skip
-        token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
-        value_kernels = stage_values(token_value_kernels, depth, "token_value_kernels", groups=True)
-        channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
+        mixers = mixers or MixerSettings(token_kernels=3, mlp_ratio=2.0)  # the paper's
+        stages = mixers.stages(depth, groups=True, stage_name="block")
         batch_norm = "batch" if norm == "BN" else None
         self.proj = nn.Conv2d(3, dim, 3, 1, 1)
         blocks = []
         for i in range(depth):
-            where = f"block {i + 1}"
-            token = MixerContext(
-                dim, OPS, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
-                query_norm=batch_norm, where=where,
-            )  # fmt: skip
-            channel = MixerContext(
-                dim, OPS, kernel_size=channel_kernels[i], query_norm=batch_norm,
-                mlp_ratio=mlp_ratio, where=where,
-            )  # fmt: skip
             pre_norm = (lambda: OPS.norm(dim, "layer")) if norm == "LN" else (lambda: None)
             blocks.append(
                 nn.Sequential(
                     OrderedDict(
-                        token=MetaBlock(dim, mixers.token_mixer(i, token), norm=pre_norm()),
-                        channel=MetaBlock(dim, mixers.channel_mixer(i, channel), norm=pre_norm()),
+                        token=MetaBlock(
+                            dim, stages[i].token(dim, OPS, query_norm=batch_norm), norm=pre_norm()
+                        ),
+                        channel=MetaBlock(
+                            dim, stages[i].channel(dim, OPS, query_norm=batch_norm), norm=pre_norm()
+                        ),
                     )
                 )
             )
@@ -148,10 +126,8 @@ def basicsr_ffnet_sr(
     norm: str | None = None,
 ) -> FFNetSR:
     """``FFNetSR`` with the authors' basicsr option keys (``expansion_ratio`` = ``mlp_ratio``)."""
-    return FFNetSR(
-        **{**FFNET_SR, "scale": scale, "dim": dim, "depth": depth, "mlp_ratio": expansion_ratio,
-           "norm": norm}
-    )  # fmt: skip
+    overrides = {"dim": dim, "depth": depth, "mlp_ratio": expansion_ratio, "norm": norm}
+    return cast(FFNetSR, build_network("ffnet_sr_light", {"scale": scale}, overrides))
 
 
 basicsr_ffnet_sr.__name__ = "FFNetSR"  # the ``type`` of the authors' option files

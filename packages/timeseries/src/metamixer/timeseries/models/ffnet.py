@@ -12,17 +12,13 @@ RevIN⁻¹ → ``(B, H, M)`` forecast.  A block is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from metamixer.core import (
     MetaBlock,
-    MixerContext,
-    StageMixers,
+    MixerSettings,
     register_architecture,
-    stage_values,
 )
 
 from ..ops import RevIN, VariableOps
@@ -40,15 +36,10 @@ class FFNetForecaster(nn.Module):
         horizon: forecast length H (``pred_len``).
         dim: features per variable D.
         depth: number of blocks.
-        mlp_ratio: channel-mixer expansion (``ffn_ratio`` in the authors' code).
-        token_mixers, channel_mixers: mixer names (``metamixer.core.TOKEN_MIXERS`` /
-            ``CHANNEL_MIXERS``) per block; "attention" runs over patches with all variables'
-            features per token (one head per variable).
-        token_acts, channel_acts: their coefficient activations (``None`` = the mixer's own).
-        token_kernels: token-mixer key/value kernel along patches per block.
-        token_value_kernels: the value kernel per block where it differs (``None`` = the key's).
-        channel_kernels: channel-mixer query kernel per block.
-        channel_small_kernels: its parallel small kernel (``None`` = none).
+        mixers: the mixers of each block (``metamixer.core.MixerSettings``, given as flat
+            ``arch_args`` keys); kernels run along the patches; ``mlp_ratio`` is the authors'
+            ``ffn_ratio``; "attention" runs over patches with all variables' features per token
+            (one head per variable).
         patch_size: stem patch length.
         patch_stride: stem stride (the series is padded by repeating its last value).
         query_mlp_ratio: expansion of the token mixer's cross-variable query FFN.
@@ -68,15 +59,7 @@ class FFNetForecaster(nn.Module):
         *,
         dim: int = 64,
         depth: int = 1,
-        mlp_ratio: float = 2,
-        token_mixers: str | Sequence[str] = "ffnified",
-        token_acts: str | Sequence[str | None] | None = None,
-        channel_mixers: str | Sequence[str] = "convnext",
-        channel_acts: str | Sequence[str | None] | None = None,
-        token_kernels: int | Sequence[int] = 51,
-        token_value_kernels: int | Sequence[int | None] | None = None,
-        channel_kernels: int | Sequence[int] = 51,
-        channel_small_kernels: int | Sequence[int | None] | None = 5,
+        mixers: MixerSettings | None = None,
         patch_size: int = 4,
         patch_stride: int = 2,
         query_mlp_ratio: int = 2,
@@ -96,35 +79,20 @@ class FFNetForecaster(nn.Module):
         self.num_vars, self.seq_len, self.horizon, self.dim = num_vars, seq_len, horizon, dim
         self.patch_size, self.patch_stride = patch_size, patch_stride
         self.num_patches = (seq_len + patch_size - patch_stride - patch_size) // patch_stride + 1
-        mixers = StageMixers.of(
-            depth, token_mixers, token_acts, channel_mixers, channel_acts, groups=True,
-            stage_name="block",
-        )  # fmt: skip
-        token_kernels = stage_values(token_kernels, depth, "token_kernels", groups=True)
-        value_kernels = stage_values(token_value_kernels, depth, "token_value_kernels", groups=True)
-        channel_kernels = stage_values(channel_kernels, depth, "channel_kernels", groups=True)
-        small = stage_values(channel_small_kernels, depth, "channel_small_kernels", groups=True)
+        mixers = mixers or MixerSettings(  # the authors' forecaster
+            token_kernels=51, channel_kernels=51, channel_small_kernels=5, mlp_ratio=2
+        )
+        stages = mixers.stages(depth, groups=True, stage_name="block")
         ops = VariableOps(num_vars, query_mlp_ratio, query_drop, query_proj_drop)
         self.revin = RevIN(num_vars, affine=revin_affine) if revin else None
         self.stem = nn.Sequential(nn.Conv1d(1, dim, patch_size, patch_stride), nn.BatchNorm1d(dim))
         blocks = []
         for i in range(depth):
-            where = f"block {i + 1}"
-            token = MixerContext(
-                dim, ops, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
-                query_norm="batch", num_heads=num_vars, where=where,
-            )  # fmt: skip
-            channel = MixerContext(
-                dim, ops, kernel_size=channel_kernels[i], small_kernel=small[i], conv_norm=True,
-                query_norm="batch", mlp_ratio=mlp_ratio, drop=mlp_drop, proj_drop=proj_drop,
-                where=where,
-            )  # fmt: skip
-            blocks.append(
-                nn.Sequential(
-                    MetaBlock(dim, mixers.token_mixer(i, token)),
-                    MetaBlock(dim, mixers.channel_mixer(i, channel)),
-                )
+            token = stages[i].token(dim, ops, query_norm="batch", num_heads=num_vars)
+            channel = stages[i].channel(
+                dim, ops, conv_norm=True, query_norm="batch", drop=mlp_drop, proj_drop=proj_drop
             )
+            blocks.append(nn.Sequential(MetaBlock(dim, token), MetaBlock(dim, channel)))
         self.blocks = nn.Sequential(*blocks)
         self.head_dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(dim * self.num_patches, horizon)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -21,12 +23,11 @@ from metamixer.core import (
     ConvBN,
     DenseOps,
     MetaBlock,
-    MixerContext,
+    MixerSettings,
     PointwiseShortcut,
-    StageMixers,
     init_trunc_normal,
+    network_args,
     register_architecture,
-    stage_values,
 )
 from metamixer.vision.models.classifier import TimmClassifier
 
@@ -55,18 +56,9 @@ class FFNet(TimmClassifier, nn.Module):
         in_chans: input image channels.
         num_classes: classifier outputs (0 = no head, features only).
         stem_dim: channels after the first stem conv.
-        token_mixers: token mixer per stage (a name in ``metamixer.core.TOKEN_MIXERS``: "ffnified"
-            is FFNet; e.g. ``[ffnified, ffnified, attention, attention]`` for a hybrid).
-        token_acts: the token mixers' coefficient activation per stage (``None`` = the mixer's own).
-        channel_mixers: channel mixer per stage (``metamixer.core.CHANNEL_MIXERS``; "convnext").
-        channel_acts: the channel mixers' coefficient activation per stage.
-        token_kernels: token-mixer key/value depthwise kernel (pool size for pooling) per stage.
-        token_value_kernels: the value kernel per stage where it differs from the key's
-            (``None`` = ``token_kernels``).
-        token_small_kernels: parallel small kernel per stage (``None`` = a plain conv with bias).
-        channel_kernels: channel-mixer depthwise kernel per stage.
-        channel_small_kernels: parallel small kernel per stage (``None`` = conv + BN).
-        mlp_ratio: channel-mixer hidden width / dim.
+        mixers: the mixers of each stage (``metamixer.core.MixerSettings``: token / channel mixer,
+            activations, kernels, ``mlp_ratio``; e.g. ``token_mixers=[ffnified, ffnified,
+            attention, attention]`` for a hybrid); given as flat ``arch_args`` keys.
         down_kernel: downsample depthwise kernel; ``down_small_kernel`` its parallel branch.
         layer_scale: initial layer-scale, ``None`` = none.
         drop_rate: dropout before the head.
@@ -82,16 +74,7 @@ class FFNet(TimmClassifier, nn.Module):
         in_chans: int = 3,
         num_classes: int = 1000,
         stem_dim: int = 64,
-        token_mixers: str | Sequence[str] = "ffnified",
-        token_acts: str | Sequence[str | None] | None = None,
-        channel_mixers: str | Sequence[str] = "convnext",
-        channel_acts: str | Sequence[str | None] | None = None,
-        token_kernels: int | Sequence[int] = (3, 3, 7, 7),
-        token_value_kernels: int | Sequence[int | None] | None = None,
-        token_small_kernels: int | Sequence[int | None] | None = (None, None, 3, 3),
-        channel_kernels: int | Sequence[int] = 3,
-        channel_small_kernels: int | Sequence[int | None] | None = None,
-        mlp_ratio: float = 3.0,
+        mixers: MixerSettings | None = None,
         down_kernel: int = 7,
         down_small_kernel: int = 3,
         layer_scale: float | None = None,
@@ -103,12 +86,10 @@ class FFNet(TimmClassifier, nn.Module):
         n = len(depths)
         if len(dims) != n:
             raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
-        mixers = StageMixers.of(n, token_mixers, token_acts, channel_mixers, channel_acts)
-        token_kernels = stage_values(token_kernels, n, "token_kernels")
-        value_kernels = stage_values(token_value_kernels, n, "token_value_kernels")
-        token_small = stage_values(token_small_kernels, n, "token_small_kernels")
-        channel_kernels = stage_values(channel_kernels, n, "channel_kernels")
-        channel_small = stage_values(channel_small_kernels, n, "channel_small_kernels")
+        mixers = mixers or MixerSettings(  # FFNet-1's
+            token_kernels=(3, 3, 7, 7), token_small_kernels=(None, None, 3, 3), mlp_ratio=3.0
+        )
+        stages = mixers.stages(n)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -136,19 +117,10 @@ class FFNet(TimmClassifier, nn.Module):
                     ),
                     PointwiseShortcut(dims[i]),
                 )
-            where = f"stage {i + 1}"
-            token = MixerContext(
-                dims[i], OPS, kernel_size=token_kernels[i], value_kernel_size=value_kernels[i],
-                small_kernel=token_small[i], query_norm="batch", where=where,
-            )  # fmt: skip
-            channel = MixerContext(
-                dims[i], OPS, kernel_size=channel_kernels[i], small_kernel=channel_small[i],
-                conv_norm=True, mlp_ratio=mlp_ratio, where=where,
-            )  # fmt: skip
             blocks = [
                 ffnet_block(
-                    mixers.token_mixer(i, token),
-                    mixers.channel_mixer(i, channel),
+                    stages[i].token(dims[i], OPS, query_norm="batch"),
+                    stages[i].channel(dims[i], OPS, conv_norm=True),
                     dims[i],
                     next(rates),
                     layer_scale,
@@ -301,10 +273,11 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _create(variant: str, pretrained: bool, **kwargs: object) -> FFNet:
+def _build(variant: str, pretrained: bool = False, **args: Any) -> FFNet:
+    """``variant`` with its full argument set (merged once, by ``network_args``), through timm's
+    builder so that its pretrained configs apply."""
     from metamixer.vision.models.ffnet_weights import convert_official_state_dict
 
-    args = {**VARIANTS[variant], **kwargs}
     return build_model_with_cfg(
         FFNet,
         variant,
@@ -320,20 +293,24 @@ def _example(network: nn.Module) -> tuple[Tensor]:
 
 
 def _register(variant: str) -> None:
-    """Register ``variant`` with timm (timm keys its registry by the entry point's name) and with
-    ``metamixer.core.ARCHITECTURES`` (built through timm, so pretrained configs apply)."""
-
-    def entrypoint(pretrained: bool = False, **kwargs: object) -> FFNet:
-        return _create(variant, pretrained, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = variant
-    entrypoint.__doc__ = f"timm entry point of ``{variant}`` (keyword arguments go to ``FFNet``)."
-    register_model(entrypoint)
-    register_architecture(
-        variant, FFNet, VARIANTS[variant], task_args=("num_classes", "in_chans"),
-        build=entrypoint, example=_example, test_task={"num_classes": 3, "in_chans": 3},
+    """Register ``variant`` with ``metamixer.core.ARCHITECTURES`` (its one spec) and with timm
+    (keyed by the entry point's name), whose entry point builds it through the same spec."""
+    entry = register_architecture(
+        variant, FFNet, VARIANTS[variant], task_args=TASK_ARGS, build=partial(_build, variant),
+        example=_example, test_task={"num_classes": 3, "in_chans": 3},
     )  # fmt: skip
 
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> FFNet:
+        task = {k: kwargs.pop(k) for k in TASK_ARGS if k in kwargs}
+        arch = {k: kwargs.pop(k) for k in entry.parameters() if k in kwargs}
+        # what is left is timm's (pretrained_cfg, features_only, …) and goes to its builder
+        return entry.construct(network_args(variant, task, arch), pretrained=pretrained, **kwargs)
 
+    entrypoint.__name__ = entrypoint.__qualname__ = variant
+    entrypoint.__doc__ = f"timm entry point of ``{variant}`` (keyword arguments: its arch_args)."
+    register_model(entrypoint)
+
+
+TASK_ARGS = ("num_classes", "in_chans")
 for _variant in VARIANTS:
     _register(_variant)

@@ -24,11 +24,9 @@ from torch import Tensor, nn
 from metamixer.core import (
     DenseOps,
     MetaBlock,
-    MixerContext,
-    StageMixers,
+    MixerSettings,
     init_trunc_normal,
     register_architecture,
-    stage_values,
 )
 from metamixer.vision.models.classifier import TimmClassifier
 from metamixer.vision.models.ffnet import _example
@@ -44,12 +42,10 @@ class PoolFormer(TimmClassifier, nn.Module):
         dims: channels per stage.
         in_chans: input image channels.
         num_classes: classifier outputs (0 = no head, features only).
-        token_mixers: token mixer per stage (``metamixer.core.TOKEN_MIXERS``; "pooling").
-        token_acts: the token mixers' coefficient activation per stage (``None`` = the mixer's own).
-        channel_mixers: channel mixer per stage (``metamixer.core.CHANNEL_MIXERS``; "ffn").
-        channel_acts: the channel mixers' coefficient activation per stage (``None`` = GELU).
-        token_kernels: pool size of the pooling mixer (kernel of other token mixers) per stage.
-        mlp_ratio: channel-mixer hidden width / dim.
+        mixers: the mixers of each stage (``metamixer.core.MixerSettings``: token / channel mixer,
+            activations, kernels, ``mlp_ratio``), given as flat ``arch_args`` keys.
+            PoolFormer: "pooling" token mixers (``token_kernels``: the pool size), "ffn" channel
+            mixers.
         layer_scale: initial layer-scale of every residual branch, ``None`` = none.
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
@@ -63,12 +59,7 @@ class PoolFormer(TimmClassifier, nn.Module):
         *,
         in_chans: int = 3,
         num_classes: int = 1000,
-        token_mixers: str | Sequence[str] = "pooling",
-        token_acts: str | Sequence[str | None] | None = None,
-        channel_mixers: str | Sequence[str] = "ffn",
-        channel_acts: str | Sequence[str | None] | None = None,
-        token_kernels: int | Sequence[int] = 3,
-        mlp_ratio: float = 4.0,
+        mixers: MixerSettings | None = None,
         layer_scale: float | None = 1e-5,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -78,8 +69,7 @@ class PoolFormer(TimmClassifier, nn.Module):
         n = len(depths)
         if len(dims) != n:
             raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
-        mixers = StageMixers.of(n, token_mixers, token_acts, channel_mixers, channel_acts)
-        kernels = stage_values(token_kernels, n, "token_kernels")
+        stages = (mixers or MixerSettings(token_mixers="pooling", channel_mixers="ffn")).stages(n)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = dims[-1]
@@ -90,9 +80,6 @@ class PoolFormer(TimmClassifier, nn.Module):
             downsample = (
                 nn.Identity() if i == 0 else nn.Conv2d(dims[i - 1], dims[i], 3, stride=2, padding=1)
             )
-            where = f"stage {i + 1}"
-            token = MixerContext(dims[i], OPS, kernel_size=kernels[i], where=where)
-            channel = MixerContext(dims[i], OPS, mlp_ratio=mlp_ratio, where=where)
             blocks = []
             for _ in range(depths[i]):
                 residual = dict(drop_path=next(rates), layer_scale=layer_scale)
@@ -101,13 +88,13 @@ class PoolFormer(TimmClassifier, nn.Module):
                         OrderedDict(
                             token=MetaBlock(
                                 dims[i],
-                                mixers.token_mixer(i, token),
+                                stages[i].token(dims[i], OPS),
                                 norm=nn.GroupNorm(1, dims[i]),
                                 **residual,
                             ),
                             channel=MetaBlock(
                                 dims[i],
-                                mixers.channel_mixer(i, channel),
+                                stages[i].channel(dims[i], OPS),
                                 norm=nn.GroupNorm(1, dims[i]),
                                 **residual,
                             ),
