@@ -135,7 +135,7 @@ def export_runtime(model: nn.Module, args: argparse.Namespace) -> dict:
     check = TaskCheck("/psnr", 0.1, True, ("lr", "sr"), axes, (1, 3, 32, 32))
     return export_for_runtime(model, args, check, checkpoint=args.checkpoint,
                               modality_main=modality_main,
-                              load_image=calibration_reader(model.scale))  # fmt: skip
+                              load_image=calibration_reader(model.scale, args.calibration_patch))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--out", required=True)
     ex.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
     runtime_arguments(ex)
+    ex.add_argument("--calibration-patch", type=int, default=64,
+                    help="LR patch size the calibration photos are cut into")  # fmt: skip
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint, args.arch, args.scale)
     if args.command != "export":
