@@ -11,10 +11,10 @@ exported once as ONNX and checked against PyTorch before timing):
   and run by the oneDNN Graph fuser (classifiers), traced and frozen (SR: ``jit``);
 * ``torch compile``: ``torch.compile`` (Inductor, weight freezing); its compile time is recorded;
 * ``onnxruntime fp32`` / ``int8`` (ONNX Runtime's static QDQ quantizer, per-channel weights);
-* ``openvino fp32`` / ``bf16`` (the same IR, ``INFERENCE_PRECISION_HINT``) / ``int8`` (NNCF's
-  FakeQuantize placement) / ``int8+bf16`` (the int8 IR with the ops left in float in bf16);
-* placements (FFNet-1, batch 1): ``all`` and ``dense`` (see ``runtimes.PLACEMENTS``), and
-  OpenVINO running ONNX Runtime's QDQ file.
+* ``openvino fp32`` / ``bf16`` (the same IR, ``INFERENCE_PRECISION_HINT``) / ``int8`` (ONNX
+  Runtime's QDQ file converted to IR) / ``int8+bf16`` (the int8 IR, the ops left in float in bf16);
+* quantizers and placements (FFNet-1, batch 1): ``all`` and ``dense`` (see
+  ``runtimes.PLACEMENTS``), and NNCF's performance and mixed presets.
 
 Calibration uses random images (speed only: untrained networks).  Per workload the targets are
 timed round-robin (``--rounds`` × ``--seconds``); img/s is the median over rounds and
@@ -57,24 +57,26 @@ MODELS = [
     ("convnext_tiny", "convnext_tiny", "timm", True),
     ("ffnet_sr_light ×2 (fused)", "ffnet_sr_light", "ours", False),
 ]
-#: target name -> (runtime, precision, int8 placement or None)
+#: target name -> (runtime, precision, int8 placement or None, quantizer); int8 targets use
+#: ONNX Runtime's quantizer (QDQ) unless named
 TARGETS = {
-    "torch fp32": ("torch", "fp32", None),
-    "torch compile": ("compile", "fp32", None),
-    "onnxruntime fp32": ("onnxruntime", "fp32", None),
-    "onnxruntime int8": ("onnxruntime", "fp32", "weighted"),
-    "openvino fp32": ("openvino", "fp32", None),
-    "openvino bf16": ("openvino", "bf16", None),
-    "openvino int8": ("openvino", "fp32", "weighted"),
-    "openvino int8+bf16": ("openvino", "bf16", "weighted"),
+    "torch fp32": ("torch", "fp32", None, ""),
+    "torch compile": ("compile", "fp32", None, ""),
+    "onnxruntime fp32": ("onnxruntime", "fp32", None, ""),
+    "onnxruntime int8": ("onnxruntime", "fp32", "weighted", "ort"),
+    "openvino fp32": ("openvino", "fp32", None, ""),
+    "openvino bf16": ("openvino", "bf16", None, ""),
+    "openvino int8": ("openvino", "fp32", "weighted", "ort"),
+    "openvino int8+bf16": ("openvino", "bf16", "weighted", "ort"),
 }
-#: quantize/dequantize placements compared on FFNet-1 at batch 1
+#: quantizers and quantize/dequantize placements compared on FFNet-1 at batch 1
 PLACEMENT_TARGETS = {
-    "onnxruntime int8, all ops": ("onnxruntime", "fp32", "all"),
-    "onnxruntime int8, depthwise float": ("onnxruntime", "fp32", "dense"),
-    "openvino int8, all ops": ("openvino", "fp32", "all"),
-    "openvino int8, depthwise float": ("openvino", "fp32", "dense"),
-    "openvino running onnxruntime's int8 QDQ": ("openvino", "fp32", "ort-qdq"),
+    "onnxruntime int8, all ops": ("onnxruntime", "fp32", "all", "ort"),
+    "onnxruntime int8, depthwise float": ("onnxruntime", "fp32", "dense", "ort"),
+    "openvino int8, all ops": ("openvino", "fp32", "all", "ort"),
+    "openvino int8, depthwise float": ("openvino", "fp32", "dense", "ort"),
+    "openvino int8, NNCF performance": ("openvino", "fp32", "weighted", "nncf"),
+    "openvino int8, NNCF mixed": ("openvino", "fp32", "weighted", "nncf-mixed"),
 }
 
 
@@ -112,7 +114,7 @@ def build_targets(
     form: str,
     classifier: bool,
     shape: tuple[int, ...],
-    targets: dict[str, tuple[str, str, str | None]],
+    targets: dict[str, tuple[str, str, str | None, str]],
     folder: Path,
     threads: int,
 ) -> tuple[dict[str, Callable], dict[str, float]]:
@@ -128,11 +130,11 @@ def build_targets(
         [np.random.default_rng(i).random((1, *shape[1:]), dtype=np.float32) for i in range(8)],
         "random", [], [], 1,
     )  # fmt: skip
-    files: dict[tuple[str, str], Path] = {}
+    files: dict[tuple[str, str, str], Path] = {}
     runners: dict[str, Callable] = {}
     prepare: dict[str, float] = {}
     array = x.numpy()
-    for name, (runtime, precision, placement) in targets.items():
+    for name, (runtime, precision, placement, quantizer) in targets.items():
         start = time.perf_counter()
         try:
             if runtime in ("torch", "compile"):
@@ -144,14 +146,9 @@ def build_targets(
                 runners[name] = run
             else:
                 path = {"onnxruntime": onnx, "openvino": xml}[runtime]
-                if placement == "ort-qdq":
-                    path = files.get(("onnxruntime", "weighted")) or quantized(
-                        onnx, folder, calibration, "onnxruntime", "weighted", files
-                    )
-                elif placement is not None:
-                    path = files.get((runtime, placement)) or quantized(
-                        onnx, folder, calibration, runtime, placement, files
-                    )
+                if placement is not None:
+                    key = (runtime, placement, quantizer)
+                    path = files.get(key) or quantized(onnx, folder, calibration, key, files)
                 predictor = runtimes.load(path, runtime, precision, threads, shape)
                 predictor(array)
                 runners[name] = partial(predictor, array)
@@ -166,13 +163,14 @@ def quantized(
     onnx: Path,
     folder: Path,
     calibration: runtimes.CalibrationSet,
-    runtime: str,
-    placement: str,
-    files: dict[tuple[str, str], Path],
+    key: tuple[str, str, str],
+    files: dict[tuple[str, str, str], Path],
 ) -> Path:
-    out = folder / f"int8-{placement}{'.xml' if runtime == 'openvino' else '.onnx'}"
-    runtimes.quantize(onnx, out, calibration, runtime=runtime, placement=placement)
-    files[runtime, placement] = out
+    runtime, placement, quantizer = key
+    out = folder / f"int8-{placement}-{quantizer}{'.xml' if runtime == 'openvino' else '.onnx'}"
+    runtimes.quantize(onnx, out, calibration, runtime=runtime, placement=placement,
+                      quantizer=quantizer)  # fmt: skip
+    files[key] = out
     return out
 
 

@@ -59,7 +59,7 @@ def test_the_runtimes_benchmark_times_every_target_and_records_it(tmp_path):
                         "ffnet_1 authors' (fused)"], tmp_path)  # fmt: skip
     table = {(row[0], row[1]): dict(zip(header, row, strict=True)) for row in rows}
     assert table["ffnet_1 authors' (fused)", "torch fp32"]["× base"] == "1 (1)"
-    assert ("ffnet_1 (fused)", "openvino int8, depthwise float") in table  # placements
+    assert ("ffnet_1 (fused)", "openvino int8, NNCF mixed") in table  # quantizers, placements
     compile_s = table["ffnet_1 (fused)", "torch compile"]["compile s"]
     assert float(compile_s.split()[0]) > 0
 

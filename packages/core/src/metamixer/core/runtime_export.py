@@ -61,8 +61,10 @@ def runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "all = every op the quantizer supports; dense = weighted, depthwise convs kept float",
     )  # fmt: skip
     group.add_argument(
-        "--quantizer", choices=("ort", "nncf"),
-        help="onnx: ort (default) or nncf; openvino: nncf",
+        "--quantizer", choices=runtimes.QUANTIZERS, default="ort",
+        help="ort: ONNX Runtime's QDQ quantizer (asymmetric uint8 activations; for openvino its "
+        "file is converted to IR); nncf: NNCF, performance preset (symmetric activations); "
+        "nncf-mixed: NNCF, mixed preset (asymmetric activations)",
     )  # fmt: skip
     group.add_argument(
         "--tolerance", type=float,

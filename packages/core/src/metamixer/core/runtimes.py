@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 #: ``dense``: like ``weighted`` but depthwise convs stay in float
 PLACEMENTS = ("weighted", "all", "dense")
 #: ONNX ops that carry a weight tensor and most of the arithmetic
+#: post-training quantizers: ONNX Runtime's (QDQ; asymmetric uint8 activations), NNCF's with its
+#: performance preset (symmetric int8 activations) and with its mixed preset (asymmetric)
+QUANTIZERS = ("ort", "nncf", "nncf-mixed")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -205,21 +209,27 @@ def quantize(
     exclude: Sequence[str] = (),
 ) -> Quantized:
     """Static int8 post-training quantization of the fp32 ONNX file, calibrated on
-    ``calibration``.  ``onnxruntime``: ONNX Runtime's quantizer writes a QDQ ONNX file (or NNCF's,
-    ``quantizer="nncf"``); ``openvino``: NNCF writes an IR with FakeQuantize nodes.  Weights are
-    quantized symmetrically per output channel, activations per tensor; ``placement`` is one of
-    ``PLACEMENTS``; ``exclude`` names ONNX nodes to keep in float."""
+    ``calibration``, by one of ``QUANTIZERS`` (default ``ort``, ONNX Runtime's): an ONNX file
+    with quantize / dequantize pairs for ``onnxruntime``, an IR with FakeQuantize nodes for
+    ``openvino`` (ORT's QDQ file converted, or NNCF's).  Weights are quantized symmetrically per
+    output channel, activations per tensor; ``placement`` is one of ``PLACEMENTS``; ``exclude``
+    names ONNX nodes to keep in float."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
-    quantizer = quantizer or ("ort" if runtime == "onnxruntime" else "nncf")
-    if (runtime, quantizer) not in {("onnxruntime", "ort"), ("onnxruntime", "nncf"),
-                                    ("openvino", "nncf")}:  # fmt: skip
-        raise ValueError(f"no {quantizer} quantizer for {runtime}")
+    quantizer = quantizer or "ort"
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
     skipped = [*exclude, *(_depthwise_nodes(onnx_path) if placement == "dense" else [])]
-    if quantizer == "ort":
+    if quantizer == "ort" and runtime == "openvino":  # ORT's QDQ file, converted to IR
+        with tempfile.TemporaryDirectory() as tmp:
+            qdq = Path(tmp) / "int8.onnx"
+            settings = _quantize_ort(onnx_path, qdq, calibration, placement, skipped)
+            to_openvino(qdq, out)
+    elif quantizer == "ort":
         settings = _quantize_ort(onnx_path, out, calibration, placement, skipped)
     else:
-        settings = _quantize_nncf(onnx_path, out, calibration, runtime, placement, skipped)
+        settings = _quantize_nncf(onnx_path, out, calibration, runtime, placement, skipped,
+                                  symmetric=quantizer == "nncf")  # fmt: skip
     return Quantized(str(out), runtime, quantizer, placement, settings)
 
 
@@ -282,6 +292,8 @@ def _quantize_nncf(
     runtime: str,
     placement: str,
     skipped: list[str],
+    *,
+    symmetric: bool,
 ) -> dict[str, Any]:
     import logging
 
@@ -302,7 +314,7 @@ def _quantize_nncf(
     if placement == "weighted":  # only the weighted ops' inputs
         types = ["Add", "Multiply", "Gelu", "Sigmoid"] if runtime == "openvino" else ["Add", "Mul"]
         ignored = nncf.IgnoredScope(names=skipped, types=types, validate=False)
-    preset = nncf.QuantizationPreset.PERFORMANCE  # symmetric activations: the fastest int8 kernels
+    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
     name = onnx_input_name(onnx_path)
     feed = None if runtime == "openvino" else (lambda batch: {name: batch})
     quantized = nncf.quantize(
@@ -315,7 +327,8 @@ def _quantize_nncf(
         with atomic_path(out) as tmp:
             onnx.save(quantized, str(tmp))
     return {
-        "preset": "performance (symmetric activations)", "weights": "int8 per channel",
+        "preset": "performance (symmetric activations)" if symmetric
+        else "mixed (asymmetric activations)", "weights": "int8 per channel",
         "ignored": {"names": skipped, "types": getattr(ignored, "types", [])},
         "subset size": sum(len(b) for b in calibration.batches),
     }  # fmt: skip
