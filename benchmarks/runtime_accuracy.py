@@ -4,7 +4,7 @@ same trained checkpoint, through the export commands exactly as a user runs them
     .venv/bin/python benchmarks/runtime_accuracy.py classification RUN/checkpoints/last.ckpt \
         --calibration data/vision/fashion_mnist_images --records results/records/cpu/runtime-accuracy
     … segmentation RUN/checkpoints/last.ckpt --calibration data/vision/scenes/ADEChallengeData2016/images/training
-    … superres RUN/checkpoints/last.ckpt --calibration data/superres/skimage/train
+    … superres RUN/checkpoints/last.ckpt --calibration data/superres/skimage/train/HR
 
 Each target is one export command (``--allow-accuracy-drop``, so that a target outside the
 tolerance is measured too); its ``<out>.accuracy.json`` (the checkpoint's test metric, fp32 and

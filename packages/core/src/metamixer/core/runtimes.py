@@ -366,10 +366,18 @@ def load(
 
         return run_ort
     if runtime == "openvino":
-        compiled = _compile_openvino(path, precision, threads, shape)
-        request = compiled.create_infer_request()
+        # compiled for each input shape it meets (static shapes: faster, and OpenVINO 2026.4
+        # crashes running some int8 IRs with a dynamic batch)
+        requests: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        if shape is not None:
+            compiled = _compile_openvino(path, precision, threads, shape)
+            requests[tuple(shape)] = (compiled, compiled.create_infer_request())
 
         def run_ov(x: Array) -> Array:
+            if x.shape not in requests:
+                compiled = _compile_openvino(path, precision, threads, x.shape)
+                requests[x.shape] = (compiled, compiled.create_infer_request())
+            compiled, request = requests[x.shape]
             result = request.infer({0: x})
             return np.array(result[compiled.output(0)], dtype=np.float32)
 
