@@ -32,14 +32,20 @@ TASKS = {
 #: target -> export arguments
 TARGETS = {
     "openvino bf16": ["--format", "openvino", "--precision", "bf16"],
-    "openvino int8 (ORT QDQ, weighted ops)": ["--format", "openvino", "--int8"],
-    "openvino int8 (ORT QDQ, all ops)": ["--format", "openvino", "--int8", "--placement", "all"],
-    "openvino int8 (NNCF performance)": ["--format", "openvino", "--int8", "--quantizer", "nncf"],
-    "openvino int8 (NNCF mixed)": ["--format", "openvino", "--int8", "--quantizer", "nncf-mixed"],
-    "onnxruntime int8 (ORT QDQ, weighted ops)": ["--format", "onnx", "--int8"],
-    "onnxruntime int8 (ORT QDQ, all ops)": ["--format", "onnx", "--int8", "--placement", "all"],
-    "onnxruntime int8 (ORT QDQ, depthwise float)": ["--format", "onnx", "--int8", "--placement",
-                                                    "dense"],
+    "openvino int8 (ORT QDQ, weighted ops)": ["--format", "openvino", "--int8", "--quantizer",
+                                              "ort", "--placement", "weighted"],
+    "openvino int8 (ORT QDQ, all ops)": ["--format", "openvino", "--int8", "--quantizer", "ort",
+                                         "--placement", "all"],
+    "openvino int8 (NNCF performance)": ["--format", "openvino", "--int8", "--quantizer", "nncf",
+                                         "--placement", "weighted"],
+    "openvino int8 (NNCF mixed)": ["--format", "openvino", "--int8", "--quantizer", "nncf-mixed",
+                                   "--placement", "weighted"],
+    "onnxruntime int8 (ORT QDQ, weighted ops)": ["--format", "onnx", "--int8", "--quantizer",
+                                                 "ort", "--placement", "weighted"],
+    "onnxruntime int8 (ORT QDQ, all ops)": ["--format", "onnx", "--int8", "--quantizer", "ort",
+                                            "--placement", "all"],
+    "onnxruntime int8 (ORT QDQ, depthwise float)": ["--format", "onnx", "--int8", "--quantizer",
+                                                    "ort", "--placement", "dense"],
 }  # fmt: skip
 
 

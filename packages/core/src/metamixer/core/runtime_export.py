@@ -14,7 +14,7 @@ import argparse
 import copy
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from .reparam import reparameterize_model
 @dataclass(frozen=True)
 class TaskCheck:
     """How a task is scored: the test metric, in the units it is logged in; the tolerated drop
-    in those units; and the export's input."""
+    in those units; the export's input; and the task's int8 default per format,
+    ``(quantizer, placement)``, chosen by measurement (README, *Runtimes*)."""
 
     metric: str
     tolerance: float
@@ -38,6 +39,9 @@ class TaskCheck:
     names: tuple[str, str]
     dynamic_axes: dict[str, dict[int, str]]
     example_shape: tuple[int, ...]
+    int8_defaults: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {"onnx": ("ort", "weighted"), "openvino": ("ort", "weighted")}
+    )
 
 
 def runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,15 +60,16 @@ def runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calibration-batches", type=int, default=16)
     group.add_argument("--calibration-batch-size", type=int, default=8)
     group.add_argument(
-        "--placement", choices=runtimes.PLACEMENTS, default="weighted",
+        "--placement", choices=runtimes.PLACEMENTS,
         help="where quantize/dequantize pairs go: weighted = inputs of convs / matmuls only; "
-        "all = every op the quantizer supports; dense = weighted, depthwise convs kept float",
+        "all = every op the quantizer supports; dense = weighted, depthwise convs kept float "
+        "(default: the task's, chosen by measurement)",
     )  # fmt: skip
     group.add_argument(
-        "--quantizer", choices=runtimes.QUANTIZERS, default="ort",
+        "--quantizer", choices=runtimes.QUANTIZERS,
         help="ort: ONNX Runtime's QDQ quantizer (asymmetric uint8 activations; for openvino its "
         "file is converted to IR); nncf: NNCF, performance preset (symmetric activations); "
-        "nncf-mixed: NNCF, mixed preset (asymmetric activations)",
+        "nncf-mixed: NNCF, mixed preset (asymmetric activations) (default: the task's)",
     )  # fmt: skip
     group.add_argument(
         "--tolerance", type=float,
@@ -128,9 +133,10 @@ def export_for_runtime(
         )  # fmt: skip
         if args.int8:
             assert calibration is not None
+            quantizer, placement = task.int8_defaults[args.format]
             quantized = runtimes.quantize(
-                fp32, out, calibration, runtime=runtime, placement=args.placement,
-                quantizer=args.quantizer,
+                fp32, out, calibration, runtime=runtime,
+                placement=args.placement or placement, quantizer=args.quantizer or quantizer,
             )  # fmt: skip
             kept = runtimes.kept_float(out, runtime, fp32)
             report["kept in float"] = kept
