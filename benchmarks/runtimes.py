@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -217,8 +218,10 @@ def main() -> None:
         base_label = "ffnet_1 authors' (fused) | torch fp32" if classifier else None
         base_label = base_label if base_label in runners else next(iter(runners))
         print(f"\n{workload}: timing {len(runners)} targets round-robin", flush=True)
-        with torch.inference_mode():
+        load_before = os.getloadavg()[0]  # other work on the machine: PyTorch's OpenMP threads
+        with torch.inference_mode():  # suffer most from it (they wait for each other)
             calls = round_robin(runners, args.rounds, args.seconds)
+        load = {"1-min load average before": load_before, "after": os.getloadavg()[0]}
         per_round = {k: [c * batch for c in v] for k, v in calls.items()}
         rows = []
         for order, (key, values) in enumerate(per_round.items()):
@@ -234,9 +237,9 @@ def main() -> None:
             rows.append({"group": {"network": label, "target": name}, "metrics": metrics,
                          "order": order, "workload": workload, "base": base_label,
                          "batch": batch, "resolution": res, "GMACs": gmacs,
-                         "prepare seconds": prepare})  # fmt: skip
+                         "prepare seconds": prepare, "load": load})  # fmt: skip
         print(f"\n{workload}; {threads} threads; {peak_note(threads)}; {int8_peak_note(threads)}; "
-              f"× base: median per-round ratio to {base_label}\n")  # fmt: skip
+              f"× base: median per-round ratio to {base_label}; load average {load}\n")  # fmt: skip
         print_table(rows)
         if args.records:  # runs accumulate: README tables show mean ± std over runs
             slug = "ffnet-sr-light" if not classifier else f"classification-b{batch}"
