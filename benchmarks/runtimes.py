@@ -124,11 +124,15 @@ def build_targets(
     x = torch.rand(shape)
     names = ("image", "logits") if classifier else ("lr", "sr")
     onnx = folder / "fp32.onnx"
+    # SR: any image size, calibrated on 64² patches as the export command does (ORT's
+    # calibration keeps every activation of every sample: 8 × 256² SR inputs exceed 23 GB)
+    axes = {0: "b"} if classifier else {0: "b", 2: "h", 3: "w"}
     export_onnx(model, onnx, x[:1], x[:1], names=names,
-                dynamic_axes={names[0]: {0: "b"}, names[1]: {0: "b"}}, atol=1e-3)  # fmt: skip
+                dynamic_axes={names[0]: axes, names[1]: axes}, atol=1e-3)  # fmt: skip
     xml = runtimes.to_openvino(onnx, folder / "fp32.xml")
+    sample = (1, *shape[1:]) if classifier else (1, 3, 64, 64)
     calibration = runtimes.CalibrationSet(
-        [np.random.default_rng(i).random((1, *shape[1:]), dtype=np.float32) for i in range(8)],
+        [np.random.default_rng(i).random(sample, dtype=np.float32) for i in range(8)],
         "random", [], [], 1,
     )  # fmt: skip
     files: dict[tuple[str, str, str], Path] = {}
