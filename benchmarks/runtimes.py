@@ -14,7 +14,8 @@ exported once as ONNX and checked against PyTorch before timing):
 * ``openvino fp32`` / ``bf16`` (the same IR, ``INFERENCE_PRECISION_HINT``) / ``int8`` (ONNX
   Runtime's QDQ file converted to IR) / ``int8+bf16`` (the int8 IR, the ops left in float in bf16);
 * quantizers and placements (FFNet-1, batch 1): ``all`` and ``dense`` (see
-  ``runtimes.PLACEMENTS``), and NNCF's performance and mixed presets.
+  ``runtimes.PLACEMENTS``), and NNCF's performance and mixed presets; FFNet-SR: NNCF's
+  performance preset (its int8 default for OpenVINO).
 
 Calibration uses random images (speed only: untrained networks).  Per workload the targets are
 timed round-robin (``--rounds`` × ``--seconds``); img/s is the median over rounds and
@@ -212,6 +213,8 @@ def main() -> None:
             targets = {k: TARGETS[k] for k in args.targets}
             if form == "ours" and classifier and batch == 1 and not args.no_placements:
                 targets |= PLACEMENT_TARGETS
+            elif not classifier and not args.no_placements:  # SR's int8 default for OpenVINO
+                targets |= {k: v for k, v in PLACEMENT_TARGETS.items() if "NNCF perf" in k}
             with tempfile.TemporaryDirectory() as tmp:
                 made, prepare = build_targets(label, model, form, classifier, shape, targets,
                                               Path(tmp), threads)  # fmt: skip
