@@ -73,7 +73,9 @@ def runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--tolerance", type=float,
-        help="largest tolerated drop of the test metric against fp32 (default: the task's)",
+        help="largest tolerated drop of the test metric against fp32, in the units it is "
+        "logged in (top-1 and mIoU as fractions: 0.005 = 0.5 points; PSNR in dB; default: "
+        "the task's)",
     )  # fmt: skip
     group.add_argument(
         "--allow-accuracy-drop", action="store_true",
