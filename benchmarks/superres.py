@@ -8,6 +8,8 @@ with ``torch.jit.freeze``), the authors' FFNet_sr-light in their deployed form
 basicsr's SwinIR in its light configuration (embed_dim 60, depths 6×4, heads 6×4, window 8,
 ``pixelshuffledirect``) and EDSR-baseline (64 features, 16 blocks; deployed like FFNet), and bicubic
 interpolation.
+``--compile`` adds each FFNet-SR model once more under ``torch.compile`` (Inductor, weight
+freezing; its compile time, the first call included, as ``compile s``).
 Each model runs in a fresh subprocess; after a warm-up the heap is trimmed and the kernel's peak-RSS
 counter reset (``benchmarks/peak_memory.py``), so "inference memory" is the high-water mark of the
 timed runs above the loaded, deployed model; latency is the median of ``--repeats`` runs.
@@ -66,12 +68,16 @@ def build(name: str, scale: int):
     return Bicubic(), False
 
 
+COMPILED = " (compile)"
+
+
 def measure(name: str, size: int, scale: int, repeats: int) -> dict:
     """Runs in the child process: build, deploy, time, report inference memory."""
     import torch
 
     warnings.filterwarnings("ignore")
-    model, channels_last = build(name, scale)
+    compiled = name.endswith(COMPILED)
+    model, channels_last = build(name.removesuffix(COMPILED), scale)
     from metamixer.core import count_macs
 
     params = sum(p.numel() for p in model.parameters())
@@ -80,11 +86,18 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    start = time.perf_counter()
     with torch.no_grad():
-        if name.startswith("ffnet") or name == "edsr_baseline":
+        if compiled:
+            import torch._inductor.config as inductor
+
+            inductor.freezing = True
+            model = torch.compile(model)
+        elif name.startswith("ffnet") or name == "edsr_baseline":
             model = torch.jit.freeze(torch.jit.trace(model, x))
     with torch.inference_mode():
-        model(x)  # warm-up (and jit specialisation)
+        model(x)  # warm-up (and jit specialisation, compilation)
+    compile_s = time.perf_counter() - start
     loaded_mb = reset_peak()
     with torch.inference_mode():
         times = []
@@ -98,6 +111,7 @@ def measure(name: str, size: int, scale: int, repeats: int) -> dict:
         "macs": macs,
         "latency": statistics.median(times),
         "inference_mb": peak_mb() - loaded_mb,
+        **({"compile_s": compile_s} if compiled else {}),
     }
 
 
@@ -108,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS,
                         help="subset (SwinIR-light, the reference, is always run)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="also FFNet-SR under torch.compile")
     parser.add_argument("--records", help="also write each row as a record under this folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,7 +130,10 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.size, args.scale, args.repeats)))
         return
     rows = {}
-    for name in [m for m in MODELS if m in args.models or m == "swinir_light"]:
+    names = [m for m in MODELS if m in args.models or m == "swinir_light"]
+    if args.compile:
+        names += [m + COMPILED for m in names if m.startswith("ffnet") and "authors" not in m]
+    for name in names:
         cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size),
                "--scale", str(args.scale), "--repeats", str(args.repeats)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -141,6 +159,7 @@ def main() -> None:
             "latency s": r["latency"], "× SwinIR-light": r["latency"] / base["latency"],
             "inference MB": r["inference_mb"], "MB × SwinIR-light": r["inference_mb"] / base["inference_mb"],
             "GMAC/s": rate, "% of peak": 100 * rate / peak,
+            **({"compile s": r["compile_s"]} if "compile_s" in r else {}),
         }})  # fmt: skip
     print_table(table)
     if args.records:  # runs accumulate: tables show mean ± std over runs

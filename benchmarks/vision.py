@@ -12,7 +12,8 @@ each requested mode:
 * ``jit``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference`` (oneDNN conv fusion);
 * ``onednn``: ``torch.jit.trace`` + ``freeze`` run by the oneDNN Graph fuser (convs and matmuls
   fused with their GELU / add / scale neighbours);
-* ``compile``: ``torch.compile`` (Inductor) with weight freezing.
+* ``compile``: ``torch.compile`` (Inductor) with weight freezing; the seconds its first two calls
+  take (compilation included) are recorded as ``compile @B s``.
 
 The last columns give each model's best mode (ratio: best to FFNet-1's best), the GMAC/s that
 best mode achieves and its share of this CPU's peak (``cpu_peak.py``); ``--records`` writes each
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -99,7 +101,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     torch.manual_seed(0)
     chosen = [m for m in MODELS if not args.models or m[0] in args.models or m[1] in args.models]
-    info, rates, ratios = {}, {}, {}
+    info, rates, ratios, compile_s = {}, {}, {}, {}
     models = {name: build(arch, fused) for name, arch, _, fused in chosen}
     for name, _, res, _ in chosen:
         probe = torch.randn(1, 3, res, res)
@@ -114,10 +116,13 @@ def main() -> None:
             for name, _, res, _ in chosen:
                 x = torch.randn(b, 3, res, res).contiguous(memory_format=torch.channels_last)
                 try:
+                    start = time.perf_counter()
                     runner = run_in_mode(models[name], x, mode)
                     with torch.inference_mode():
                         for _ in range(2):  # warm-up, compilation, oneDNN kernel selection
                             runner(x)
+                    if mode == "compile":
+                        compile_s[name, b] = time.perf_counter() - start
                 except RuntimeError as error:  # e.g. an op the oneDNN Graph fuser rejects
                     print(
                         f"  {mode:7s} batch {b:3d} {name:22s} fails: {str(error).splitlines()[0]}",
@@ -149,6 +154,8 @@ def main() -> None:
                 if (name, m, b) in rates:  # absent: the mode failed for this model
                     metrics[f"{m} @{b} img/s"] = rates[name, m, b]
                     metrics[f"{m} @{b} ×"] = ratios[name, m, b]
+                if m == "compile" and (name, b) in compile_s:
+                    metrics[f"compile @{b} s"] = compile_s[name, b]
         for b in args.batch:
             metrics[f"best @{b} img/s"] = best[name, b]
             metrics[f"best @{b} ×"] = best[name, b] / best[BASE, b]

@@ -33,6 +33,37 @@ def test_the_gpu_checks_dry_run_writes_a_record_per_result(tmp_path):
     assert header[:3] == ["task", "model", "mode"] and len(rows) == 6
 
 
+@pytest.mark.slow
+def test_the_gpu_profiles_dry_run_classes_the_time_and_times_every_candidate(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks/gpu_profile.py"), "--device", "cpu", "--quick",
+           "--records", str(tmp_path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    profile = load_records([tmp_path / "profile"])
+    eager = {r["group"]["operator class"]: r["metrics"]["% of time"] for r in profile
+             if r["group"]["network"] == "ffnet_1 fused" and r["group"]["mode"] == "eager"}  # fmt: skip
+    assert {"pointwise conv", "depthwise conv 7×7", "GELU", "outside modules"} <= set(eager)
+    assert abs(sum(eager.values()) - 100) < 1e-6
+    modes = {(r["group"]["network"], r["group"]["mode"]) for r in profile}
+    assert modes == {
+        (n, m) for n in ("ffnet_1 fused", "convnext_tiny") for m in ("eager", "compiled")
+    }
+    candidates = load_records([tmp_path / "candidates"])
+    assert candidates[0]["metrics"]["× convnext_tiny compiled"] == 1
+    assert len(candidates) == 8 and all(r["metrics"]["img/s"] > 0 for r in candidates)
+
+
+@pytest.mark.slow
+def test_the_runtimes_benchmark_times_every_target_and_records_it(tmp_path):
+    header, *rows = run("runtimes.py", ["--res", "64", "--sr-res", "32", "--batch", "1",
+                        "--rounds", "1", "--seconds", "0.05", "--models", "ffnet_1 (fused)",
+                        "ffnet_1 authors' (fused)"], tmp_path)  # fmt: skip
+    table = {(row[0], row[1]): dict(zip(header, row, strict=True)) for row in rows}
+    assert table["ffnet_1 authors' (fused)", "torch fp32"]["× base"] == "1 (1)"
+    assert ("ffnet_1 (fused)", "openvino int8, NNCF mixed") in table  # quantizers, placements
+    compile_s = table["ffnet_1 (fused)", "torch compile"]["compile s"]
+    assert float(compile_s.split()[0]) > 0
+
+
 def test_the_sparse_conv_benchmark_times_every_row_and_records_it(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks/pointcloud.py"), "--voxels", "3000",
            "--channels", "8", "--repeats", "1", "--records", str(tmp_path)]  # fmt: skip

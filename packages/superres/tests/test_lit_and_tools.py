@@ -1,5 +1,6 @@
 """Lightning training, evaluation tables, folder prediction and ONNX export of FFNet-SR."""
 
+import json
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ from sr_test_images import smooth_image
 
 from metamixer.superres.__main__ import main
 from metamixer.superres.tools import evaluate, export_sr, load_model, predict_folder
+from metamixer.superres.tools import main as tools
 
 
 @pytest.fixture
@@ -48,6 +50,15 @@ def test_cli_fit_test_and_tools(train_root, hr_folder, tmp_path):
     out, unreadable = predict_folder(model, hr_folder / "HR", tmp_path / "sr", 2, tile=24)
     assert len(out) == 3 and not unreadable and cv2.imread(str(out[0])).shape == (96, 128, 3)
     assert export_sr(model, tmp_path / "sr.onnx") < 1e-4
+    int8 = tmp_path / "sr-int8.onnx"
+    tools(["export", "--checkpoint", ckpt, "--out", str(int8), "--int8", "--calibration",
+           str(train_root / "HR"), "--calibration-patch", "16", "--calibration-batch-size", "4",
+           "--tolerance", "50"])  # fmt: skip
+    check = json.loads((tmp_path / "sr-int8.accuracy.json").read_text())["accuracy"]
+    assert check["metric"] == "test/Set3/psnr" and check["within tolerance"]
+    assert check["reference"] == pytest.approx(float(metrics["test/Set3/psnr"]), abs=1e-3)
+    summary = json.loads((tmp_path / "sr-int8.calibration.json").read_text())["calibration"]
+    assert summary["input shape"] == [3, 16, 16] and summary["inputs"] == 8  # 2 photos × 2 × 2
 
 
 def test_model_and_bicubic_psnr_follow_the_published_protocol(hr_folder):
