@@ -58,6 +58,7 @@ def test_readme_and_docs_tables_are_generated_from_the_committed_records(tmp_pat
     records = root / "results" / "records"
     found = update_docs(root / "README.md", records, check=True)
     assert "defaults" in found[root / "README.md"]
+    assert "cpu/vision" in found[root / "docs" / "vision.md"]  # the docs pages are checked too
     readme = (root / "README.md").read_text()
     block = readme[readme.index("<!-- results:defaults -->") :]
     row = next(line for line in block.splitlines() if line.startswith("| vision"))
@@ -202,13 +203,18 @@ def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):
                        check=True, capture_output=True)  # fmt: skip
 
     (tmp_path / "results").mkdir()
-    for name in ("code.py", "README.md", "results/table.md"):
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    for name in ("code.py", "README.md", "results/table.md", "docs/page.md", "docs/figures/a.png",
+                 "mkdocs.yml"):  # fmt: skip
         (tmp_path / name).write_text("0\n")
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "start")
     (tmp_path / "README.md").write_text("regenerated table\n")
     (tmp_path / "results/table.md").write_text("a sweep's report\n")
+    (tmp_path / "docs/page.md").write_text("a regenerated docs table\n")
+    (tmp_path / "docs/figures/a.png").write_text("an analysis figure\n")
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
     assert code_version(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("1\n")
     assert code_version(tmp_path)["dirty"] is True
