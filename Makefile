@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env lock lint data test test-all run run-segmentation run-detection
+.PHONY: env lock lint data docs test test-all run run-segmentation run-detection
 
 env:  ## build or reuse the pinned virtualenv (cached outside the checkout) and link it as .venv
 	scripts/setup-env
@@ -20,10 +20,14 @@ lint: env  ## ruff (lint + format check) and mypy (the ops contract; see pyproje
 data: env  ## the real offline datasets (Debian Fashion-MNIST, laspy tiles, elecdemand, skimage, scenes)
 	scripts/fetch-data fashion-mnist laspy elecdemand skimage scenes
 
-test: lint data  ## lint, format check and the default (non-slow) test suite
+docs: env  ## the documentation site: generated tables checked, then mkdocs build --strict into site/
+	$(PY) -m metamixer.lab.results readme README.md results/records --check
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+test: lint data docs  ## lint, format check, the docs build and the default (non-slow) test suite
 	$(PY) -m pytest -q
 
-test-all: lint data  ## every test, the slow ones included
+test-all: lint data docs  ## every test, the slow ones included
 	$(PY) -m pytest -q -m ''
 
 run: env  ## train and test a small FFNet on Fashion-MNIST (installs the Debian dataset if missing)

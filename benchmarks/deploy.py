@@ -1,7 +1,7 @@
 """Every deployment pass on and off, our networks against the authors' deployed ones, and against
 an older version of this code: one table per workload, measured side by side in one run.
 
-    .venv/bin/python benchmarks/deploy.py                       # the README tables
+    .venv/bin/python benchmarks/deploy.py                       # the tables of docs/deployment.md
     .venv/bin/python benchmarks/deploy.py --compare-ref db808fc # + a row for that commit's code
     .venv/bin/python benchmarks/deploy.py --records results/records/cpu/deploy  # + records
 

@@ -1,7 +1,7 @@
 """The GPU check: each modality's training step in float32 and mixed precision, our sparse
 depthwise conv against dense ``conv3d``, and inference throughput of FFNet against the authors'
 deployed FFNet and ConvNeXt-T (vision) and against the authors' deployed FFNet_sr-light (SR), each
-result written as a record (``metamixer.lab.results``) for the README's tables.
+result written as a record (``metamixer.lab.results``) for the tables of docs/gpu-check.md.
 
     scripts/gpu-check            # on a GPU machine (installs spconv's CUDA build, runs this)
     .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --records /tmp/gpu  # dry run

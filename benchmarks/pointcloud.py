@@ -1,6 +1,6 @@
 """Sparse depthwise conv vs spconv's full SubMConv3d, and whole-network throughput, side by side.
 
-    .venv/bin/python benchmarks/pointcloud.py                  # CPU table (README)
+    .venv/bin/python benchmarks/pointcloud.py                  # CPU table (docs/pointcloud.md)
     python benchmarks/pointcloud.py --device cuda              # on a GPU machine (spconv-cu120)
 
 The voxel set is surface-like (a room: floor, four walls, boxes on the floor), ~100k active voxels

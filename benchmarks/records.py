@@ -1,5 +1,5 @@
 """Benchmark rows as result records (``metamixer.lab.results``): one record per table row, each
-run of a benchmark in its own folder, so README tables show mean ± std over runs."""
+run of a benchmark in its own folder, so the generated tables (README, docs/) show mean ± std over runs."""
 
 from __future__ import annotations
 

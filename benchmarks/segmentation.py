@@ -1,6 +1,6 @@
 """CPU inference of the segmentation networks, 512×512, batch 1, measured side by side in one run.
 
-    .venv/bin/python benchmarks/segmentation.py            # the README table
+    .venv/bin/python benchmarks/segmentation.py            # the table of docs/dense-prediction.md
     .venv/bin/python benchmarks/segmentation.py --modes jit
 
 Each network is built with 150 classes (ADE20K), put in its deployment form (FFNet backbones and

@@ -13,7 +13,7 @@ rate, and is scored with the weights of its epoch with the lowest loss on the va
 split).  gluonts' models are probabilistic (Student-t, selected by validation NLL); their point
 forecast is the distribution mean.  FFNet runs at width 32 (gluonts' PatchTST d_model) with the
 authors' electricity (ECL) expansion, mlp_ratio 12, and two settings chosen on the validation
-windows (see the README): an MAE training objective and dropout 0.5.  It is scored in its
+windows (see docs/timeseries.md): an MAE training objective and dropout 0.5.  It is scored in its
 re-parameterized form.  Train time is the fitting wall time including validation; inference time
 covers all test windows.
 """

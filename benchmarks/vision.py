@@ -1,6 +1,6 @@
 """CPU inference throughput of FFNet vs timm peers, measured side by side in one run.
 
-    .venv/bin/python benchmarks/vision.py                        # the README table
+    .venv/bin/python benchmarks/vision.py                        # the table of docs/vision.md
     .venv/bin/python benchmarks/vision.py --modes jit --batch 1  # one column only
 
 Every model runs in float32, channels-last, under ``torch.inference_mode``, at its native

@@ -47,24 +47,80 @@ def test_a_tested_run_writes_a_record_and_records_collect_into_a_table(
     assert "00000000 *" in capsys.readouterr().out
 
 
-def test_readme_tables_are_generated_from_the_committed_records(tmp_path):
-    """Every ``results:NAME`` table of the README equals what ``results/records/NAME`` gives; a
-    hand-edited cell is named."""
+def test_readme_and_docs_tables_are_generated_from_the_committed_records(tmp_path):
+    """Every ``results:NAME`` table of the README and of every docs page equals what
+    ``results/records/NAME`` gives; a hand-edited cell is named with its page."""
     import pytest
 
-    from metamixer.lab.results import update_readme
+    from metamixer.lab.results import update_docs, update_readme
 
     root = EXP.parent
-    names = update_readme(root / "README.md", root / "results" / "records", check=True)
-    assert "defaults" in names
+    records = root / "results" / "records"
+    found = update_docs(root / "README.md", records, check=True)
+    assert "defaults" in found[root / "README.md"]
+    assert "cpu/vision" in found[root / "docs" / "vision.md"]  # the docs pages are checked too
     readme = (root / "README.md").read_text()
     block = readme[readme.index("<!-- results:defaults -->") :]
     row = next(line for line in block.splitlines() if line.startswith("| vision"))
     edited = tmp_path / "README.md"
     edited.write_text(readme.replace(row, row.replace("test/acc1 ", "test/acc1 1")))
-    with pytest.raises(ValueError, match=r"README table 'defaults', row \d+, column 'metrics'"):
-        update_readme(edited, root / "results" / "records", check=True)
+    with pytest.raises(
+        ValueError, match=r"README\.md, table 'defaults', row \d+, column 'metrics'"
+    ):
+        update_readme(edited, records, check=True)
     assert edited.read_text() != readme  # --check wrote nothing back
+
+
+def test_a_hand_edited_docs_table_fails_the_check_and_is_regenerated(tmp_path, capsys):
+    """``readme`` covers every page under ``docs/`` (nested folders too): ``--check`` names the
+    edited page and changes nothing; without it the page's table is rewritten from the records."""
+    import pytest
+
+    root = EXP.parent
+    records = root / "results" / "records"
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("<!-- results:defaults -->") :]
+    table = block[: block.index("<!-- /results:defaults -->") + len("<!-- /results:defaults -->")]
+    row = next(line for line in table.splitlines() if line.startswith("| vision"))
+    (tmp_path / "README.md").write_text("# r\n")
+    page = tmp_path / "docs" / "modality" / "page.md"
+    page.parent.mkdir(parents=True)
+    page.write_text(f"# page\n\n{table.replace(row, row.replace('| 0 |', '| 7 |'))}\nafter\n")
+    edited = page.read_text()
+    with pytest.raises(
+        SystemExit, match=r"docs/modality/page\.md, table 'defaults', row 1, column 'seed'"
+    ):
+        results(["readme", str(tmp_path / "README.md"), str(records), "--check"])
+    assert page.read_text() == edited
+    results(["readme", str(tmp_path / "README.md"), str(records)])
+    assert page.read_text() == f"# page\n\n{table}\nafter\n"
+    assert "wrote 1 tables on 1 pages: defaults" in capsys.readouterr().out
+    results(["readme", str(tmp_path / "README.md"), str(records), "--check"])
+    with pytest.raises(SystemExit, match="no documentation folder"):
+        results(
+            ["readme", str(tmp_path / "README.md"), str(records), "--docs", str(tmp_path / "no")]
+        )
+
+
+def test_every_committed_record_is_shown_on_some_page():
+    """No records folder drops out of the README and the docs: each ``record.json`` under
+    ``results/records`` and each table spec lies under a table that some page shows."""
+    from metamixer.lab.results import update_docs
+
+    root = EXP.parent
+    records = root / "results" / "records"
+    shown = {
+        n for names in update_docs(root / "README.md", records, check=True).values() for n in names
+    }
+    unshown = [
+        path.relative_to(records).as_posix()
+        for path in sorted([*records.rglob("record.json"), *records.glob("*.yaml")])
+        if not any(
+            path.relative_to(records).as_posix().startswith(f"{name}/") or path.stem == name
+            for name in shown
+        )
+    ]
+    assert not unshown, f"records shown on no page: {unshown[:5]}"
 
 
 def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
@@ -147,13 +203,18 @@ def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):
                        check=True, capture_output=True)  # fmt: skip
 
     (tmp_path / "results").mkdir()
-    for name in ("code.py", "README.md", "results/table.md"):
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    for name in ("code.py", "README.md", "results/table.md", "docs/page.md", "docs/figures/a.png",
+                 "mkdocs.yml"):  # fmt: skip
         (tmp_path / name).write_text("0\n")
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "start")
     (tmp_path / "README.md").write_text("regenerated table\n")
     (tmp_path / "results/table.md").write_text("a sweep's report\n")
+    (tmp_path / "docs/page.md").write_text("a regenerated docs table\n")
+    (tmp_path / "docs/figures/a.png").write_text("an analysis figure\n")
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
     assert code_version(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("1\n")
     assert code_version(tmp_path)["dirty"] is True

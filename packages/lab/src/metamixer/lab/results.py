@@ -11,12 +11,13 @@ gathers the records found under the given folders into one table (a row per reco
 experiment, subcommand, the metrics).  Records of another code version stay readable; the
 table marks them.
 
-    python -m metamixer.lab.results readme README.md results/records [--check]
+    python -m metamixer.lab.results readme README.md results/records [--docs docs] [--check]
 
-regenerates the README's result tables from the records committed under ``results/records``: each
+regenerates the result tables of the README and of every page of the documentation (``docs/**/*.md``
+beside the README, or ``--docs DIR``) from the records committed under ``results/records``: each
 table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and holds the records
-of folder ``results/records/NAME``; ``--check`` changes nothing and fails naming the table and the
-first cell that differs (a hand-edited table, or records that changed).
+of folder ``results/records/NAME``; ``--check`` changes nothing and fails naming the page, the table
+and the first cell that differs (a hand-edited table, or records that changed).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ DATA_PATH_KEYS = ("root", "path", "data_path", "train_root", "val_roots", "test_
 
 
 #: tracked files that runs write or that describe results, not code: changing them leaves the
-#: code version clean (a sweep's reports, the README's generated tables)
-OUTPUTS = ("results", "*.md")
+#: code version clean (a sweep's reports, the generated tables of the README and the documentation,
+#: the documentation's figures and site configuration)
+OUTPUTS = ("results", "*.md", "docs", "mkdocs.yml")
 
 
 def code_version(folder: Path | None = None) -> dict[str, Any]:
@@ -301,22 +303,27 @@ def spec_table(spec: Path, records: Path, root: Path) -> list[list[str]]:
 BLOCK = re.compile(r"<!-- results:(\S+) -->\n(.*?)\n?<!-- /results:\1 -->", re.DOTALL)
 
 
-def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[str]:
-    """Regenerate every ``results:NAME`` table of ``readme`` from ``records/NAME``; returns the
+def update_page(page: Path, records: Path, *, root: Path, check: bool = False) -> list[str]:
+    """Regenerate every ``results:NAME`` table of the Markdown file ``page`` from ``records/NAME``
+    (configs named by a table's YAML spec are looked up under ``root``, the repository); returns the
     names.  With ``check`` nothing is written and a differing table raises ``ValueError`` naming
-    the table and its first differing cell."""
-    text = readme.read_text()
+    the page, the table and its first differing cell."""
+    text = page.read_text()
     names: list[str] = []
+    try:
+        shown_as = page.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        shown_as = str(page)
 
     def render(match: re.Match) -> str:
         name = match.group(1)
         spec = records / f"{name}.yaml"
         if spec.is_file():
-            rows = spec_table(spec, records, root=readme.resolve().parent)
+            rows = spec_table(spec, records, root=root)
         else:
             found = load_records([records / name])
             if not found:
-                raise ValueError(f"README table {name!r}: no {RECORD} under {records / name}")
+                raise ValueError(f"{shown_as}, table {name!r}: no {RECORD} under {records / name}")
             rows = readme_table(found)
         if check:
             shown = [
@@ -329,18 +336,44 @@ def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[s
                         itertools.zip_longest(want or [], have or [])) if a != b), 0)  # fmt: skip
                     label = rows[0][column] if column < len(rows[0]) else column
                     raise ValueError(
-                        f"README table {name!r}, row {i}, column {label!r}: the README has "
+                        f"{shown_as}, table {name!r}, row {i}, column {label!r}: the page has "
                         f"{(have or ['(missing)'] * (column + 1))[column]!r}, the records give "
                         f"{(want or ['(nothing)'] * (column + 1))[column]!r}; regenerate with "
-                        f"python -m metamixer.lab.results readme {readme} {records}"
+                        f"python -m metamixer.lab.results readme README.md {records}"
                     )
         names.append(name)
         return f"<!-- results:{name} -->\n{markdown(rows)}\n<!-- /results:{name} -->"
 
     new = BLOCK.sub(render, text)
     if not check and new != text:
-        readme.write_text(new)
+        page.write_text(new)
     return names
+
+
+def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[str]:
+    """``update_page`` for a README at the repository's root."""
+    return update_page(readme, records, root=readme.resolve().parent, check=check)
+
+
+def pages(readme: Path, docs: Path | None = None) -> list[Path]:
+    """The README and every Markdown page under ``docs`` (default: ``docs/`` beside the README,
+    if there is one), in a stable order."""
+    folder = readme.parent / "docs" if docs is None else docs
+    if docs is not None and not docs.is_dir():
+        raise ValueError(f"no documentation folder {docs}")
+    found = sorted(folder.rglob("*.md")) if folder.is_dir() else []
+    return [readme, *found]
+
+
+def update_docs(
+    readme: Path, records: Path, *, docs: Path | None = None, check: bool = False
+) -> dict[Path, list[str]]:
+    """``update_page`` for the README and every documentation page (``pages``); returns each
+    page's table names (pages without tables included)."""
+    root = readme.resolve().parent
+    return {
+        page: update_page(page, records, root=root, check=check) for page in pages(readme, docs)
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -350,19 +383,28 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("folders", nargs="+")
     collect.add_argument("--out", help="markdown table (default: print)")
     collect.add_argument("--csv", help="also write the table as CSV")
-    readme = sub.add_parser("readme", help="regenerate the README's tables from committed records")
+    readme = sub.add_parser(
+        "readme", help="regenerate the tables of the README and the docs from committed records"
+    )
     readme.add_argument("readme")
     readme.add_argument("records")
+    readme.add_argument(
+        "--docs", help="the documentation's Markdown folder (default: docs/ beside the README)"
+    )
     readme.add_argument(
         "--check", action="store_true", help="fail if a table differs; write nothing"
     )
     args = parser.parse_args(argv)
     if args.command == "readme":
+        docs = None if args.docs is None else Path(args.docs)
         try:
-            names = update_readme(Path(args.readme), Path(args.records), check=args.check)
+            found = update_docs(Path(args.readme), Path(args.records), docs=docs, check=args.check)
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-        print(f"{'checked' if args.check else 'wrote'} {len(names)} tables: {', '.join(names)}")
+        names = [name for page_names in found.values() for name in page_names]
+        shown = sum(1 for page_names in found.values() if page_names)
+        print(f"{'checked' if args.check else 'wrote'} {len(names)} tables on {shown} pages: "
+              f"{', '.join(names)}")  # fmt: skip
         return
     records = load_records([Path(f) for f in args.folders])
     if not records:
