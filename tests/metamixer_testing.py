@@ -56,7 +56,8 @@ def _fit(module: str, args: list[str], root: Path, extra: list[str]) -> subproce
            "--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]  # fmt: skip
     here = str(Path(__file__).parent)  # CrashAt is imported by the CLI from here
     path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    # one thread: a CPU reduction's summation order then depends on nothing but the inputs
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -125,4 +126,6 @@ def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
     assert (ca["epoch"], ca["global_step"]) == (cb["epoch"], cb["global_step"])
     for key, value in ca["state_dict"].items():
         if value.is_floating_point():
-            torch.testing.assert_close(cb["state_dict"][key], value, atol=atol, rtol=0, msg=key)
+            torch.testing.assert_close(
+                cb["state_dict"][key], value, atol=atol, rtol=0, msg=lambda m, k=key: f"{k}: {m}"
+            )
