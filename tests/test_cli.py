@@ -106,6 +106,21 @@ def test_an_unknown_architecture_argument_lists_the_valid_ones(modality, capsys)
         main(args, run=False)
 
 
+@pytest.mark.parametrize("cli", ["vision", "vision.segmentation"])
+def test_an_unknown_architecture_is_one_line_listing_the_registered_ones(cli, tmp_path):
+    config = {
+        "vision": "fashion_mnist.yaml",
+        "vision.segmentation": "segmentation/scenes_upernet.yaml",
+    }
+    args = [sys.executable, "-m", f"metamixer.{cli}", "fit", "--config",
+            str(EXP / "vision" / config[cli]), "--model.arch=ffnet_9"]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    (line,) = error_lines(out.stderr)
+    assert line.startswith("error: unknown architecture 'ffnet_9'") and "ffnet_1, " in line
+    assert not (tmp_path / "runs").exists()
+
+
 def error_lines(text: str) -> list[str]:
     return [x for x in text.splitlines() if x.startswith("error:")]
 
@@ -333,6 +348,14 @@ def test_missing_target_column_and_a_checkpoint_of_another_task_are_named(tmp_pa
     ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="trained with num_vars=3 but this data gives num_vars=1"):
         main(["test", *data, "--data.features=S", f"--ckpt_path={ckpt}", "--model.arch_args.dim=8"])
+    from metamixer.vision.__main__ import main as vision
+
+    with pytest.raises(ValueError) as err:
+        vision(["test", *default_config("vision"), f"--ckpt_path={ckpt}"])
+    assert str(err.value) == (
+        f"{ckpt} is a timeseries checkpoint (ffnet_ts); `metamixer vision test` needs a vision "
+        f"checkpoint: run `metamixer timeseries test --ckpt_path {ckpt}`"
+    )
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,24 @@ class MetaMixerCLI(LightningCLI):
             help="fit only: test the best checkpoint (or the last weights) once training ends",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Before Lightning reads ``--ckpt_path``'s hyperparameters as this task's model arguments,
+        a checkpoint written by another task is refused by name."""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if path and Path(path).is_file():
+            checkpoint = read_checkpoint(path)
+            written = (checkpoint.get("metamixer") or {}).get("task")
+            if written and written != self.task.name:
+                arch = (checkpoint.get("hyper_parameters") or {}).get("arch")
+                what = f"a {written} checkpoint" + (f" ({arch})" if arch else "")
+                raise ValueError(
+                    f"{path} is {what}; `metamixer {self.task.name} {subcommand}` needs a "
+                    f"{self.task.name} checkpoint: run `metamixer {written} {subcommand} "
+                    f"--ckpt_path {path}`"
+                )
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         config.imports = list(dict.fromkeys([*(config.get("imports") or []), *self.imports]))

@@ -3,6 +3,7 @@ from, and rebuilding a trained classifier from its checkpoint."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import typing
@@ -93,6 +94,18 @@ def build_classifier(
     any other timm model, with the task's ``num_classes`` / ``in_chans``."""
     if arch in ARCHITECTURES:
         return build_network(arch, task, arch_args)
+    if not timm.is_model(arch):
+        ours = sorted(
+            n
+            for n, a in ARCHITECTURES.items()
+            if a.cls.__module__.startswith(__package__ + ".models")
+        )
+        close = difflib.get_close_matches(arch, [*ours, *timm.list_models()], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown architecture {arch!r}; {hint}registered classifiers: {', '.join(ours)}, "
+            "or any timm model name (timm.list_models())"
+        )
     return timm.create_model(arch, **task, **(arch_args or {}))
 
 
