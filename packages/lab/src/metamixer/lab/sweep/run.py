@@ -61,7 +61,7 @@ def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
     else:
         row.update(value=value, error=None)
         # the run's hardware: its threads, not the sweep process's
-        keep = ("config", "config_sha256", "data", "wall_seconds", "seed", "hardware")
+        keep = ("config", "config_sha256", "data", "wall_seconds", "seed", "hardware", "machine")
         results.save_record(
             record_path(cell, spec, out).parent,
             {
