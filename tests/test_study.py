@@ -136,7 +136,11 @@ def test_conclusions_name_the_verdict_with_its_interval_and_corrected_p():
     assert "superres: not resolved" in softmax or "superres: no effect larger than" in softmax
     assert "Holm p = 0.18" in softmax and "95 % CI −0.424 to −0.009" in softmax
     attention = next(line for line in conclusions.splitlines() if "self-attention" in line)
-    assert "not testable here (no such cell in this grid)" in attention
+    assert attention.endswith("— not testable here (no such cell in this grid).")
+    untested = report(study({("expansion", "2"): CELLS["expansion", "2"]}))
+    assert untested.endswith(
+        "**Conclusions per claim of the paper**: no cell of this grid tests one."
+    )
     supported = report(study({("token_act", "softmax"): [9.0, 9.1, 9.2]}))
     assert "superres: supported (token_act=softmax: Δ −1.000 dB" in supported
     contradicted = report(study({("token_act", "softmax"): [11.0, 11.1, 11.2]}))

@@ -98,7 +98,7 @@ def controls_text(found: Sequence[Grid]) -> list[str]:
     lines[0] += (
         f" {len(failed)} of {len(checks)} controls {'fails' if len(failed) == 1 else 'fail'}."
         if failed
-        else f" All {len(checks)} controls pass."
+        else f" {'Both' if len(checks) == 2 else f'All {len(checks)}'} controls pass."
     )
     return [*lines, "", *(f"- {control_sentence(c)}" for c in checks)]
 
@@ -220,8 +220,15 @@ def conclusions(found: Sequence[Grid]) -> list[str]:
         "the design could detect):",
         "",
     ]
+    tested = [i for i, claim in enumerate(CLAIMS) if any(claim_cells(g, claim) for g in found)]
+    if not tested:
+        return [lines[0].split(" (generated")[0] + ": no cell of this grid tests one."]
     for i, claim in enumerate(CLAIMS):
-        lines.append(f"- *{claim.text}* — " + "; ".join(claim_text(g, i) for g in found) + ".")
+        if i in tested:
+            verdicts = "; ".join(claim_text(g, i) for g in found)
+        else:
+            verdicts = "not testable here (no such cell in this grid)"
+        lines.append(f"- *{claim.text}* — {verdicts}.")
     return lines
 
 
