@@ -119,10 +119,10 @@ def test_a_failing_positive_control_is_said_in_words_before_any_table():
     first_table = text.index("\n| axis |")
     top = text[:first_table]
     assert "1 of 2 controls fails" in top
-    assert re.search(r"removing the channel mixer costs nothing \(Δ \+0\.033 dB\), not more than "
-                     r"the MDE of [0-9.]+ dB: \*\*the control fails\*\*", top)  # fmt: skip
-    assert re.search(r"removing the token mixer costs 1\.000 dB, more than the MDE of [0-9.]+ dB: "
-                     r"the control passes", top)  # fmt: skip
+    assert re.search(r"removing the channel mixer costs nothing \(Δ \+0\.033 dB\) \(Holm p = 1\), "
+                     r"not more than the MDE of [0-9.]+ dB: \*\*the control fails\*\*", top)  # fmt: skip
+    assert re.search(r"removing the token mixer costs 1\.000 dB \(Holm p = 0\.0013\), more than the "
+                     r"MDE of [0-9.]+ dB: the control passes", top)  # fmt: skip
     # lower is better (MSE): a removal that lowers the metric costs nothing
     lower = report(study(goal="min"))
     assert "removing the token mixer costs nothing (Δ −1.000" in lower[: lower.index("\n| axis |")]
@@ -181,3 +181,21 @@ def test_save_record_names_the_machine_of_the_run_it_records(tmp_path):
     assert saved["machine"] == {"cpu": "Epyc", "threads": 1, "torch": "2.14.1"}
     older = json.loads(save_record(tmp_path, {"hardware": {"threads": 2}}).read_text())
     assert older["machine"]["cpu"] == "unknown"
+
+
+def test_cells_without_spread_get_no_test_and_fractions_are_tested_in_percent():
+    constant = report(study({("expansion", "2"): [10.0] * 3}, base=[10.0] * 3))
+    assert "no spread: no test" in row(constant, "expansion", "2")
+    assert "over the 0 tests of this table" in constant
+    records = study()
+    for r in records:
+        r["metrics"] = {"vision test/acc1": r["metrics"]["superres test/psnr"] / 100}
+    (grid,) = grids(records)
+    assert grid.unit == "points" and grid.baseline.values == pytest.approx(
+        [100 * v / 100 for v in BASE]
+    )
+    cell = grid.cell("token_act", "softmax")
+    assert cell is not None and cell.comparison is not None
+    assert cell.comparison.p == pytest.approx(
+        stats.ttest_ind(CELLS["token_act", "softmax"], BASE, equal_var=False).pvalue, rel=1e-9
+    )

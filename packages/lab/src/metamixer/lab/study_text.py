@@ -75,6 +75,8 @@ def control_sentence(control: Control) -> str:
         effect = f"costs {control.cost:.{d}f} {grid.unit}"
     else:
         effect = f"costs nothing (Δ {number(delta, d)} {grid.unit})"
+    if cell.corrected is not None:
+        effect += f" ({stats.CORRECTION_NAME} p = {pvalue(cell.corrected)})"
     if control.passed:
         return f"{what} {effect}, more than the MDE of {mde_text(grid)}: the control passes."
     return (
@@ -196,7 +198,12 @@ def claim_text(grid: Grid, claim_index: int) -> str:
         kind = verdict(grid, claim, cell)
         delta = cell.comparison.delta if cell.comparison is not None else 0.0
         if kind == "untestable":
-            why = "fewer than two seeds" if cell.n < 2 or grid.baseline.n < 2 else "no spread"
+            if cell.comparison is None:
+                why = "fewer than two seeds"
+            elif not cell.comparison.testable:
+                why = "no spread in either arm"
+            else:
+                why = f"the baseline's {claim.axis} is not recorded"
             parts.append(f"not testable here ({cell.label}: {why})")
         elif kind == "null" and grid.mde is not None and abs(delta) > grid.mde:
             parts.append(
