@@ -132,11 +132,12 @@ def test_a_failing_positive_control_is_said_in_words_before_any_table():
 
 def test_conclusions_name_the_verdict_with_its_interval_and_corrected_p():
     conclusions = report(study()).split("**Conclusions per claim of the paper**")[1]
-    softmax = next(line for line in conclusions.splitlines() if "softmax" in line)
+    lines = conclusions.splitlines()
+    softmax = lines[lines.index(next(x for x in lines if "softmax, as" in x)) + 1]
     assert "superres: not resolved" in softmax or "superres: no effect larger than" in softmax
     assert "Holm p = 0.18" in softmax and "95 % CI −0.424 to −0.009" in softmax
     attention = next(line for line in conclusions.splitlines() if "self-attention" in line)
-    assert attention.endswith("— not testable here (no such cell in this grid).")
+    assert attention.endswith(": not testable here (no such cell in this grid).")
     untested = report(study({("expansion", "2"): CELLS["expansion", "2"]}))
     assert untested.endswith(
         "**Conclusions per claim of the paper**: no cell of this grid tests one."
@@ -149,6 +150,14 @@ def test_conclusions_name_the_verdict_with_its_interval_and_corrected_p():
     assert "superres: supported (kernel=7" in larger
     null = report(study({("token_act", "softmax"): [10.0, 10.2, 10.1]}))
     assert re.search(r"superres: no effect larger than [0-9.]+ dB at this scale", null)
+    assert "its positive control fails" not in null  # no removal cell: no control to qualify it
+    # the token mixer's removal costs nothing here: every token-mixer verdict says so
+    useless = {**CELLS, ("token_mixer", "identity"): [10.1, 10.0, 10.2]}
+    lines = report(study(useless)).splitlines()
+    softmax = lines[lines.index(next(x for x in lines if "softmax, as" in x)) + 1]
+    assert softmax.endswith("removing the token mixer costs no more than the MDE on this task "
+                            "(its positive control fails), so the task cannot show what that part "
+                            "contributes.")  # fmt: skip
 
 
 def test_a_hand_edited_study_report_fails_the_check_naming_its_line(tmp_path):

@@ -31,6 +31,7 @@ class Claim:
     axis: str
     values: tuple[str, ...] = ()
     larger_better: bool = False
+    part: str = "token mixer"  # the part it is about: its positive control qualifies the verdict
 
 
 CLAIMS = (

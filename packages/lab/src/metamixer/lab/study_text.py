@@ -216,7 +216,14 @@ def claim_text(grid: Grid, claim_index: int) -> str:
             )
         else:
             parts.append(f"{kind} ({evidence(grid, cell)})")
-    return f"{grid.modality}: " + "; ".join(parts)
+    text = f"{grid.modality}: " + "; ".join(parts)
+    failed = [c for c in controls(grid) if c.part == claim.part and c.passed is not True]
+    if failed:
+        text += (
+            f" — but removing the {claim.part} costs no more than the MDE on this task (its "
+            "positive control fails), so the task cannot show what that part contributes"
+        )
+    return text
 
 
 def conclusions(found: Sequence[Grid]) -> list[str]:
@@ -231,11 +238,11 @@ def conclusions(found: Sequence[Grid]) -> list[str]:
     if not tested:
         return [lines[0].split(" (generated")[0] + ": no cell of this grid tests one."]
     for i, claim in enumerate(CLAIMS):
-        if i in tested:
-            verdicts = "; ".join(claim_text(g, i) for g in found)
-        else:
-            verdicts = "not testable here (no such cell in this grid)"
-        lines.append(f"- *{claim.text}* — {verdicts}.")
+        if i not in tested:
+            lines.append(f"- *{claim.text}*: not testable here (no such cell in this grid).")
+            continue
+        lines.append(f"- *{claim.text}*:")
+        lines += [f"    - {claim_text(g, i)}." for g in found]  # nested: four spaces
     return lines
 
 
