@@ -45,6 +45,7 @@ def test_a_tested_run_writes_a_record_and_records_collect_into_a_table(
     assert (
         f"{record['metrics']['test/mse']:.4f}" in table
         and "| timeseries | elecdemand | fit |" in table
+        and f"| {run} |" in table
     )
     record["code"]["commit"] = "0" * 40
     (run / "record.json").write_text(json.dumps(record))
@@ -197,6 +198,11 @@ def test_collect_lists_sweep_and_benchmark_records_too(capsys):
     table = capsys.readouterr().out
     assert "| timeseries | axis=baseline, value=FFNet | sweep |" in table
     assert "series=Demand, model=FFNet" in table
+    # where each run is and, for a sweep's cell, what it ran with
+    assert "| results/records/sweep-full/superres/token_act-identity/seed-0 |" in table.replace(
+        str(EXP.parent) + "/", ""
+    )
+    assert "--model.arch_args.token_acts=identity --model.arch_args.token_mixers=ffnified" in table
 
 
 def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):

@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -179,9 +180,11 @@ def load_records(folders: Sequence[Path]) -> list[dict[str, Any]]:
 def table(
     records: Sequence[Mapping[str, Any]], current: str | None
 ) -> tuple[list[str], list[list]]:
-    """Header and rows; a record of another commit than ``current`` is marked ``*``."""
+    """Header and rows; a record of another commit than ``current`` is marked ``*``.  The last
+    columns say where each run is (its record's folder) and, for a sweep's cell, the arguments it
+    ran with."""
     metrics = sorted({k for r in records for k in r["metrics"]})
-    header = ["modality", "experiment", "subcommand", "seed", "code", *metrics]
+    header = ["modality", "experiment", "subcommand", "seed", "code", *metrics, "run", "arguments"]
     rows = []
     for r in records:
         commit = (r.get("code") or {}).get("commit") or "?"
@@ -191,7 +194,9 @@ def table(
         )
         kind = r.get("subcommand") or r.get("kind", "")
         rows.append([r.get("modality", ""), experiment, kind, r.get("seed"), commit[:8] + mark,
-                     *(r["metrics"].get(m, "") for m in metrics)])  # fmt: skip
+                     *(r["metrics"].get(m, "") for m in metrics),
+                     str(Path(r["path"]).parent) if "path" in r else "",
+                     shlex.join(r.get("cell_args") or [])])  # fmt: skip
     return header, rows
 
 
