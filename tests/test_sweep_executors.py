@@ -2,6 +2,7 @@
 real Ray cluster on 127.0.0.1, each with a cell killed mid-run and a driver killed and restarted,
 its records compared with a local run; and the refusals before any cell starts."""
 
+import contextlib
 import json
 import os
 import signal
@@ -306,3 +307,90 @@ def test_the_smoke_sweep_on_a_ray_cluster_survives_a_killed_cell_and_a_killed_dr
     for cell in ("vision__baseline", "timeseries__act-relu"):
         log = (out / "smoke" / cell / "log.txt").read_text()
         assert "test/" in log  # the worker's log, sent home
+
+
+SLURM_CONF = """ClusterName=metamixer-test
+SlurmctldHost={host}
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={dir}/munge.sock
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool
+SlurmctldPidFile={dir}/slurmctld.pid
+SlurmdPidFile={dir}/slurmd.pid
+SlurmctldLogFile={dir}/slurmctld.log
+SlurmdLogFile={dir}/slurmd.log
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+NodeName={host} CPUs=2 State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture
+def slurm_cluster(monkeypatch):
+    """A real one-node SLURM cluster from Debian's packages (slurmctld, slurmd, munged; apt-get
+    install slurmctld slurmd slurm-client munge), on its own ports, its configuration in a
+    temporary folder (``SLURM_CONF``), no accounting (``sacct`` refuses; ``squeue`` answers)."""
+    import shutil
+
+    daemons = ("munged", "slurmctld", "slurmd", "sbatch", "squeue")
+    if not all(shutil.which(d) for d in daemons) or os.geteuid() != 0:
+        pytest.skip("needs root and Debian's slurmctld, slurmd, slurm-client and munge packages")
+    folder = Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp"))  # munge's socket path is short
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir()
+    key = folder / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    conf = folder / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(host=socket.gethostname().split(".")[0], dir=folder,
+                                      ctld_port=free_port(), d_port=free_port()))  # fmt: skip
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    started = []
+    try:
+        subprocess.run(["munged", "-f", f"--key-file={key}", f"--socket={folder}/munge.sock",
+                        f"--log-file={folder}/munged.log", f"--pid-file={folder}/munged.pid",
+                        f"--seed-file={folder}/munged.seed"], check=True)  # fmt: skip
+        started.append(folder / "munged.pid")
+        subprocess.run(["slurmctld", "-i"], check=True)
+        started.append(folder / "slurmctld.pid")
+        subprocess.run(["slurmd"], check=True)
+        started.append(folder / "slurmd.pid")
+        wait_for(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True,
+                                                  text=True).stdout, "the SLURM node", 60)  # fmt: skip
+        yield folder
+    finally:
+        subprocess.run(["scancel", "--user=root"], capture_output=True)  # this cluster's jobs only
+        time.sleep(2)
+        for pid_file in reversed(started):
+            if pid_file.is_file():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_the_smoke_sweep_on_a_real_slurm_cluster_takes_back_its_jobs_after_a_killed_driver(
+    tmp_path, local_run, slurm_cluster
+):
+    out = tmp_path / "out"
+    ours = kill_a_cell_and_the_driver_then_resume(
+        out, "--executor", "slurm", "--slurm.partition", "debug", "--slurm.timeout_min", "30"
+    )
+    same_records(ours, local_run)
+    jobs = out / "smoke" / "submitit"
+    assert not list((jobs / "journal").iterdir())
+    # four cells in one array, then the killed cell alone: the jobs the killed driver left
+    # running were taken back, not submitted again
+    assert len(list(jobs.glob("*/*_result.pkl"))) == 5

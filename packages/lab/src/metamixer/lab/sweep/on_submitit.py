@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,20 @@ from metamixer.lab.sweep.job import CellJob, Outcome, execute, last_line
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout"}
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 WEEK_MIN = 7 * 24 * 60  # submitit's local jobs stop after 2 minutes unless told otherwise
+
+
+def slurm_state(job: submitit.Job) -> str:
+    """The job's state from ``sacct`` (submitit's), or from ``squeue`` where SLURM keeps no
+    accounting (``sacct`` refuses; ``squeue`` knows pending and running jobs only)."""
+    state = (job.state or "UNKNOWN").split()[0]
+    if state != "UNKNOWN":
+        return state
+    try:
+        queued = subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%T"],
+                                capture_output=True, text=True, timeout=60).stdout.split()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return state
+    return queued[0] if queued else state
 
 
 class SubmititExecutor:
@@ -87,7 +102,7 @@ class SubmititExecutor:
         note = json.loads(path.read_text())
         if note.get("command") != list(job.command) or note.get("cluster") != self.cluster:
             return None
-        folder = self.folder / note["job_id"].split("_")[0]
+        folder = self.folder / "%j"  # submitit's folder template, as the job was submitted with
         old: submitit.Job
         if self.cluster == "slurm":
             old = submitit.SlurmJob(folder=folder, job_id=note["job_id"])
@@ -95,7 +110,7 @@ class SubmititExecutor:
             old = submitit.LocalJob(folder=folder, job_id=note["job_id"])
         if old.paths.result_pickle.exists():
             return old
-        return old if self.cluster == "slurm" and old.state.split()[0] in ALIVE else None
+        return old if self.cluster == "slurm" and slurm_state(old) in ALIVE else None
 
     def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, Outcome]]:
         running: list[tuple[CellJob, submitit.Job]] = []
