@@ -5,6 +5,7 @@ its records compared with a local run; and the refusals before any cell starts."
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -293,6 +294,7 @@ def ray_cluster():
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -343,8 +345,6 @@ def slurm_cluster(monkeypatch):
     """A real one-node SLURM cluster from Debian's packages (slurmctld, slurmd, munged; apt-get
     install slurmctld slurmd slurm-client munge), on its own ports, its configuration in a
     temporary folder (``SLURM_CONF``), no accounting (``sacct`` refuses; ``squeue`` answers)."""
-    import shutil
-
     daemons = ("munged", "slurmctld", "slurmd", "sbatch", "squeue")
     if not all(shutil.which(d) for d in daemons) or os.geteuid() != 0:
         pytest.skip("needs root and Debian's slurmctld, slurmd, slurm-client and munge packages")
@@ -378,6 +378,8 @@ def slurm_cluster(monkeypatch):
             if pid_file.is_file():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        time.sleep(2)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
