@@ -396,3 +396,24 @@ def test_the_smoke_sweep_on_a_real_slurm_cluster_takes_back_its_jobs_after_a_kil
     # four cells in one array, then the killed cell alone: the jobs the killed driver left
     # running were taken back, not submitted again
     assert len(list(jobs.glob("*/*_result.pkl"))) == 5
+
+
+@pytest.mark.slow
+def test_a_slurm_job_past_its_time_limit_is_recorded_failed_and_retried(tmp_path, slurm_cluster):
+    path = one_cell_sweep(tmp_path, ["--trainer.max_epochs=200", "--model.plot_series=0"])
+    command = [sys.executable, "-m", "metamixer.lab.sweep", str(path), "--out", str(tmp_path),
+               "--executor", "slurm", "--slurm.partition", "debug", "--slurm.timeout_min", "1",
+               "--slurm.signal_delay_s", "30"]  # fmt: skip
+    # SLURM signals the job (USR2) about 30 s before its minute is up; submitit stops it
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert run.returncode != 0 and "1 of 1 cells failed" in run.stderr, run.stderr[-2000:]
+    result = json.loads((tmp_path / "one" / "timeseries__baseline" / "result.json").read_text())
+    assert result["error"].startswith("slurm job ") and "timed-out" in result["error"], result
+    assert not list((tmp_path / "one" / "submitit" / "journal").iterdir())
+    assert not cell_pids(tmp_path, "timeseries__baseline")
+    log = tmp_path / "one" / "timeseries__baseline" / "log.txt"
+    before = log.stat().st_mtime_ns
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert (
+        again.returncode != 0 and log.stat().st_mtime_ns != before
+    )  # retried (and again too long)
