@@ -417,3 +417,34 @@ def test_a_slurm_job_past_its_time_limit_is_recorded_failed_and_retried(tmp_path
     assert (
         again.returncode != 0 and log.stat().st_mtime_ns != before
     )  # retried (and again too long)
+
+
+def test_a_restarted_driver_takes_back_finished_jobs_and_resubmits_lost_ones(tmp_path):
+    """The journal of submitted jobs, with cheap stand-in cells (a line of Python each): a job that
+    finished while no driver was there is collected, not run again; a lost one is submitted again."""
+    import submitit
+
+    from metamixer.lab.sweep.job import CellJob, execute
+    from metamixer.lab.sweep.on_submitit import SubmititExecutor
+
+    def job(name: str) -> CellJob:
+        return CellJob(name, ("-c", f"print('{name} ran')"), str(tmp_path / name))
+
+    runner = SubmititExecutor("local", {}, tmp_path)
+    finished, lost = job("finished"), job("lost")
+    # an earlier driver submitted both, then died: one job ended, the other died with it
+    early = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="local")
+    early.update_parameters(timeout_min=5)
+    done = early.submit(execute, finished)
+    done.result()
+    for cell, job_id in ((finished, done.job_id), (lost, "999999999")):
+        note = {"job_id": job_id, "cluster": "local", "command": list(cell.command)}
+        (tmp_path / "submitit" / "journal").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "submitit" / "journal" / f"{cell.name}.json").write_text(json.dumps(note))
+    (tmp_path / "finished" / "log.txt").unlink()  # were it run again, its log would come back
+    outcomes = {j.name: o for j, o in runner.run([finished, lost])}
+    assert outcomes["finished"].error == "exit 0: finished ran"  # the earlier job's outcome
+    assert not (tmp_path / "finished" / "log.txt").exists()  # ... not run again
+    assert outcomes["lost"].error == "exit 0: lost ran"  # a stand-in cell writes no record
+    assert (tmp_path / "lost" / "log.txt").read_text() == "lost ran\n"
+    assert not list((tmp_path / "submitit" / "journal").iterdir())
