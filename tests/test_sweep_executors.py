@@ -66,10 +66,13 @@ def test_executor_options_come_from_the_file_and_the_command_line_wins(tmp_path)
         "ray": {"resources": {"accel": 1}},
     }
     spec = {"executor": {"name": "slurm", "slurm": {"partition": "cpu", "gpus_per_node": 1}}}
-    assert executor_options(spec, None, flags) == ("slurm", {"partition": "gpu", "gpus_per_node": 1,
+    slurm = {"slurm": flags["slurm"]}
+    assert executor_options(spec, None, slurm) == ("slurm", {"partition": "gpu", "gpus_per_node": 1,
                                                              "timeout_min": 30})  # fmt: skip
     assert executor_options(spec, "submitit-local", None)[1] == spec["executor"]["slurm"]
     assert executor_options({}, None, None) == ("local", {})
+    with pytest.raises(ValueError, match=r"--slurm\.\* options given but the executor is local"):
+        executor_options({}, None, {"slurm": {"partition": "gpu"}})  # not on the login node
     with pytest.raises(ValueError, match="unrecognised argument '--slurmpartition'"):
         option_flags(["--slurmpartition", "gpu"])
     bad = one_cell_sweep(tmp_path, [], executor={"name": "slurm", "slurn": {}})

@@ -98,6 +98,12 @@ def executor_options(
     if name not in NAMES:
         raise ValueError(f"unknown executor {name!r}; choose from {', '.join(NAMES)}")
     key = SECTIONS[name]
+    stray = sorted(set(flags or {}) - {key})
+    if stray:  # e.g. --slurm.partition without --executor slurm: never run on the login node
+        raise ValueError(
+            f"--{stray[0]}.* options given but the executor is {name}; choose it with "
+            f"--executor {stray[0]}"
+        )
     return name, {**(section.get(key) or {}), **((flags or {}).get(key) or {})}
 
 
