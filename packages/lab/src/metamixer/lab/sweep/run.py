@@ -193,6 +193,7 @@ def run_cells(todo: list[Cell], spec: dict, out: Path, runner: Executor) -> list
     jobs = [
         cell_job(todo[i], spec, out, runner.threads(), runner.timeout_s()) for i in waiting.values()
     ]
+    print(f"{len(jobs)} of {len(todo)} cells to run; {runner.describe()}", flush=True)
     for job, outcome in runner.run(jobs):
         i = waiting[job.name]
         rows[i] = record_outcome(todo[i], spec, out, outcome)
