@@ -46,11 +46,16 @@ class Outcome:
     host: str = field(default_factory=socket.gethostname)
 
 
+# looked up once here: the child calls it between fork and exec, where loading a library could
+# deadlock on a lock another thread held at the fork
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # a cell outlives neither its worker nor the driver's thread that started it (a killed
     # SLURM/Ray/submitit job or driver leaves no orphaned training behind)
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def last_line(text: str) -> str:
