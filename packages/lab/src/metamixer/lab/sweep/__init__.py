@@ -30,7 +30,12 @@ versions flagged, and the conclusions per claim of the paper) and one figure per
 parallel).  Paths in the sweep file are read relative to its folder, the repository root two
 levels up, or the current folder.
 
-Cells run as subprocesses, so this module imports no modality package.
+Cells run as subprocesses, so this module imports no modality package.  Where they run is the
+executor's business (``--executor local|slurm|submitit-local|ray``, options from the file's
+``executor:`` section or ``--slurm.KEY VALUE`` / ``--ray.KEY VALUE``; see
+:mod:`metamixer.lab.sweep.executors` and docs/sweeps-on-clusters.md): it only runs the cells, the
+records are written here as they end.  One driver runs a sweep at a time (``sweep.lock`` in its
+run folder).
 """
 
 from metamixer.lab.sweep.command import main

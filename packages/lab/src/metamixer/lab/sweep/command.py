@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from metamixer.lab.sweep.executors import NAMES, ExecutorError, option_flags
+from metamixer.lab.sweep.lock import SweepLocked
 from metamixer.lab.sweep.run import rerun, run_sweep
 
 #: the first paragraph of the package's docstring
@@ -30,12 +32,20 @@ def main(argv: list[str] | None = None) -> None:
         "--report", action="store_true", help="only write the reports from the records"
     )
     parser.add_argument("--rerun", metavar="CELL", help="run one recorded cell again and compare")
-    args = parser.parse_args(argv)
+    parser.add_argument("--executor", choices=NAMES,
+                        help="where the cells run (default: the sweep file's executor.name, else "
+                        "local); options: --local.KEY, --slurm.KEY, --ray.KEY VALUE (see "
+                        "docs/sweeps-on-clusters.md), e.g. --slurm.partition gpu")  # fmt: skip
+    args, rest = parser.parse_known_args(argv)
+    try:
+        flags = option_flags(rest)
+    except ValueError as err:
+        parser.error(str(err))
     out = Path(args.out)
     if args.rerun:
         try:
             print(rerun(Path(args.sweep), args.rerun, out, threads=os.cpu_count() or 1))
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, ValueError, SweepLocked) as err:
             raise SystemExit(f"error: {err}") from None
         return
     try:
@@ -47,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
             args.modalities,
             args.report,
             args.cells,
+            args.executor,
+            flags,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ExecutorError, SweepLocked) as err:
         raise SystemExit(f"error: {err}") from None
     if args.dry_run:
         return

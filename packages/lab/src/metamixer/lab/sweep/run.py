@@ -1,4 +1,5 @@
-"""Running a sweep's cells (local processes) and saving their records; resuming from the records."""
+"""Running a sweep: planning its cells, handing the ones without a record to an executor, saving
+the records as the cells end (the only place they are written), resuming from the records."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import fnmatch
 import json
 import os
 import shlex
-import subprocess
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from metamixer.core.atomic import write_text
 from metamixer.lab import results
 from metamixer.lab.study import machine_label
+from metamixer.lab.sweep.executors import Executor, executor_options, make_executor
+from metamixer.lab.sweep.job import CellJob, Outcome, execute
+from metamixer.lab.sweep.lock import sweep_lock
 from metamixer.lab.sweep.report import write_reports
 from metamixer.lab.sweep.spec import (
     Cell,
@@ -29,34 +32,54 @@ from metamixer.lab.sweep.spec import (
 )
 
 
-def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
-    """Run a cell unless its record exists; save its record on success.  Returns the result row."""
+def result_row(cell: Cell, spec: dict) -> dict:
     mod = spec["modalities"][cell.modality]
-    row = {
+    return {
         "modality": cell.modality,
         "setting": cell.label,
         "seed": cell.seed,
         **dict(cell.setting),
         "metric": mod["metric"],
     }
+
+
+def done_row(cell: Cell, spec: dict, out: Path) -> dict | None:
+    """The cell's result row from its record, or ``None`` if it is still to run."""
     done = finished(cell, spec, out)
-    if done is not None:
-        return {**row, "value": done["metrics"].get(metric_name(cell.modality, mod)), "error": None}
+    if done is None:
+        return None
+    mod = spec["modalities"][cell.modality]
+    value = done["metrics"].get(metric_name(cell.modality, mod))
+    return {**result_row(cell, spec), "value": value, "error": None}
+
+
+def cell_job(
+    cell: Cell, spec: dict, out: Path, threads: int, timeout_s: float | None = None
+) -> CellJob:
+    """What an executor runs for the cell: its command in its run folder ``out/<sweep>/<cell>``."""
+    folder = out.absolute() / spec["name"] / cell.name
+    return CellJob(
+        name=cell.name,
+        command=tuple(cell_command(cell, spec, folder)[1:]),  # the worker's Python runs it
+        folder=str(folder),
+        env=(("OMP_NUM_THREADS", str(threads)),),
+        pythonpath=spec["folder"],
+        timeout_s=timeout_s,
+    )
+
+
+def record_outcome(cell: Cell, spec: dict, out: Path, outcome: Outcome) -> dict:
+    """Save the cell's record if its run succeeded (the one place records are written, whichever
+    executor ran it) and its ``result.json``; a log shipped home lands in the run folder."""
+    mod = spec["modalities"][cell.modality]
+    row = result_row(cell, spec)
     folder = out / spec["name"] / cell.name
-    path = os.pathsep.join(filter(None, [spec["folder"], os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = path
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "log.txt", "w") as log:
-        code = subprocess.run(
-            cell_command(cell, spec, folder), stdout=log, stderr=subprocess.STDOUT, env=env
-        ).returncode
-    found = sorted(folder.rglob(results.RECORD), key=lambda p: p.stat().st_mtime)
-    run = json.loads(found[-1].read_text()) if code == 0 and found else None
+    if outcome.log is not None:
+        write_text(folder / "log.txt", outcome.log)
+    run = outcome.run
     value = None if run is None else run["metrics"].get(mod["metric"])
     if run is None:
-        lines = [x for x in (folder / "log.txt").read_text().splitlines() if x.strip()]
-        row.update(value=None, error=f"exit {code}: {lines[-1].strip() if lines else 'no output'}")
+        row.update(value=None, error=outcome.error or f"exit {outcome.code}")
     elif value is None:
         row.update(value=None, error=f"metric {mod['metric']} missing from the run's record")
     else:
@@ -85,6 +108,15 @@ def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
     return row
 
 
+def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
+    """Run a cell here unless its record exists; save its record on success.  Returns the result
+    row."""
+    done = done_row(cell, spec, out)
+    if done is not None:
+        return done
+    return record_outcome(cell, spec, out, execute(cell_job(cell, spec, out, threads)))
+
+
 def run_sweep(
     path: Path,
     out: Path,
@@ -93,10 +125,14 @@ def run_sweep(
     modalities: list[str] | None = None,
     report_only: bool = False,
     only: list[str] | None = None,
+    executor: str | None = None,
+    executor_flags: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict], str]:
     """Run (or, with ``dry_run``, list) the cells (``only``: those whose tag, e.g.
-    ``token_act-softmax`` or ``baseline``, matches one of these shell patterns); returns the
-    result rows and the report table (empty while no cell has a record)."""
+    ``token_act-softmax`` or ``baseline``, matches one of these shell patterns) on ``executor``
+    (``local``, ``slurm``, ``submitit-local``, ``ray``; default: the sweep file's, else local) with
+    the file's options for it updated by ``executor_flags``; returns the result rows and the report
+    table (empty while no cell has a record)."""
     spec = load_sweep(path)
     if modalities:
         unknown = set(modalities) - set(spec["modalities"])
@@ -113,7 +149,6 @@ def run_sweep(
             )
     cores = os.cpu_count() or 1
     parallel = max(1, min(parallel or spec.get("parallel", cores), cores))
-    threads = max(1, cores // parallel)
     todo = [c for c in cells(spec) if not modalities or c.modality in modalities]
     if only:
         tags = list(dict.fromkeys(c.tag for c in todo))
@@ -121,25 +156,49 @@ def run_sweep(
         if unmatched:
             raise ValueError(f"{path}: --cells {unmatched} match no cell; cells: {', '.join(tags)}")
         todo = [c for c in todo if any(fnmatch.fnmatchcase(c.tag, p) for p in only)]
+    rows: list[dict] = []
+    if dry_run or not report_only:
+        name, options = executor_options(spec, executor, executor_flags)
+        runner = make_executor(name, options, parallel, out.absolute() / spec["name"])
     if dry_run:
+        print(f"executor: {runner.describe()}")
         for cell in todo:
             done = finished(cell, spec, out)
             commit = ((done or {}).get("code") or {}).get("commit") or "?"
-            state = f"done at {commit[:8]}" if done else "to run"
+            state = f"done at {commit[:8]}" if done else f"to run on {runner.name}"
             print(
                 f"{cell.name} ({state}):\n  {shlex.join(cell_command(cell, spec, out / spec['name'] / cell.name))}"
             )
         return [], ""
-    rows = []
     if not report_only:
-        with ThreadPoolExecutor(parallel) as pool:
-            rows = list(pool.map(lambda c: run_cell(c, spec, out, threads), todo))
+        with sweep_lock(out / spec["name"]):
+            rows = run_cells(todo, spec, out, runner)
     records = [
         r for r in results.load_records([records_root(spec, out)]) if r.get("sweep") == spec["name"]
     ]
     if not records:
         return rows, ""
     return rows, write_reports(records, Path(spec.get("report") or out / spec["name"]), spec)
+
+
+def run_cells(todo: list[Cell], spec: dict, out: Path, runner: Executor) -> list[dict]:
+    """The cells' result rows (in ``todo``'s order): recorded cells from their records, the others
+    run on ``runner`` (checked first: refused before any cell starts) and recorded as they end."""
+    rows: list[dict | None] = [done_row(cell, spec, out) for cell in todo]
+    waiting = {
+        cell.name: i for i, (cell, row) in enumerate(zip(todo, rows, strict=True)) if row is None
+    }
+    if not waiting:
+        return [r for r in rows if r is not None]
+    runner.check()
+    jobs = [
+        cell_job(todo[i], spec, out, runner.threads(), runner.timeout_s()) for i in waiting.values()
+    ]
+    print(f"{len(jobs)} of {len(todo)} cells to run; {runner.describe()}", flush=True)
+    for job, outcome in runner.run(jobs):
+        i = waiting[job.name]
+        rows[i] = record_outcome(todo[i], spec, out, outcome)
+    return [r for r in rows if r is not None]
 
 
 def rerun(path: Path, name: str, out: Path, threads: int) -> str:
@@ -162,7 +221,8 @@ def rerun(path: Path, name: str, out: Path, threads: int) -> str:
     values = [r["metrics"][metric] for r in siblings if r is not None]
     _, spread, n = results.stats(values)
     spec["records"] = str(out / spec["name"] / "rerun-records")
-    row = run_cell(cell, spec, out, threads)
+    with sweep_lock(out / spec["name"]):
+        row = run_cell(cell, spec, out, threads)
     if row["value"] is None:
         raise ValueError(f"{name} failed again: {row['error']}")
     delta = row["value"] - recorded["metrics"][metric]

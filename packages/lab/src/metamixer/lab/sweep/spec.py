@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from metamixer.lab import results
+from metamixer.lab.sweep.executors import check_section
 
 KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report",
-        "extends"}  # fmt: skip
+        "extends", "executor"}  # fmt: skip
 
 
 MODALITY_KEYS = {"config", "metric", "goal", "budget", "knobs", "grid", "values", "extra", "skip"}
@@ -89,6 +90,8 @@ def load_sweep(path: Path) -> dict:
         raise ValueError(
             f"{path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(KEYS))}"
         )
+    if "executor" in spec:
+        check_section(path, spec["executor"])
     if spec.get("mode", "one-at-a-time") not in ("one-at-a-time", "product"):
         raise ValueError(f"{path}: mode must be 'one-at-a-time' or 'product', got {spec['mode']!r}")
     folder = path.resolve().parent
