@@ -75,6 +75,7 @@ def test_smoke_sweep_is_killed_midway_and_resumes_without_redoing_cells(tmp_path
     second = sweep(tmp_path)
     output = second.communicate(timeout=900)[0]
     assert second.returncode == 0, output[-3000:]
+    assert "finished, test/" in output  # each cell's line gives its metric
     for path, mtime in done.items():
         assert path.stat().st_mtime == mtime, f"{path.parent.name} was run again"
     results = [json.loads(p.read_text()) for p in root.glob("*/result.json")]
@@ -108,11 +109,22 @@ def test_dry_run_lists_cells_and_a_failed_cell_is_recorded_and_retried(tmp_path)
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("log.txt"))
     first = sweep_cmd()
     assert first.returncode != 0 and "1 of 1 cells failed" in first.stderr
+    cell = "timeseries__token_mixer-no_such_mixer"
+    assert f"started {cell}" in first.stdout  # one line per cell as it starts and ends
+    assert f"[1/1] {cell} failed: exit 2: error: unknown token mixer" in first.stdout
     result = json.loads(next((tmp_path / "bad").glob("*/result.json")).read_text())
     assert result["value"] is None and "unknown token mixer 'no_such_mixer'" in result["error"]
     log = next((tmp_path / "bad").glob("*/log.txt"))
     before = log.stat().st_mtime_ns
     assert sweep_cmd().returncode != 0 and log.stat().st_mtime_ns != before  # retried
+    # a dry run checks what it can without training: the imports and the metric's name
+    path.write_text(yaml.safe_dump({**spec, "imports": ["no_such_module_here"]}))
+    dry = sweep_cmd("--dry-run")
+    assert dry.returncode != 0 and "imports: no_such_module_here does not import" in dry.stderr
+    bad_metric = {**spec["modalities"]["timeseries"], "metric": "mse"}
+    path.write_text(yaml.safe_dump({**spec, "modalities": {"timeseries": bad_metric}}))
+    dry = sweep_cmd("--dry-run")
+    assert dry.returncode != 0 and "metric 'mse' is not a logged name" in dry.stderr
 
 
 def test_missing_config_is_refused_before_any_cell(tmp_path):

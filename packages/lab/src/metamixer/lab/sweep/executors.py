@@ -150,9 +150,14 @@ class LocalExecutor:
 
     def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, Outcome]]:
         with ThreadPoolExecutor(self.parallel) as pool:
-            futures = {pool.submit(execute, job): job for job in jobs}
+            futures = {pool.submit(_announced, job): job for job in jobs}
             for future in as_completed(futures):
                 yield futures[future], future.result()
+
+
+def _announced(job: CellJob) -> Outcome:
+    print(f"started {job.name}", flush=True)
+    return execute(job)
 
 
 def make_executor(name: str, options: dict[str, Any], parallel: int, folder: Path) -> Executor:

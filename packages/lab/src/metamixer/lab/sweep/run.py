@@ -7,6 +7,8 @@ import fnmatch
 import json
 import os
 import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,12 @@ def record_outcome(cell: Cell, spec: dict, out: Path, outcome: Outcome) -> dict:
     if run is None:
         row.update(value=None, error=outcome.error or f"exit {outcome.code}")
     elif value is None:
-        row.update(value=None, error=f"metric {mod['metric']} missing from the run's record")
+        logged = ", ".join(sorted(run["metrics"])) or "nothing"
+        row.update(
+            value=None,
+            error=f"metric {mod['metric']!r} is not in the run's record (it logged: {logged}); "
+            "fix the sweep file's metric",
+        )
     else:
         row.update(value=value, error=None)
         # the run's hardware: its threads, not the sweep process's
@@ -161,6 +168,7 @@ def run_sweep(
         name, options = executor_options(spec, executor, executor_flags)
         runner = make_executor(name, options, parallel, out.absolute() / spec["name"])
     if dry_run:
+        check_before_running(spec)
         print(f"executor: {runner.describe()}")
         for cell in todo:
             done = finished(cell, spec, out)
@@ -181,6 +189,27 @@ def run_sweep(
     return rows, write_reports(records, Path(spec.get("report") or out / spec["name"]), spec)
 
 
+def check_before_running(spec: dict) -> None:
+    """What a dry run can check without training: every module in ``imports`` imports (in a
+    subprocess with the sweep file's folder on the path, as the cells run), and every metric is
+    a logged name (``test/…`` or ``val/…``)."""
+    for module in spec.get("imports", []):
+        path = os.pathsep.join(filter(None, [spec["folder"], os.environ.get("PYTHONPATH")]))
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": path}, timeout=600,
+        )  # fmt: skip
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ValueError(f"imports: {module} does not import from {spec['folder']}: {last}")
+    for modality, mod in spec["modalities"].items():
+        if not str(mod["metric"]).startswith(("test/", "val/")):
+            raise ValueError(
+                f"{modality}: metric {mod['metric']!r} is not a logged name (test/… or val/…, "
+                "e.g. test/acc1, test/mse)"
+            )
+
+
 def run_cells(todo: list[Cell], spec: dict, out: Path, runner: Executor) -> list[dict]:
     """The cells' result rows (in ``todo``'s order): recorded cells from their records, the others
     run on ``runner`` (checked first: refused before any cell starts) and recorded as they end."""
@@ -195,9 +224,17 @@ def run_cells(todo: list[Cell], spec: dict, out: Path, runner: Executor) -> list
         cell_job(todo[i], spec, out, runner.threads(), runner.timeout_s()) for i in waiting.values()
     ]
     print(f"{len(jobs)} of {len(todo)} cells to run; {runner.describe()}", flush=True)
-    for job, outcome in runner.run(jobs):
+    for k, (job, outcome) in enumerate(runner.run(jobs), 1):
         i = waiting[job.name]
-        rows[i] = record_outcome(todo[i], spec, out, outcome)
+        row = rows[i] = record_outcome(todo[i], spec, out, outcome)
+        state = (
+            f"finished, {row['metric']} {row['value']:.4g}"
+            if row["error"] is None
+            else f"failed: {row['error']}"
+        )
+        print(f"[{k}/{len(jobs)}] {job.name} {state}", flush=True)
+        if row["error"] is not None and "is not in the run's record" in row["error"]:
+            raise ValueError(f"{job.name}: {row['error']} (no further cells run)")
     return [r for r in rows if r is not None]
 
 
