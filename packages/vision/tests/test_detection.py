@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from metamixer.vision.detection.__main__ import main
 from metamixer.vision.detection.data import COCODetectionDataModule
 from metamixer.vision.detection.lit import Detector, step_with_warmup
-from metamixer.vision.detection.models import TimmFPNBackbone, build_mask_rcnn
+from metamixer.vision.detection.models import TimmFPNBackbone, build_detector
 
 #: category ids with a gap (as COCO's) → labels 1, 2, 3
 CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}, {"id": 9, "name": "bar"}]
@@ -184,9 +184,10 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
 
     classifier = timm.create_model("ffnet_test", num_classes=5)
     torch.save(classifier.state_dict(), tmp_path / "cls.pth")
-    model = build_mask_rcnn(
-        "ffnet_test", 3, init_backbone=str(tmp_path / "cls.pth"), fpn_channels=16
-    )
+    model = build_detector(
+        "mask_rcnn", "ffnet_test", 3, detector_args={"fpn_channels": 16},
+        init_backbone=str(tmp_path / "cls.pth"),
+    )  # fmt: skip
     got = model.backbone.body.state_dict()["model.stages.2.blocks.1.token.mixer.query.conv.weight"]
     assert torch.equal(
         got, classifier.state_dict()["stages.2.blocks.1.token.mixer.query.conv.weight"]
@@ -204,7 +205,9 @@ def test_schedule_warms_up_then_steps_down():
 def test_non_finite_loss_names_the_step(coco_root):
     dm = datamodule(coco_root)
     dm.setup("fit")
-    model = Detector("ffnet_test", 3, fpn_channels=16, box_head_dim=32, mask_head_dim=16)
+    model = Detector(
+        "ffnet_test", 3, detector_args={"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16}
+    )
     batch = next(iter(dm.train_dataloader()))
     batch["images"][0][0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="at step 0"):
@@ -212,10 +215,11 @@ def test_non_finite_loss_names_the_step(coco_root):
 
 
 SMALL_MODEL = [
-    "--model.arch=ffnet_test", "--model.fpn_channels=16", "--model.box_head_dim=32",
-    "--model.mask_head_dim=16", "--model.box_batch_size_per_image=32",
-    "--model.rpn_batch_size_per_image=32", "--model.warmup_steps=1",
-]  # fmt: skip
+    "--model.arch=ffnet_test",
+    '--model.detector_args={"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16, '
+    '"box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32}',
+    "--model.warmup_steps=1",
+]
 
 
 def cli_args(root, out, subcommand="fit", *extra):
@@ -258,7 +262,7 @@ def test_cli_fit_test_and_predict_write_a_complete_run(coco_root, tmp_path):
         ckpt = next((run / "checkpoints").glob("*.ckpt"))
     pred = main(
         cli_args(coco_root, out, "predict", f"--ckpt_path={ckpt}",
-                 "--model.box_score_thresh=0.0", "--trainer.limit_predict_batches=1")
+                 "--model.detector_args.score_thresh=0.0", "--trainer.limit_predict_batches=1")
     )  # fmt: skip
     results_file = Path(pred.trainer.log_dir) / "predictions" / "results.json"
     results = json.loads(results_file.read_text())
@@ -285,7 +289,7 @@ def test_predict_command_on_own_images(coco_root, tmp_path):
         Image.fromarray(np.full((70, 90, 3), 128, np.uint8)).save(photos / name)
     (photos / "broken.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning, match="broken.png"):
-        predict_main([str(ckpt), str(photos), "--model.box_score_thresh=0.0"])
+        predict_main([str(ckpt), str(photos), "--model.detector_args.score_thresh=0.0"])
     folder = sorted((out / "vision" / "default").glob("predict-*"))[-1] / "predictions"
     results = json.loads((folder / "results.json").read_text())
     assert {(r["image_id"], r["file_name"]) for r in results} <= {(1, "a.jpg"), (2, "b.png")}
