@@ -197,9 +197,11 @@ class Detector(StartsFromFiles, L.LightningModule):
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval's tables
             values = metric.compute()
         metric.reset()
-        for iou_type in ("bbox", "segm"):
+        iou_types = ("bbox", "segm") if self.masks else ("bbox",)
+        for iou_type in iou_types:
             for key, name in METRIC_NAMES.items():
-                value = values.get(f"{iou_type}_{key}")
+                # torchmetrics prefixes its keys with the IoU type only when it computes several
+                value = values.get(f"{iou_type}_{key}" if len(iou_types) > 1 else key)
                 if value is not None:
                     self.log(
                         f"{prefix}/{iou_type}_{name}", value.float(), prog_bar=name == "mAP",
