@@ -118,8 +118,9 @@ class Detector(StartsFromFiles, L.LightningModule):
         if detector in DETECTORS and DETECTORS[detector][0].masks and not data_masks:
             box_only = ", ".join(n for n, (cls, _) in DETECTORS.items() if not cls.masks)
             raise ValueError(
-                f"{detector} predicts instance masks but the data has none (no annotation with a "
-                f"'segmentation'); choose a box-only detector: --model.detector one of {box_only}"
+                f"{detector} predicts instance masks but the data gives none (its annotations "
+                "have no 'segmentation', or data.with_masks is false); choose a box-only "
+                f"detector: --model.detector one of {box_only}"
             )
         self.model = build_detector(
             detector, arch, num_classes, arch_args,
