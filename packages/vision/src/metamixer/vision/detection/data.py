@@ -286,7 +286,8 @@ def image_ids_by_name(coco: Any, names: Sequence[str], source: str | Path) -> di
 
 
 class COCODetectionDataModule(L.LightningDataModule):
-    """COCO-format instance segmentation data (see the module docstring for what is skipped).
+    """COCO-format detection data, with or without instance masks (see the module docstring for
+    what is skipped).
 
     ``test`` evaluates the validation split (COCO's test-dev has no public annotations).  The
     resize itself runs inside the detector (torchvision's transform, which also maps predictions
