@@ -400,6 +400,8 @@ def test_an_unknown_or_backbone_detector_name_lists_the_detectors():
         Detector("ffnet_test", 3, detector="yolo")
     with pytest.raises(ValueError, match="'ffnet_2' is a backbone, not a detector"):
         Detector("ffnet_test", 3, detector="ffnet_2")
+    with pytest.raises(ValueError, match="faster_rcnn has no argument 'mask_head_dim'; valid: "):
+        Detector("ffnet_test", 3, detector="faster_rcnn", detector_args={"mask_head_dim": 16})
     with pytest.raises(ValueError, match=r"detector_args\.min_size is set by the data"):
         Detector("ffnet_test", 3, detector="fcos", detector_args={"min_size": 512})
 
