@@ -94,16 +94,28 @@ def test_a_precision_the_cpu_cannot_run_is_refused(modality):
 
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_an_unknown_architecture_argument_lists_the_valid_ones(modality, capsys):
+    """Typed knobs in every task: a misspelled one is refused while parsing, as one line."""
     main = importlib.import_module(f"metamixer.{modality}.__main__").main
-    args = [*default_config(modality), "--model.arch_args.mlp_ratoi=2"]
-    if modality == "vision":  # typed knobs: refused while parsing, as one line
-        with pytest.raises(SystemExit):
-            main(args, run=False)
-        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
-        assert line.startswith("error: model.arch_args: unknown key 'mlp_ratoi'; valid: depths, ")
-        return
-    with pytest.raises(ValueError, match="has no argument 'mlp_ratoi'; valid: "):
-        main(args, run=False)
+    with pytest.raises(SystemExit):
+        main([*default_config(modality), "--model.arch_args.mlp_ratoi=2"], run=False)
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: model.arch_args: unknown key 'mlp_ratoi'; valid: ")
+    assert "mlp_ratio" in line
+
+
+@pytest.mark.parametrize("cli", ["vision", "vision.segmentation"])
+def test_an_unknown_architecture_is_one_line_listing_the_registered_ones(cli, tmp_path):
+    config = {
+        "vision": "fashion_mnist.yaml",
+        "vision.segmentation": "segmentation/scenes_upernet.yaml",
+    }
+    args = [sys.executable, "-m", f"metamixer.{cli}", "fit", "--config",
+            str(EXP / "vision" / config[cli]), "--model.arch=ffnet_9"]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    (line,) = error_lines(out.stderr)
+    assert line.startswith("error: unknown architecture 'ffnet_9'") and "ffnet_1, " in line
+    assert not (tmp_path / "runs").exists()
 
 
 def error_lines(text: str) -> list[str]:
@@ -134,6 +146,22 @@ def test_vision_architecture_knobs_are_typed_with_choices_in_help(tmp_path):
     assert line.startswith("error: model.arch_args: unknown key 'token_kernel'; valid: depths, ")
     assert "token_kernels" in line and "drop_path_rate" in line
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    "modality,knobs,own",
+    [("timeseries", "FFNetForecasterArgs", "patch_stride"), ("superres", "FFNetSRArgs", "depth"),
+     ("pointcloud", "SparseFFNetArgs", "enc_depths")],
+)  # fmt: skip
+def test_every_task_lists_its_typed_knobs(modality, knobs, own, tmp_path):
+    cmd = [sys.executable, "-m", f"metamixer.{modality}", "fit"]
+    top = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path).stdout  # fmt: skip
+    assert knobs in top
+    listed = subprocess.run([*cmd, "--model.arch_args.help", knobs], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path).stdout  # fmt: skip
+    assert f"--model.arch_args.{own} " in listed and "--model.arch_args.token_mixers " in listed
+    assert "Literal['attention', 'ffnified', 'identity', 'pooling']" in " ".join(listed.split())
 
 
 def test_a_nested_override_updates_one_key_and_keeps_the_rest_of_the_config():
@@ -333,6 +361,14 @@ def test_missing_target_column_and_a_checkpoint_of_another_task_are_named(tmp_pa
     ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="trained with num_vars=3 but this data gives num_vars=1"):
         main(["test", *data, "--data.features=S", f"--ckpt_path={ckpt}", "--model.arch_args.dim=8"])
+    from metamixer.vision.__main__ import main as vision
+
+    with pytest.raises(ValueError) as err:
+        vision(["test", *default_config("vision"), f"--ckpt_path={ckpt}"])
+    assert str(err.value) == (
+        f"{ckpt} is a timeseries checkpoint (ffnet_ts); `metamixer vision test` needs a vision "
+        f"checkpoint: run `metamixer timeseries test --ckpt_path {ckpt}`"
+    )
 
 
 @pytest.mark.parametrize(
@@ -343,7 +379,9 @@ def test_missing_target_column_and_a_checkpoint_of_another_task_are_named(tmp_pa
 def test_data_modules_are_listed_in_help_and_selectable_by_short_name(modality, names):
     out = subprocess.run([sys.executable, "-m", f"metamixer.{modality}", "fit", "--help"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert all(n in out.stdout for n in names)
+    flat = " ".join(out.stdout.split())
+    assert f"data modules: {', '.join(sorted(names))} (--data NAME;" in flat  # unbroken names
+    assert "IndoorScenes" not in flat and "data.ClassificationData" not in flat  # usable ones only
     short = subprocess.run(
         [sys.executable, "-m", f"metamixer.{modality}", "fit", "--data", names[0], "--data.help",
          names[0]], capture_output=True, text=True, timeout=120,

@@ -32,6 +32,11 @@ def test_a_tested_run_writes_a_record_and_records_collect_into_a_table(
     )
     assert len(record["code"]["commit"]) == 40 and record["hardware"]["cpus"] >= 1
     assert record["hardware"]["cpu"]  # the model: CPU float results differ across models
+    # the machine a study compares cells by: CPU model, torch's threads, torch version
+    import torch
+
+    assert record["machine"] == {"cpu": record["hardware"]["cpu"],
+                                 "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
     assert (
         record["data"]["class"].endswith("TSLibDataModule") and len(record["data"]["sha256"]) == 64
     )
@@ -40,6 +45,7 @@ def test_a_tested_run_writes_a_record_and_records_collect_into_a_table(
     assert (
         f"{record['metrics']['test/mse']:.4f}" in table
         and "| timeseries | elecdemand | fit |" in table
+        and f"| {run} |" in table
     )
     record["code"]["commit"] = "0" * 40
     (run / "record.json").write_text(json.dumps(record))
@@ -137,8 +143,9 @@ def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
     header, base, relu, tanh = grouped_table(records)
     assert header == ["axis", "value", "v test/acc1", "t test/mse", "code"]
     assert base[:4] == ["baseline", "FFNet", "91.0 ± 1.0 (3)", "—"]
-    assert relu[2] == "**81.0 ± 1.0 (3), Δ -10.0**"  # far beyond twice its standard error
-    assert tanh[2] == "91.33 ± 0.76 (3), Δ +0.33"  # within the spread: not bold
+    # untested differences, never bold: a study's tests are the study report's (test_study.py)
+    assert relu[2] == "81.0 ± 1.0 (3), Δ -10.0"
+    assert tanh[2] == "91.33 ± 0.76 (3), Δ +0.33"
     assert relu[3] == "0.5 (1)"  # no reference for this metric, a single run
 
 
@@ -191,6 +198,11 @@ def test_collect_lists_sweep_and_benchmark_records_too(capsys):
     table = capsys.readouterr().out
     assert "| timeseries | axis=baseline, value=FFNet | sweep |" in table
     assert "series=Demand, model=FFNet" in table
+    # where each run is and, for a sweep's cell, what it ran with
+    assert "| results/records/sweep-full/superres/token_act-identity/seed-0 |" in table.replace(
+        str(EXP.parent) + "/", ""
+    )
+    assert "--model.arch_args.token_acts=identity --model.arch_args.token_mixers=ffnified" in table
 
 
 def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):

@@ -1,5 +1,6 @@
 """Checkpoints from strangers: a pickle that would run code is refused, and nothing runs."""
 
+import argparse
 import pickle
 from pathlib import Path
 
@@ -60,3 +61,32 @@ def test_malicious_pickle_is_refused_and_nothing_runs(malicious, name):
         loaders()[name](path)
     assert "weights" in str(err.value).lower() or "unsupported global" in str(err.value).lower()
     assert not marker.exists(), f"{name} executed code from the checkpoint"
+
+
+class NotANamespace(argparse.Namespace):
+    """A subclass is another global: still refused."""
+
+
+def test_a_file_written_by_timms_checkpoint_saver_loads_and_other_classes_stay_refused(tmp_path):
+    import timm
+
+    import metamixer.vision  # noqa: F401
+    from metamixer.core.checkpoint import read_checkpoint
+    from metamixer.vision import load_official_weights
+
+    model = timm.create_model("ffnet_test")
+    saved = {  # the keys timm.utils.CheckpointSaver writes (the authors' train.py uses it)
+        "epoch": 299, "arch": "ffnet_test", "state_dict": model.state_dict(),
+        "optimizer": {"state": {}, "param_groups": []}, "version": 2,
+        "args": argparse.Namespace(model="ffnet_test", lr=4e-3, epochs=300), "metric": 71.2,
+    }  # fmt: skip
+    torch.save(saved, tmp_path / "checkpoint-299.pth.tar")
+    assert read_checkpoint(tmp_path / "checkpoint-299.pth.tar")["args"].lr == 4e-3
+    fresh = load_official_weights(
+        timm.create_model("ffnet_test"), tmp_path / "checkpoint-299.pth.tar"
+    )
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+    torch.save({**saved, "args": NotANamespace(lr=1.0)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="weights-only"):
+        read_checkpoint(tmp_path / "other.pth")

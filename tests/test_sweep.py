@@ -215,8 +215,10 @@ def test_a_cell_with_a_committed_record_is_not_run_again_unless_its_arguments_ch
     assert record["metrics"]["timeseries test/mse"] == row["value"] != 0.25
     assert record["cell_args"] == cell_args(cell, spec) and record["seed"] == 0
     assert record["hardware"]["threads"] == 1  # the run's; this process has one per core
+    assert record["machine"]["threads"] == 1 and record["machine"]["cpu"]  # the run's machine
     again = rerun(tmp_path / "s.yaml", cell.name, tmp_path / "again", threads=1)
     assert f"recorded {row['value']:.4g}, rerun {row['value']:.4g} (difference +0" in again
+    assert "1 thread, torch" in again  # the machines named, here the same one
 
 
 @pytest.mark.parametrize("modality", ["vision", "timeseries", "superres", "pointcloud"])

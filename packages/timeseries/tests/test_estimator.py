@@ -58,3 +58,10 @@ def test_train_predict_evaluate_serialize(dataset, tmp_path, monkeypatch):
     original = next(iter(predictor.predict(dataset)))
     again = next(iter(restored.predict(dataset)))
     np.testing.assert_allclose(again.mean, original.mean, rtol=1e-5)
+
+
+def test_the_package_exports_the_estimator_as_the_readme_writes_it():
+    from metamixer.timeseries import FFNetEstimator
+    from metamixer.timeseries.estimator import FFNetEstimator as defined
+
+    assert FFNetEstimator is defined

@@ -111,10 +111,44 @@ def test_bad_labels_are_named(tmp_path, problem, message):
         Image.fromarray(np.zeros((48, 40, 3), np.uint8)).save(label)
     dm = ade(root)
     with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
-        dm.setup("validate")
+        dm.setup("validate")  # sizes and label modes: at setup, from the file headers
+        assert problem == "values"
         dm.splits["val"][0]
     if problem != "missing":
         assert "ADE_validation_0.png" in str(err.value)
+
+
+def own_set(tmp_path: Path) -> Path:
+    """An ADE-layout set of one's own: PNG photos, no objectInfo150.txt."""
+    root = write_ade(tmp_path)
+    (root / "objectInfo150.txt").unlink()
+    for photo in root.glob("images/*/*.jpg"):
+        Image.open(photo).save(photo.with_suffix(".png"))
+        photo.unlink()
+    return root
+
+
+def test_an_own_ade_layout_set_takes_its_class_count_or_names(tmp_path):
+    root = own_set(tmp_path)
+    with pytest.raises(ValueError, match=r"no objectInfo150.txt .* --data.num_classes N"):
+        _ = ade(root).num_classes
+    dm = ade(root, num_classes=4)
+    assert dm.classes == ("0", "1", "2", "3")
+    dm.setup("fit")
+    assert len(dm.splits["train"]) == 3 and dm.splits["val"][0]["image"].shape == (3, 48, 40)
+    (tmp_path / "names.txt").write_text("sky\ntree\nroad\ncar\n")
+    assert ade(root, class_file=str(tmp_path / "names.txt")).classes == (
+        "sky",
+        "tree",
+        "road",
+        "car",
+    )
+    with pytest.raises(ValueError, match=r"num_classes=5 but .*names.txt names 4 classes"):
+        _ = ade(root, num_classes=5, class_file=str(tmp_path / "names.txt")).classes
+    cli = main(["--model.arch=fpn_ffnet_test",
+                "--data=metamixer.vision.segmentation.data.ADE20KDataModule",
+                f"--data.root={root}", "--data.num_classes=4"], run=False)  # fmt: skip
+    assert cli.model.hparams.num_classes == 4
 
 
 def pointwise_network(classes=3):
@@ -268,7 +302,7 @@ def test_cli_fits_tests_and_predicts_palette_pngs(tmp_path):
     assert not (written.parent / "image0.png").exists()
     with Image.open(written) as png:
         assert png.mode == "P" and png.size == (72, 64)
-        assert set(np.unique(np.asarray(png))) <= {0, 1, 2, 3}
+        assert set(np.unique(np.asarray(png))) <= {1, 2, 3, 4}  # the annotations' convention
 
 
 def test_backbone_starts_from_the_authors_release_layout(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,15 +14,20 @@ from torch import Tensor, nn
 from .atomic import atomic_path
 from .reparam import reparameterize_model
 
+# Classes a weights-only load may build besides tensors and plain containers: timm's
+# ``CheckpointSaver`` (the authors' training script) stores the run's ``argparse.Namespace``.
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+
 
 def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    """A local checkpoint read with ``torch.load(weights_only=True)``: tensors and plain
-    containers only, so a file from a stranger cannot run code.  Nothing is downloaded."""
+    """A local checkpoint read with ``torch.load(weights_only=True)``: tensors, plain containers
+    and ``SAFE_GLOBALS`` only, so a file from a stranger cannot run code.  Nothing is downloaded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (only local files are read)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors, truncated zip archives, forbidden globals
         raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {err}") from err
     if not isinstance(checkpoint, Mapping):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from jsonargparse._util import import_object
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
@@ -56,6 +57,18 @@ def check_checkpoint_task(path: str | None, model: LightningModule) -> None:
                 f"{path} was trained with {key}={saved[key]} but this data gives "
                 f"{key}={model.hparams[key]}; use data that matches the checkpoint"
             )
+
+
+def data_module_names(base: Any) -> str:
+    """``--help``'s list of the data modules a task takes: the subclasses of its data base class
+    that nothing derives from (the ones a user picks), by the short name ``--data`` accepts."""
+    from jsonargparse._typehints import get_all_subclass_paths  # what jsonargparse would list
+
+    classes = [import_object(p) for p in get_all_subclass_paths(base, closed_types=False)]
+    leaves = sorted(
+        c.__name__ for c in classes if not any(o is not c and issubclass(o, c) for o in classes)
+    )
+    return f", data modules: {', '.join(leaves)} (--data NAME; --data.help NAME lists its options)"
 
 
 def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -136,6 +149,9 @@ class MetaMixerCLI(LightningCLI):
             action = parser._option_string_actions.get(f"--trainer.{key}")
             if action is not None and hasattr(action, "_typehint"):
                 action._typehint = int | float | None
+        data = parser._option_string_actions.get("--data")
+        if data is not None and hasattr(data, "extra_help"):  # the task's data modules, by name
+            data.extra_help = lambda: data_module_names(data._typehint)
         parser.add_argument(
             "--name",
             type=str | None,
@@ -156,6 +172,24 @@ class MetaMixerCLI(LightningCLI):
             default=False,
             help="fit only: test the best checkpoint (or the last weights) once training ends",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Before Lightning reads ``--ckpt_path``'s hyperparameters as this task's model arguments,
+        a checkpoint written by another task is refused by name."""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if path and Path(path).is_file():
+            checkpoint = read_checkpoint(path)
+            written = (checkpoint.get("metamixer") or {}).get("task")
+            if written and written != self.task.name:
+                arch = (checkpoint.get("hyper_parameters") or {}).get("arch")
+                what = f"a {written} checkpoint" + (f" ({arch})" if arch else "")
+                raise ValueError(
+                    f"{path} is {what}; `metamixer {self.task.name} {subcommand}` needs a "
+                    f"{self.task.name} checkpoint: run `metamixer {written} {subcommand} "
+                    f"--ckpt_path {path}`"
+                )
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config

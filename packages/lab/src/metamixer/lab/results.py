@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -125,13 +126,23 @@ def hardware() -> dict[str, Any]:
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
 
 
+def machine(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What identifies the machine a run's floats came from: the CPU model, torch's thread count
+    and the torch version (``unknown`` CPU where the hardware does not name it)."""
+    hardware = hardware or {}
+    return {"cpu": hardware.get("cpu") or "unknown", "threads": hardware.get("threads"),
+            "torch": hardware.get("torch")}  # fmt: skip
+
+
 def save_record(folder: Path, record: Mapping[str, Any]) -> Path:
     """Write ``record`` as ``folder/record.json`` (atomically), adding the code version, the
-    hardware and the finishing time.  Benchmarks and sweep cells write their records with this; a
-    record with a ``group`` (labels such as ``{"series": …, "model": …}``) is shown in README
-    tables as one row per group, each metric as mean ± std over its records (seeds)."""
+    hardware, the ``machine`` (from the record's own hardware where it brings one, e.g. a sweep
+    cell's run) and the finishing time.  Benchmarks and sweep cells write their records with
+    this; a record with a ``group`` (labels such as ``{"series": …, "model": …}``) is shown in
+    README tables as one row per group, each metric as mean ± std over its records (seeds)."""
     full = {"code": code_version(), "hardware": hardware(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
+    full["machine"] = record.get("machine") or machine(full["hardware"])
     # insertion order: a group's labels stay in order
     return write_text(folder / RECORD, json.dumps(full, indent=1))
 
@@ -169,9 +180,11 @@ def load_records(folders: Sequence[Path]) -> list[dict[str, Any]]:
 def table(
     records: Sequence[Mapping[str, Any]], current: str | None
 ) -> tuple[list[str], list[list]]:
-    """Header and rows; a record of another commit than ``current`` is marked ``*``."""
+    """Header and rows; a record of another commit than ``current`` is marked ``*``.  The last
+    columns say where each run is (its record's folder) and, for a sweep's cell, the arguments it
+    ran with."""
     metrics = sorted({k for r in records for k in r["metrics"]})
-    header = ["modality", "experiment", "subcommand", "seed", "code", *metrics]
+    header = ["modality", "experiment", "subcommand", "seed", "code", *metrics, "run", "arguments"]
     rows = []
     for r in records:
         commit = (r.get("code") or {}).get("commit") or "?"
@@ -181,7 +194,9 @@ def table(
         )
         kind = r.get("subcommand") or r.get("kind", "")
         rows.append([r.get("modality", ""), experiment, kind, r.get("seed"), commit[:8] + mark,
-                     *(r["metrics"].get(m, "") for m in metrics)])  # fmt: skip
+                     *(r["metrics"].get(m, "") for m in metrics),
+                     str(Path(r["path"]).parent) if "path" in r else "",
+                     shlex.join(r.get("cell_args") or [])])  # fmt: skip
     return header, rows
 
 
@@ -220,7 +235,7 @@ def stats(values: Sequence[float]) -> tuple[float, float, int]:
 
 def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()) -> str:
     """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %); with ``reference`` values
-    also the difference of the means, in bold where it exceeds twice its standard error."""
+    also the difference of the means (untested: a study's tests are ``metamixer.lab.study``)."""
     scale = 100.0 if _is_percent(name) and max(map(abs, [*values, *reference])) <= 1 else 1.0
     mean, std, n = stats([scale * v for v in values])
     if n == 1:  # a single run is shown to four significant digits; its Δ to the same decimals
@@ -234,11 +249,9 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
     text = f"{shown} ± {spread} ({n})" if n > 1 else f"{mean:.4g} (1)"
     if not reference:
         return text
-    ref_mean, ref_std, ref_n = stats([scale * v for v in reference])
+    ref_mean = stats([scale * v for v in reference])[0]
     delta = mean - ref_mean
-    text += f", Δ {delta:+.{digits}f}"
-    error = (std**2 / n + ref_std**2 / ref_n) ** 0.5
-    return f"**{text}**" if n > 1 and ref_n > 1 and abs(delta) > 2 * error else text
+    return text + f", Δ {delta:+.{digits}f}"
 
 
 def _is_percent(name: str) -> bool:
@@ -249,8 +262,8 @@ def grouped_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """One row per distinct ``group`` (in the order of the records' ``order``, then first
     appearance), its labels, then each metric as ``mean ± std (n)`` over the group's records
     (e.g. seeds); a metric a group has no record of is ``—``.  Where records are marked
-    ``reference`` (a sweep's baseline), the other rows also give the difference to it (bold:
-    larger than twice its standard error).  Last column: the code versions."""
+    ``reference`` (a sweep's baseline), the other rows also give the difference to it (untested;
+    ``block`` shows a sweep's records as a study report).  Last column: the code versions."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in sorted(records, key=lambda r: r.get("order", 0)):
         groups.setdefault(tuple((r.get("group") or {}).items()), []).append(r)
@@ -271,6 +284,21 @@ def grouped_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         commits = ", ".join(sorted({_commit(r) for r in members}))
         rows.append([*(str(named.get(k, "")) for k in labels), *cells, commits])
     return rows
+
+
+def is_study(records: Sequence[Mapping[str, Any]]) -> bool:
+    """A sweep's records: a baseline (``reference``) and cells tested against it."""
+    return any(r.get("reference") for r in records)
+
+
+def block(records: Sequence[Mapping[str, Any]]) -> str:
+    """The Markdown a page shows for ``records``: a study's report (``metamixer.lab.study_text``)
+    for a sweep's records, else the table of ``readme_table``."""
+    if is_study(records):
+        from metamixer.lab.study_text import report
+
+        return report(records)
+    return markdown(readme_table(records))
 
 
 def markdown(rows: Sequence[Sequence[str]]) -> str:
@@ -324,6 +352,12 @@ def update_page(page: Path, records: Path, *, root: Path, check: bool = False) -
             found = load_records([records / name])
             if not found:
                 raise ValueError(f"{shown_as}, table {name!r}: no {RECORD} under {records / name}")
+            if is_study(found):
+                text = block(found)
+                if check:
+                    compare_text(text, match.group(2), f"{shown_as}, table {name!r}", records)
+                names.append(name)
+                return f"<!-- results:{name} -->\n{text}\n<!-- /results:{name} -->"
             rows = readme_table(found)
         if check:
             shown = [
@@ -348,6 +382,19 @@ def update_page(page: Path, records: Path, *, root: Path, check: bool = False) -
     if not check and new != text:
         page.write_text(new)
     return names
+
+
+def compare_text(want: str, have: str, where: str, records: Path) -> None:
+    """Raise ``ValueError`` naming ``where`` and the first line in which a page's generated text
+    (``have``) differs from what the records give (``want``)."""
+    wanted, shown = want.splitlines(), have.strip("\n").splitlines()
+    for i, (a, b) in enumerate(itertools.zip_longest(wanted, shown), start=1):
+        if a != b:
+            raise ValueError(
+                f"{where}, line {i}: the page has {b if b is not None else '(nothing)'!r}, the "
+                f"records give {a if a is not None else '(nothing)'!r}; regenerate with "
+                f"python -m metamixer.lab.results readme README.md {records}"
+            )
 
 
 def update_readme(readme: Path, records: Path, *, check: bool = False) -> list[str]:

@@ -15,8 +15,12 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from metamixer.core import build_network
 from metamixer.core.atomic import atomic_path
+from metamixer.lab.knobs import architecture_knobs
 
 from . import models as _models  # noqa: F401  (registers the sparse FFNet architectures)
+
+#: ``arch_args`` (``fit --model.arch_args.help SparseFFNetArgs`` lists them with their types)
+SparseFFNetArgs = architecture_knobs("sparse_ffnet")
 
 
 def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int = -1) -> Tensor:
@@ -83,7 +87,7 @@ class Segmenter(L.LightningModule):
         arch: str = "sparse_ffnet",
         num_classes: int = 20,
         in_channels: int = 6,
-        arch_args: dict[str, Any] | None = None,
+        arch_args: SparseFFNetArgs | None = None,
         lr: float = 0.006,
         block_lr_ratio: float = 0.1,
         weight_decay: float = 0.05,

@@ -13,9 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metamixer.core import build_network
+from metamixer.lab.knobs import architecture_knobs
 
 from . import models as _models  # noqa: F401  (registers the FFNet-SR architectures)
 from .inference import psnr_ssim_y, upscale
+
+#: ``arch_args`` (``fit --model.arch_args.help FFNetSRArgs`` lists them with their types)
+FFNetSRArgs = architecture_knobs("ffnet_sr_light")
 
 
 def fft_l1_loss(sr: Tensor, hr: Tensor) -> Tensor:
@@ -49,7 +53,7 @@ class SuperResolution(L.LightningModule):
         self,
         arch: str = "ffnet_sr_light",
         scale: int = 2,
-        arch_args: dict[str, Any] | None = None,
+        arch_args: FFNetSRArgs | None = None,
         lr: float = 1e-3,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.99),

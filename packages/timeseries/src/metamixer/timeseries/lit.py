@@ -13,8 +13,12 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from metamixer.core import RECIPES, apply_passes, build_network
+from metamixer.lab.knobs import architecture_knobs
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
+
+#: ``arch_args`` (``fit --model.arch_args.help FFNetForecasterArgs`` lists them with their types)
+FFNetForecasterArgs = architecture_knobs("ffnet_ts")
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
@@ -53,7 +57,7 @@ class Forecaster(L.LightningModule):
         num_vars: int = 7,
         seq_len: int = 96,
         horizon: int = 96,
-        arch_args: dict[str, Any] | None = None,
+        arch_args: FFNetForecasterArgs | None = None,
         training_passes: tuple[str, ...] = RECIPES["cpu_training"],
         loss: Literal["mse", "mae"] = "mse",
         lr: float = 1e-4,

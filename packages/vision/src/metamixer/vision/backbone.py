@@ -3,12 +3,11 @@ from, and rebuilding a trained classifier from its checkpoint."""
 
 from __future__ import annotations
 
-import inspect
+import difflib
 import math
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Union, cast
+from typing import Any, cast
 
 import timm
 import torch
@@ -16,44 +15,13 @@ from torch import nn
 
 from metamixer.core import (
     ARCHITECTURES,
-    MixerSettings,
     build_network,
     network_from_checkpoint,
 )
-from metamixer.core.architectures import get_architecture
 from metamixer.core.checkpoint import read_checkpoint
 from metamixer.vision import models as _models  # noqa: F401  (registers the FFNet variants with timm)
 from metamixer.vision.models.ffnet_weights import convert_official_state_dict
 from metamixer.vision.models.state_dicts import load_state_dict_strict, load_weights_file
-
-
-def _named(names: list[str]) -> Any:
-    """A name: the registered ones are listed as choices; any other registered later (``--import``)
-    is accepted here and checked by the registry when the network is built."""
-    return Union[Literal[tuple(names)], str]  # noqa: UP007
-
-
-def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> type:
-    """The arguments of architecture ``name``'s class, except its task arguments, as a ``TypedDict``
-    (for ``arch_args``): every key optional (an absent one keeps the variant's value), typed by the
-    constructor's annotations or ``types``, documented by the class's docstring.  The names and
-    defaults stay in the one spec of each variant (``metamixer.core.ARCHITECTURES``)."""
-    entry = get_architecture(name)
-    hints = {**typing.get_type_hints(MixerSettings), **typing.get_type_hints(entry.cls.__init__)}
-    fields = {
-        p: (types or {}).get(p, hints.get(p, Any))
-        for p in entry.parameters()
-        if p not in entry.task_args
-    }
-    knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
-    docs = [inspect.cleandoc(c.__doc__ or "") for c in (entry.cls, MixerSettings)]
-    args = "\n".join(d[d.find("Args:") :].removeprefix("Args:") for d in docs if "Args:" in d)
-    args = f"Args:{args}" if args else ""
-    knobs.__doc__ = (
-        f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
-    )
-    knobs.__module__ = __name__
-    return knobs
 
 
 class StartsFromFiles:
@@ -93,6 +61,18 @@ def build_classifier(
     any other timm model, with the task's ``num_classes`` / ``in_chans``."""
     if arch in ARCHITECTURES:
         return build_network(arch, task, arch_args)
+    if not timm.is_model(arch):
+        ours = sorted(
+            n
+            for n, a in ARCHITECTURES.items()
+            if a.cls.__module__.startswith(__package__ + ".models")
+        )
+        close = difflib.get_close_matches(arch, [*ours, *timm.list_models()], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown architecture {arch!r}; {hint}registered classifiers: {', '.join(ours)}, "
+            "or any timm model name (timm.list_models())"
+        )
     return timm.create_model(arch, **task, **(arch_args or {}))
 
 

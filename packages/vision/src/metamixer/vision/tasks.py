@@ -30,7 +30,7 @@ register_task(
         ("data.classes", "model.classes"),
     ],
     writer=f"{V}.segmentation.writer:PaletteWriter",
-    handoffs=[("palette", "palette")],
+    handoffs=[("palette", "palette"), ("label_offset", "label_offset")],
     tools={"export": f"{V}.export:main", "prepare": SCENES},
     description="semantic segmentation (UperNet / FPN on FFNet, FFNet-seg)",
 )

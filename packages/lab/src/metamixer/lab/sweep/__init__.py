@@ -17,14 +17,16 @@ one that registers a new mixer (the sweep file's folder is on the cells' ``PYTHO
 
 Every cell and seed is one ``python -m metamixer.<modality> fit`` run in its own folder under
 ``--out``; when it succeeds, its record (metric, resolved config, code version, data checksum,
-seed, wall time, the cell's arguments) is saved under ``records`` (``results/records/<name>`` for
+seed, wall time, machine, the cell's arguments) is saved under ``records`` (``results/records/<name>`` for
 a committed study).  A cell whose record exists with the same arguments is done: a killed sweep,
 or one started on a fresh checkout holding the committed records, continues where it stopped.  A
 failed cell is reported with its error's last line and run again next time.  ``--rerun CELL``
 runs one recorded cell again and compares its metric with the record and the cell's seed spread.  Reports, written to
-``report`` (default: the run folder): ``results.csv`` (one row per run), ``results.md`` (mean ±
-std per cell and modality, the difference to the baseline; bold where it exceeds twice its
-standard error) and one figure per axis.  Parallel cells share the cores (threads = cores /
+``report`` (default: the run folder): ``results.csv`` (one row per run), ``results.md`` (the study
+report of ``metamixer.lab.study_text``: positive controls and cells with fewer than two seeds
+first, then per modality Δ against the baseline with Welch's 95 % interval, p and Holm-corrected
+p, bold where the corrected test rejects, the minimal detectable effect, mixed machines or code
+versions flagged, and the conclusions per claim of the paper) and one figure per axis.  Parallel cells share the cores (threads = cores /
 parallel).  Paths in the sweep file are read relative to its folder, the repository root two
 levels up, or the current folder.
 

@@ -6,16 +6,19 @@ import csv
 from pathlib import Path
 
 from metamixer.lab import results
+from metamixer.lab.study import machine_label
 
 
 def write_reports(records: list[dict], folder: Path, spec: dict) -> str:
-    """``results.csv`` (one row per run), ``results.md`` (the grouped table, also returned) and
-    one figure per axis, from the sweep's records."""
+    """``results.csv`` (one row per run), ``results.md`` (the study's report, also returned:
+    ``metamixer.lab.study_text``) and one figure per axis, from the sweep's records."""
     folder.mkdir(parents=True, exist_ok=True)
     axes = list(spec["grid"])
     with open(folder / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["modality", "axis", "value", "seed", "metric", "result", "commit"])
+        writer.writerow(
+            ["modality", "axis", "value", "seed", "metric", "result", "commit", "machine"]
+        )
         for r in sorted(records, key=lambda r: (r["modality"], r["order"], str(r["seed"]))):
             ((metric, value),) = r["metrics"].items()
             writer.writerow(
@@ -27,9 +30,10 @@ def write_reports(records: list[dict], folder: Path, spec: dict) -> str:
                     metric,
                     value,
                     (r.get("code") or {}).get("commit"),
+                    machine_label(r),
                 ]
             )
-    table = results.markdown(results.readme_table(records)) + "\n"
+    table = results.block(records) + "\n"
     (folder / "results.md").write_text(table)
     for axis in axes:
         plot_axis(records, axis, spec, folder / f"axis-{axis}.png")

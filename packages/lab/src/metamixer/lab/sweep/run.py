@@ -13,6 +13,7 @@ from pathlib import Path
 
 from metamixer.core.atomic import write_text
 from metamixer.lab import results
+from metamixer.lab.study import machine_label
 from metamixer.lab.sweep.report import write_reports
 from metamixer.lab.sweep.spec import (
     Cell,
@@ -61,7 +62,7 @@ def run_cell(cell: Cell, spec: dict, out: Path, threads: int) -> dict:
     else:
         row.update(value=value, error=None)
         # the run's hardware: its threads, not the sweep process's
-        keep = ("config", "config_sha256", "data", "wall_seconds", "seed", "hardware")
+        keep = ("config", "config_sha256", "data", "wall_seconds", "seed", "hardware", "machine")
         results.save_record(
             record_path(cell, spec, out).parent,
             {
@@ -165,7 +166,11 @@ def rerun(path: Path, name: str, out: Path, threads: int) -> str:
     if row["value"] is None:
         raise ValueError(f"{name} failed again: {row['error']}")
     delta = row["value"] - recorded["metrics"][metric]
+    again = finished(cell, spec, out) or {}
+    before, now = machine_label(recorded), machine_label(again)
+    machines = f"both on {now}" if before == now else f"recorded on {before}, rerun on {now}"
     return (
         f"{name}: {metric} recorded {recorded['metrics'][metric]:.4g}, rerun {row['value']:.4g} "
-        f"(difference {delta:+.3g}; the cell's seed spread: std {spread:.3g} over {n} seeds)"
+        f"(difference {delta:+.3g}; the cell's seed spread: std {spread:.3g} over {n} seeds; "
+        f"{machines})"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import lightning as L
 import timm
@@ -17,35 +17,18 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from metamixer.core import (
-    ACTIVATIONS,
-    CHANNEL_MIXERS,
-    TOKEN_MIXERS,
-)
+from metamixer.lab.knobs import architecture_knobs
 from metamixer.vision import models as _models  # noqa: F401  (registers the FFNet variants with timm)
 from metamixer.vision.backbone import (
     StartsFromFiles,
-    _named,
-    architecture_knobs,
     build_classifier,
     cosine_with_warmup,
 )
 from metamixer.vision.models.ffnet_weights import convert_official_state_dict
 from metamixer.vision.models.state_dicts import load_state_dict_strict, load_weights_file
 
-_TOKEN = _named(TOKEN_MIXERS.names())
-_CHANNEL = _named(CHANNEL_MIXERS.names())
-_ACT = _named(sorted(ACTIVATIONS))
 #: ``arch_args`` of the FFNet classifiers (``fit --model.arch_args.help FFNetArgs`` lists them)
-FFNetArgs = architecture_knobs(
-    "ffnet_1",
-    {
-        "token_mixers": Union[_TOKEN, list[_TOKEN]],  # noqa: UP007
-        "channel_mixers": Union[_CHANNEL, list[_CHANNEL]],  # noqa: UP007
-        "token_acts": Union[_ACT, list[Union[_ACT, None]], None],  # noqa: UP007
-        "channel_acts": Union[_ACT, list[Union[_ACT, None]], None],  # noqa: UP007
-    },
-)
+FFNetArgs = architecture_knobs("ffnet_1")
 
 
 class ImageClassifier(StartsFromFiles, L.LightningModule):

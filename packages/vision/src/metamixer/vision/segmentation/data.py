@@ -31,6 +31,7 @@ from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 log = logging.getLogger(__name__)
 
 IGNORE = 255
+LABEL_MODES = ("L", "P", "I;16", "I")  # one class index per pixel
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -58,7 +59,7 @@ def read_label(path: Path) -> np.ndarray:
     """A label PNG as a uint8 array (palette PNGs give their indices, not colours)."""
     try:
         with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I;16", "I"):
+            if img.mode not in LABEL_MODES:
                 raise ValueError(
                     f"label {path} is a {img.mode} image; expected one class index per pixel "
                     "(mode L or P)"
@@ -190,6 +191,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def label_offset(self) -> int:
+        """What a class index adds to become its label value (1 where 0 is "other")."""
+        return int(self.reduce_zero_label)
+
     def pairs(self, split: str) -> list[tuple[Path, Path]]:
         raise NotImplementedError
 
@@ -204,8 +210,10 @@ class SegmentationDataModule(L.LightningDataModule):
                 if split == "train"
                 else evaluation_transform()
             )
+            pairs = self.pairs(split)
+            check_sizes(pairs)
             self.splits[split] = SegmentationFiles(
-                self.pairs(split), self.num_classes, transform, self.reduce_zero_label
+                pairs, self.num_classes, transform, self.reduce_zero_label
             )
         log.info("%s: %s", type(self).__name__, {k: len(v) for k, v in self.splits.items()})
 
@@ -241,15 +249,44 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
 
+def check_sizes(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Every label has its image's size and one class index per pixel, read from the file
+    headers (no pixels decoded), so a bad pair stops the run before its first step."""
+    bad = []
+    for image_path, label_path in pairs:
+        try:
+            with Image.open(image_path) as image, Image.open(label_path) as label:
+                if label.mode not in LABEL_MODES:
+                    raise ValueError(
+                        f"label {label_path} is a {label.mode} image; expected one class index "
+                        "per pixel (mode L or P)"
+                    )
+                if label.size != image.size:
+                    bad.append(f"{label_path.name} {label.size[0]}×{label.size[1]} vs "
+                               f"{image_path.name} {image.size[0]}×{image.size[1]}")  # fmt: skip
+        except (OSError, SyntaxError) as err:
+            raise ValueError(
+                f"cannot read the header of {image_path} or {label_path}: {err}"
+            ) from err
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of {len(pairs)} labels differ in size from their image, e.g. "
+            f"{'; '.join(bad[:3])}; a label and its image must be the same size"
+        )
+
+
 def matched_pairs(
-    images: Path, image_glob: str, label_for: Callable[[Path], Path], layout: str
+    images: Path, patterns: Sequence[str], label_for: Callable[[Path], Path], layout: str
 ) -> list[tuple[Path, Path]]:
-    """Every image under ``images`` with its label; a missing label or folder is an error."""
+    """Every image under ``images`` matching one of ``patterns`` with its label; a missing label
+    or folder is an error."""
     if not images.is_dir():
         raise FileNotFoundError(f"{images} does not exist; expected the {layout} layout")
-    files = sorted(images.glob(image_glob))
+    files = sorted({f for pattern in patterns for f in images.glob(pattern)})
     if not files:
-        raise ValueError(f"{images} holds no images matching {image_glob} ({layout} layout)")
+        raise ValueError(
+            f"{images} holds no images matching {', '.join(patterns)} ({layout} layout)"
+        )
     pairs = [(f, label_for(f)) for f in files]
     missing = [str(lab) for _, lab in pairs if not lab.is_file()]
     if missing:
@@ -261,23 +298,64 @@ def matched_pairs(
 
 
 class ADE20KDataModule(SegmentationDataModule):
-    """ADE20K (``ADEChallengeData2016/images|annotations/{training,validation}``): JPEG images,
-    PNG labels with 0 = other (ignored) and 1…150 = classes.  Class names come from the root's
-    ``objectInfo150.txt`` when present (tab-separated, a ``Name`` column), else the 150 indices.
+    """ADE20K (``ADEChallengeData2016/images|annotations/{training,validation}``), or a set of
+    one's own in that layout: images (JPEG, PNG, …) with same-named PNG labels where 0 = other
+    (ignored) and 1…N = the classes.
 
-    Args: see ``SegmentationDataModule``; ``root`` is the ``ADEChallengeData2016`` folder.
+    The classes come from ``class_file`` (one name per line, or TSV with a ``Name`` column as in
+    ADE20K's ``objectInfo150.txt``, read from the root when present), else from ``num_classes``
+    (named by their indices); with both, they must agree.
+
+    Args:
+        num_classes: number of classes N (labels 1…N).
+        class_file: the class names (default: ``root/objectInfo150.txt`` if present).
+        Others: see ``SegmentationDataModule``; ``root`` is the ``ADEChallengeData2016`` folder.
     """
 
     reduce_zero_label = True
 
+    def __init__(
+        self,
+        root: str,
+        crop_size: int = 512,
+        scale: int = 512,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        predict_path: str | None = None,
+        num_classes: int | None = None,
+        class_file: str | None = None,
+    ) -> None:
+        super().__init__(
+            root, crop_size, scale, ratio_range, batch_size, val_batch_size, num_workers,
+            predict_path,
+        )  # fmt: skip
+        # the model's hyperparameters hold the resolved count (Lightning refuses a second value)
+        self.save_hyperparameters(ignore=["num_classes"])
+        self.class_count = num_classes
+
     @cached_property
     def classes(self) -> tuple[str, ...]:
-        info = self.root / "objectInfo150.txt"
+        h = self.hparams
+        info = Path(h.class_file) if h.class_file else self.root / "objectInfo150.txt"
+        if h.class_file and not info.is_file():
+            raise FileNotFoundError(f"data.class_file {info} does not exist")
         if not info.is_file():
-            return tuple(str(i) for i in range(150))
-        rows = [line.split("\t") for line in info.read_text().splitlines() if line.strip()]
-        name = rows[0].index("Name")
-        return tuple(r[name].split(";")[0].strip() for r in rows[1:])
+            if self.class_count is None:
+                raise ValueError(
+                    f"no objectInfo150.txt in {self.root}: give the number of classes with "
+                    "--data.num_classes N (labels 1…N, 0 ignored) or their names with "
+                    "--data.class_file FILE (one per line)"
+                )
+            return tuple(str(i) for i in range(self.class_count))
+        names = read_class_names(info)
+        if self.class_count is not None and self.class_count != len(names):
+            raise ValueError(
+                f"data.num_classes={self.class_count} but {info} names {len(names)} classes; "
+                "give one of them, or make them agree"
+            )
+        return names
 
     @cached_property
     def palette(self) -> list[tuple[int, int, int]]:
@@ -286,9 +364,24 @@ class ADE20KDataModule(SegmentationDataModule):
     def pairs(self, split: str) -> list[tuple[Path, Path]]:
         folder = {"train": "training", "val": "validation"}[split]
         return matched_pairs(
-            self.root / "images" / folder, "*.jpg",
+            self.root / "images" / folder, [f"*{e}" for e in IMAGE_EXTENSIONS],
             lambda f: self.root / "annotations" / folder / f"{f.stem}.png", "ADE20K",
         )  # fmt: skip
+
+
+def read_class_names(path: Path) -> tuple[str, ...]:
+    """Class names from a file: one per line, or tab-separated with a ``Name`` column (ADE20K's
+    ``objectInfo150.txt``; a name's synonyms after ``;`` are dropped)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines and "\t" in lines[0]:
+        rows = [line.split("\t") for line in lines]
+        if "Name" not in rows[0]:
+            raise ValueError(f"{path} is tab-separated but has no 'Name' column in its header")
+        name = rows[0].index("Name")
+        return tuple(r[name].split(";")[0].strip() for r in rows[1:])
+    if not lines:
+        raise ValueError(f"{path} names no classes")
+    return tuple(line.strip() for line in lines)
 
 
 class CityscapesDataModule(SegmentationDataModule):
@@ -323,5 +416,5 @@ class CityscapesDataModule(SegmentationDataModule):
             return self.root / "gtFine" / split / image.parent.name / stem
 
         return matched_pairs(
-            self.root / "leftImg8bit" / split, "*/*_leftImg8bit.png", label_for, "Cityscapes",
+            self.root / "leftImg8bit" / split, ["*/*_leftImg8bit.png"], label_for, "Cityscapes",
         )  # fmt: skip

@@ -14,12 +14,17 @@ from metamixer.vision.segmentation.data import distinct_palette
 
 
 class PaletteWriter(PredictionFiles):
-    """``predictions/<input>.png``: class indices as a palette PNG (the data's ``palette``, else
-    distinct colours), the input's relative path kept."""
+    """``predictions/<input>.png``: the predicted classes as a palette PNG (the data's ``palette``,
+    else distinct colours), the input's relative path kept.  Pixel values follow the data's
+    annotation convention: class ``c`` is written as ``c + label_offset`` (ADE20K layout: 1…N,
+    0 = "other" is never predicted; Cityscapes: train ids 0…18)."""
 
-    def __init__(self, palette: Sequence[tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self, palette: Sequence[tuple[int, int, int]] | None = None, label_offset: int = 0
+    ) -> None:
         super().__init__()
-        self.palette = list(palette or distinct_palette(256))
+        self.label_offset = label_offset
+        self.palette = [(0, 0, 0)] * label_offset + list(palette or distinct_palette(256))
 
     def write(self, trainer: Trainer, prediction: Any, batch: Any, indices: Any) -> None:
         labels = prediction["label"]
@@ -28,6 +33,7 @@ class PaletteWriter(PredictionFiles):
         for label, name in zip(labels, names, strict=True):
             path = self.folder / Path(str(name)).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            image = Image.fromarray(label.cpu().numpy(), mode="P")
-            image.putpalette(flat + [0] * (768 - len(flat)))
+            values = (label.cpu() + self.label_offset).numpy().astype("uint8")
+            image = Image.fromarray(values, mode="P")
+            image.putpalette((flat + [0] * 768)[:768])
             image.save(path)

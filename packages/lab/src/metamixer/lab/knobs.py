@@ -1,0 +1,57 @@
+"""Typed ``arch_args`` for the command line: an architecture's knobs as a ``TypedDict``, so that
+``--model.arch_args.help <Name>`` lists them with their types and a misspelled knob is refused while
+the command line is parsed."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict, Union
+
+from metamixer.core import ACTIVATIONS, CHANNEL_MIXERS, TOKEN_MIXERS, MixerSettings
+from metamixer.core.architectures import get_architecture
+
+
+def registered_name(names: list[str]) -> Any:
+    """A name: the registered ones are listed as choices; any other registered later (``--import``)
+    is accepted here and checked by the registry when the network is built."""
+    return Union[Literal[tuple(names)], str]  # noqa: UP007
+
+
+def _per_stage(name: Any, optional: bool = False) -> Any:
+    """One value for every stage or a list with one per stage (entries ``None`` if optional)."""
+    item = Union[name, None] if optional else name  # noqa: UP007
+    return Union[(name, list[item], *((None,) if optional else ()))]  # type: ignore[valid-type]
+
+
+def mixer_types() -> dict[str, Any]:
+    """The types of ``MixerSettings``' name fields, the registered names as choices."""
+    act = registered_name(sorted(ACTIVATIONS))
+    return {
+        "token_mixers": _per_stage(registered_name(TOKEN_MIXERS.names())),
+        "channel_mixers": _per_stage(registered_name(CHANNEL_MIXERS.names())),
+        "token_acts": _per_stage(act, optional=True),
+        "channel_acts": _per_stage(act, optional=True),
+    }
+
+
+def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> type:
+    """The arguments of architecture ``name``'s class, except its task arguments, as a ``TypedDict``
+    (for ``arch_args``): every key optional (an absent one keeps the variant's value), typed by the
+    constructor's annotations, the mixer names' choices or ``types``, documented by the class's
+    docstring.  The names and defaults stay in the one spec of each variant
+    (``metamixer.core.ARCHITECTURES``)."""
+    entry = get_architecture(name)
+    hints = {**typing.get_type_hints(MixerSettings), **typing.get_type_hints(entry.cls.__init__)}
+    hints |= {**mixer_types(), **(types or {})}
+    fields = {p: hints.get(p, Any) for p in entry.parameters() if p not in entry.task_args}
+    knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
+    docs = [inspect.cleandoc(c.__doc__ or "") for c in (entry.cls, MixerSettings)]
+    args = "\n".join(d[d.find("Args:") :].removeprefix("Args:") for d in docs if "Args:" in d)
+    args = f"Args:{args}" if args else ""
+    knobs.__doc__ = (
+        f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
+    )
+    knobs.__module__ = entry.cls.__module__
+    return knobs
