@@ -45,8 +45,8 @@ BUILD = {
         "upernet_ffnet_test", num_classes=4, init_backbone=classifier_file(t / "a.pth", w)
     ),
     "detector": lambda t, w=True: Detector(
-        "ffnet_test", 3, init_backbone=classifier_file(t / "a.pth", w), fpn_channels=16,
-        box_head_dim=32, mask_head_dim=16,
+        "ffnet_test", 3, init_backbone=classifier_file(t / "a.pth", w),
+        detector_args={"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16},
     ),
 }  # fmt: skip
 

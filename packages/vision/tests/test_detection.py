@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from metamixer.vision.detection.__main__ import main
 from metamixer.vision.detection.data import COCODetectionDataModule
 from metamixer.vision.detection.lit import Detector, step_with_warmup
-from metamixer.vision.detection.models import TimmFPNBackbone, build_mask_rcnn
+from metamixer.vision.detection.models import TimmFPNBackbone, build_detector
 
 #: category ids with a gap (as COCO's) → labels 1, 2, 3
 CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}, {"id": 9, "name": "bar"}]
@@ -184,9 +184,10 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
 
     classifier = timm.create_model("ffnet_test", num_classes=5)
     torch.save(classifier.state_dict(), tmp_path / "cls.pth")
-    model = build_mask_rcnn(
-        "ffnet_test", 3, init_backbone=str(tmp_path / "cls.pth"), fpn_channels=16
-    )
+    model = build_detector(
+        "mask_rcnn", "ffnet_test", 3, detector_args={"fpn_channels": 16},
+        init_backbone=str(tmp_path / "cls.pth"),
+    )  # fmt: skip
     got = model.backbone.body.state_dict()["model.stages.2.blocks.1.token.mixer.query.conv.weight"]
     assert torch.equal(
         got, classifier.state_dict()["stages.2.blocks.1.token.mixer.query.conv.weight"]
@@ -204,7 +205,9 @@ def test_schedule_warms_up_then_steps_down():
 def test_non_finite_loss_names_the_step(coco_root):
     dm = datamodule(coco_root)
     dm.setup("fit")
-    model = Detector("ffnet_test", 3, fpn_channels=16, box_head_dim=32, mask_head_dim=16)
+    model = Detector(
+        "ffnet_test", 3, detector_args={"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16}
+    )
     batch = next(iter(dm.train_dataloader()))
     batch["images"][0][0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="at step 0"):
@@ -212,10 +215,11 @@ def test_non_finite_loss_names_the_step(coco_root):
 
 
 SMALL_MODEL = [
-    "--model.arch=ffnet_test", "--model.fpn_channels=16", "--model.box_head_dim=32",
-    "--model.mask_head_dim=16", "--model.box_batch_size_per_image=32",
-    "--model.rpn_batch_size_per_image=32", "--model.warmup_steps=1",
-]  # fmt: skip
+    "--model.arch=ffnet_test",
+    '--model.detector_args={"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16, '
+    '"box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32}',
+    "--model.warmup_steps=1",
+]
 
 
 def cli_args(root, out, subcommand="fit", *extra):
@@ -258,7 +262,7 @@ def test_cli_fit_test_and_predict_write_a_complete_run(coco_root, tmp_path):
         ckpt = next((run / "checkpoints").glob("*.ckpt"))
     pred = main(
         cli_args(coco_root, out, "predict", f"--ckpt_path={ckpt}",
-                 "--model.box_score_thresh=0.0", "--trainer.limit_predict_batches=1")
+                 "--model.detector_args.score_thresh=0.0", "--trainer.limit_predict_batches=1")
     )  # fmt: skip
     results_file = Path(pred.trainer.log_dir) / "predictions" / "results.json"
     results = json.loads(results_file.read_text())
@@ -285,8 +289,206 @@ def test_predict_command_on_own_images(coco_root, tmp_path):
         Image.fromarray(np.full((70, 90, 3), 128, np.uint8)).save(photos / name)
     (photos / "broken.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning, match="broken.png"):
-        predict_main([str(ckpt), str(photos), "--model.box_score_thresh=0.0"])
+        predict_main([str(ckpt), str(photos), "--model.detector_args.score_thresh=0.0"])
     folder = sorted((out / "vision" / "default").glob("predict-*"))[-1] / "predictions"
     results = json.loads((folder / "results.json").read_text())
     assert {(r["image_id"], r["file_name"]) for r in results} <= {(1, "a.jpg"), (2, "b.png")}
     assert (folder / "unreadable.txt").read_text().strip() == "broken.png"
+
+
+# --- box-only data and the four detectors --------------------------------------------------------
+
+SCENES = Path(__file__).resolve().parents[3] / "data" / "vision" / "scenes" / "coco"
+#: small instances of every detector (FCOS's head has GroupNorm(32): 32 pyramid channels)
+SMALL = {
+    "mask_rcnn": {"fpn_channels": 16, "box_head_dim": 32, "mask_head_dim": 16,
+                  "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32},
+    "faster_rcnn": {"fpn_channels": 16, "box_head_dim": 32, "box_batch_size_per_image": 32,
+                    "rpn_batch_size_per_image": 32},
+    "retinanet": {"fpn_channels": 16, "topk_candidates": 100},
+    "fcos": {"fpn_channels": 32, "topk_candidates": 100},
+}  # fmt: skip
+BOX_ONLY = ["faster_rcnn", "retinanet", "fcos"]
+
+
+def box_only_split(source: Path, root: Path, split: str, n: int) -> dict:
+    """The first ``n`` images of a COCO split with their annotations, ``segmentation`` dropped."""
+    data = json.loads((source / f"annotations/instances_{split}2017.json").read_text())
+    images = sorted(data["images"], key=lambda i: i["id"])[:n]
+    ids = {i["id"] for i in images}
+    anns = [
+        {k: v for k, v in a.items() if k != "segmentation"}
+        for a in data["annotations"]
+        if a["image_id"] in ids
+    ]
+    (root / f"{split}2017").mkdir(parents=True)
+    for info in images:
+        (root / f"{split}2017" / info["file_name"]).symlink_to(
+            source / f"{split}2017" / info["file_name"]
+        )
+    out = {"images": images, "annotations": anns, "categories": data["categories"]}
+    (root / "annotations").mkdir(exist_ok=True)
+    (root / f"annotations/instances_{split}2017.json").write_text(json.dumps(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def box_only_root(tmp_path_factory, coco_root):
+    """A box-only COCO set: the real scenes set (``scripts/fetch-data scenes``) when it is here,
+    else the synthetic one, cut to a few images and stripped of every ``segmentation``."""
+    source = SCENES if (SCENES / "annotations/instances_val2017.json").is_file() else coco_root
+    root = tmp_path_factory.mktemp("box_only")
+    box_only_split(source, root, "train", 6)
+    box_only_split(source, root, "val", 4)
+    return root
+
+
+def box_cli(root, out, subcommand, detector, *extra):
+    return [
+        subcommand,
+        "--data=COCODetectionDataModule",
+        f"--data.root={root}",
+        "--data.batch_size=2",
+        "--data.num_workers=0",
+        "--data.train_scales=[64]",
+        "--data.max_size=64",
+        "--model.arch=ffnet_test",
+        f"--model.detector={detector}",
+        f"--model.detector_args={json.dumps(SMALL[detector])}",
+        "--model.warmup_steps=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.default_root_dir={out}",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_detector_is_a_registered_architecture_that_trains_and_detects(name):
+    from metamixer.core import ARCHITECTURES
+
+    entry = ARCHITECTURES[name]
+    assert entry.task_args == ("num_classes", "backbone", "backbone_args")
+    for knob in ("score_thresh", "nms_thresh", "detections_per_image", "fpn_channels"):
+        assert knob in entry.args  # one name for the same knob in every detector
+    torch.manual_seed(0)
+    model = build_detector(name, "ffnet_test", 3, detector_args={**SMALL[name], "min_size": 64})
+    images = [torch.rand(3, 70, 90), torch.rand(3, 64, 64)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([2])}
+        for _ in images
+    ]
+    if model.masks:
+        for t, image in zip(targets, images, strict=True):
+            t["masks"] = torch.zeros(1, *image.shape[1:], dtype=torch.uint8)
+            t["masks"][0, 6:50, 5:40] = 1
+    losses = model.train()(images, targets)
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.backbone.body.parameters() if p.requires_grad)
+    with torch.no_grad():
+        detections = model.eval()(images)
+    expected = {"boxes", "labels", "scores"} | ({"masks"} if name == "mask_rcnn" else set())
+    assert all(set(d) == expected for d in detections)
+
+
+def test_an_unknown_or_backbone_detector_name_lists_the_detectors():
+    with pytest.raises(ValueError, match="registered detectors: mask_rcnn, faster_rcnn, retinanet"):
+        Detector("ffnet_test", 3, detector="yolo")
+    with pytest.raises(ValueError, match="'ffnet_2' is a backbone, not a detector"):
+        Detector("ffnet_test", 3, detector="ffnet_2")
+    with pytest.raises(ValueError, match="faster_rcnn has no argument 'mask_head_dim'; valid: "):
+        Detector("ffnet_test", 3, detector="faster_rcnn", detector_args={"mask_head_dim": 16})
+    with pytest.raises(ValueError, match=r"detector_args\.min_size is set by the data"):
+        Detector("ffnet_test", 3, detector="fcos", detector_args={"min_size": 512})
+
+
+def test_box_only_data_has_no_masks_and_keeps_every_box(box_only_root):
+    dm = datamodule(box_only_root)
+    assert dm.has_masks is False
+    dm.setup("fit")
+    _, target = dm.train_set[0]
+    assert "masks" not in target and len(target["boxes"]) and (target["area"] > 0).all()
+    assert not dm.train_set.skipped.get("annotations without a mask")
+
+
+def test_no_usable_annotation_names_what_is_missing(box_only_root):
+    with pytest.raises(ValueError) as err:
+        datamodule(box_only_root, with_masks=True).setup("fit")
+    message = str(err.value)
+    assert message.startswith(f"{box_only_root / 'annotations/instances_train2017.json'}: no image")
+    assert "annotations without a mask (annotation ids 1, 2" in message
+    assert "box-only detector: --model.detector faster_rcnn, retinanet or fcos" in message
+
+
+def test_mask_rcnn_refuses_box_only_data_in_one_line(box_only_root, tmp_path):
+    with pytest.raises(ValueError) as err:
+        main(box_cli(box_only_root, tmp_path / "runs", "fit", "mask_rcnn"))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("mask_rcnn predicts instance masks")
+    assert "choose a box-only detector: --model.detector one of faster_rcnn, retinanet, fcos" in (
+        message
+    )
+
+
+def fit_box_only(root, out, detector):
+    fit = main(
+        box_cli(root, out, "fit", detector, "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                "--test_after_fit=true")
+    )  # fmt: skip
+    run = Path(fit.trainer.log_dir)
+    assert fit.model.hparams.detector == detector and fit.model.hparams.data_masks is False
+    record = json.loads((run / "record.json").read_text())
+    for key in ("test/bbox_mAP", "test/bbox_mAP_50"):
+        assert np.isfinite(record["metrics"][key]), key
+    assert not [k for k in record["metrics"] if "segm" in k]  # no mask AP without masks
+    return run
+
+
+def test_box_only_coco_trains_tests_and_predicts_with_its_image_ids(box_only_root, tmp_path):
+    out = tmp_path / "runs"
+    run = fit_box_only(box_only_root, out, "faster_rcnn")
+    ckpt = next((run / "checkpoints").glob("*.ckpt"))
+    pred = main(
+        box_cli(box_only_root, out, "predict", "faster_rcnn", f"--ckpt_path={ckpt}",
+                f"--data.predict_path={box_only_root / 'val2017'}",
+                "--data.predict_ann=annotations/instances_val2017.json",
+                "--model.detector_args.score_thresh=0.0")
+    )  # fmt: skip
+    results_file = Path(pred.trainer.log_dir) / "predictions" / "results.json"
+    results = json.loads(results_file.read_text())
+    gt = COCO(str(box_only_root / "annotations/instances_val2017.json"))
+    by_name = {info["file_name"]: i for i, info in gt.imgs.items()}
+    assert results and all(by_name[r["file_name"]] == r["image_id"] for r in results)
+    assert {r["image_id"] for r in results} == set(gt.getImgIds())  # every image, its own id
+    assert not any("segmentation" in r for r in results)
+    from pycocotools.cocoeval import COCOeval
+
+    evaluation = COCOeval(gt, gt.loadRes(str(results_file)), "bbox")  # as written, no remapping
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert np.isfinite(evaluation.stats).all()
+
+
+@pytest.mark.parametrize("detector", ["retinanet", "fcos"])
+def test_box_only_coco_trains_and_tests_the_one_stage_detectors(detector, box_only_root, tmp_path):
+    fit_box_only(box_only_root, tmp_path / "runs", detector)
+
+
+def test_predict_ann_must_list_every_image(tmp_path):
+    from metamixer.vision.detection.data import image_ids_by_name
+
+    coco = COCO()
+    coco.dataset = {
+        "images": [{"id": 7, "file_name": "val/a.jpg"}, {"id": 9, "file_name": "b.jpg"}],
+        "annotations": [], "categories": [],
+    }  # fmt: skip
+    coco.createIndex()
+    assert image_ids_by_name(coco, ["a.jpg", "b.jpg"], "ann.json") == {"a.jpg": 7, "b.jpg": 9}
+    with pytest.raises(ValueError, match=r"1 of 2 images to predict are not listed in ann.json"):
+        image_ids_by_name(coco, ["a.jpg", "c.jpg"], "ann.json")

@@ -42,6 +42,7 @@ register_task(
         ("data.num_classes", "model.num_classes"),
         ("data.train_scales", "model.min_size"),
         ("data.max_size", "model.max_size"),
+        ("data.has_masks", "model.data_masks"),
     ],
     writer=f"{V}.detection.writer:COCOResultsWriter",
     handoffs=[("category_ids", "category_ids")],

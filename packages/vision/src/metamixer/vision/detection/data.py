@@ -1,4 +1,5 @@
-"""COCO-format instance data (boxes + masks) for torchvision detectors, read with pycocotools.
+"""COCO-format detection data (boxes, and instance masks where the file has them) for torchvision
+detectors, read with pycocotools.
 
 Layout (COCO 2017; any dataset written in that format)::
 
@@ -8,14 +9,16 @@ Layout (COCO 2017; any dataset written in that format)::
 Category ids (any, possibly with gaps as in COCO's 1…90) become contiguous labels ``1 … K`` in the
 order of their ids; 0 is torchvision's background.  Boxes are COCO's ``[x, y, width, height]``
 turned into ``[x1, y1, x2, y2]``; masks come from the polygons / RLE through ``COCO.annToMask``.
+A file without any ``segmentation`` (most detection datasets) is box-only: its targets hold no
+masks, and it trains the box-only detectors (``faster_rcnn``, ``retinanet``, ``fcos``).
 
 What is skipped, and reported as a warning naming the file, the count per reason and the first
 few annotation (or image) ids, when a split is read:
 
 * crowd annotations (``iscrowd=1``) are not training targets; for evaluation they stay, marked
   ``iscrowd``, so the COCO metric ignores detections on them (as ``COCOeval`` does);
-* degenerate boxes (width or height below one pixel, or no overlap with the image) and annotations
-  without a segmentation are dropped in every split;
+* degenerate boxes (width or height below one pixel, or no overlap with the image) are dropped in
+  every split, and so are annotations without a segmentation when masks are read;
 * training skips images left without any target (mmdetection's ``filter_empty_gt``); validation /
   test keep every image, so detections on empty images count as false positives.
 """
@@ -71,10 +74,15 @@ def image_tensor(path: Path) -> Tensor:
     return pil_to_tensor(open_image(path).convert("RGB")).float().div_(255)
 
 
+def has_segmentation(coco: Any) -> bool:
+    """Whether any annotation of a COCO file has a (non-empty) ``segmentation``."""
+    return any(a.get("segmentation") for a in coco.anns.values())
+
+
 class COCOInstances(Dataset):
     """One split of a COCO instances file: ``(image, target)`` with the target of torchvision's
-    detectors (``boxes`` xyxy, ``labels`` 1…K, ``masks`` uint8 ``(N, H, W)``) plus ``iscrowd``,
-    ``area`` and the dataset's ``image_id``.
+    detectors (``boxes`` xyxy, ``labels`` 1…K and, with ``masks``, ``masks`` uint8 ``(N, H, W)``)
+    plus ``iscrowd``, ``area`` (the annotation's, else the box's) and the dataset's ``image_id``.
 
     Args:
         coco: the split's ``COCO`` object.
@@ -82,6 +90,8 @@ class COCOInstances(Dataset):
         category_ids: COCO category id of each label ``1 … K`` (in that order).
         train: training split (drop crowd annotations and images without targets).
         hflip: probability of a horizontal flip (training only).
+        masks: read instance masks (annotations without a segmentation are then skipped).
+        source: the annotation file, for messages.
     """
 
     def __init__(
@@ -91,8 +101,11 @@ class COCOInstances(Dataset):
         category_ids: Sequence[int],
         train: bool,
         hflip: float = 0.0,
+        masks: bool = True,
+        source: str | Path | None = None,
     ) -> None:
         self.coco, self.image_dir, self.train, self.hflip = coco, image_dir, train, hflip
+        self.masks = masks
         self.label_of = {cat: i + 1 for i, cat in enumerate(category_ids)}
         self.check_files()
         self.skipped: dict[str, list[int]] = {}  # reason -> annotation (or image) ids
@@ -106,7 +119,24 @@ class COCOInstances(Dataset):
             self.annotations[image_id] = keep
             self.ids.append(image_id)
         if not self.ids:
-            raise ValueError(f"{image_dir}: no image with a usable annotation")
+            raise ValueError(self._nothing_usable(source or image_dir))
+
+    def _nothing_usable(self, source: str | Path) -> str:
+        """Why no image is left: the count per reason, and the fix for the common causes."""
+        if not self.coco.imgs:
+            return f"{source}: no image with a usable annotation: the file lists no images"
+        if not self.coco.anns:
+            return f"{source}: no image with a usable annotation: the file has no annotations"
+        message = f"{source}: no image with a usable annotation; skipped " + skipped_summary(
+            self.skipped
+        )
+        if "annotations without a mask" in self.skipped:
+            message += (
+                " (instance masks were asked for, data.with_masks; a box-only file trains a "
+                "box-only detector: --model.detector faster_rcnn, retinanet or fcos with "
+                "--data.with_masks false)"
+            )
+        return message
 
     def check_files(self) -> None:
         """Every image the JSON lists must exist (one error naming the count and the first)."""
@@ -137,7 +167,7 @@ class COCOInstances(Dataset):
             reason = "crowd annotations"
         elif w < 1 or h < 1 or overlap_w <= 0 or overlap_h <= 0:
             reason = "degenerate boxes"
-        elif not ann.get("segmentation"):
+        elif self.masks and not ann.get("segmentation"):
             reason = "annotations without a mask"
         else:
             return True
@@ -163,26 +193,31 @@ class COCOInstances(Dataset):
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
         boxes[:, 0::2].clamp_(0, width)
         boxes[:, 1::2].clamp_(0, height)
-        masks = torch.from_numpy(
-            np.stack([self.coco.annToMask(a) for a in anns])
-            if anns
-            else np.zeros((0, height, width), np.uint8)
-        )
+        masks = None
+        if self.masks:
+            masks = torch.from_numpy(
+                np.stack([self.coco.annToMask(a) for a in anns])
+                if anns
+                else np.zeros((0, height, width), np.uint8)
+            )
         if self.train and self.hflip > 0 and torch.rand(()) < self.hflip:
-            image, masks = image.flip(-1), masks.flip(-1)
+            image = image.flip(-1)
+            masks = None if masks is None else masks.flip(-1)
             boxes = torch.stack(
                 [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1
             )
+        area = [float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in anns]
         target = {
             "boxes": boxes,
             "labels": torch.tensor(
                 [self.label_of[a["category_id"]] for a in anns], dtype=torch.int64
             ),
-            "masks": masks,
             "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in anns], dtype=torch.int64),
-            "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
+            "area": torch.tensor(area, dtype=torch.float32),
             "image_id": torch.tensor(image_id),
         }
+        if masks is not None:
+            target["masks"] = masks
         return image, target
 
 
@@ -212,8 +247,47 @@ def collate_files(batch: Sequence[tuple[Tensor | None, str]]) -> dict[str, Any]:
     }
 
 
+class CollateWithIds:
+    """``collate_files`` plus ``image_id``: each readable image's id in an annotation file."""
+
+    def __init__(self, ids: dict[str, int]) -> None:
+        self.ids = ids
+
+    def __call__(self, batch: Sequence[tuple[Tensor | None, str]]) -> dict[str, Any]:
+        out = collate_files(batch)
+        out["image_id"] = [self.ids[name] for name in out["name"]]
+        return out
+
+
+def image_ids_by_name(coco: Any, names: Sequence[str], source: str | Path) -> dict[str, int]:
+    """The id of each image file ``names`` (paths relative to the predicted folder) in a COCO
+    file, matched by its ``file_name`` (or, failing that, by the base name when it is unique);
+    one error naming the files it does not list."""
+    by_name = {info["file_name"]: image_id for image_id, info in coco.imgs.items()}
+    by_base: dict[str, list[int]] = {}
+    for file_name, image_id in by_name.items():
+        by_base.setdefault(Path(file_name).name, []).append(image_id)
+    ids, missing = {}, []
+    for name in names:
+        if name in by_name:
+            ids[name] = by_name[name]
+        elif len(by_base.get(Path(name).name, [])) == 1:
+            ids[name] = by_base[Path(name).name][0]
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(names)} images to predict are not listed in {source} (matched "
+            f"by file_name): {', '.join(missing[:5])}"
+            + (", …" if len(missing) > 5 else "")
+            + "; predict them without data.predict_ann (numbered 1…N) or add them to the file"
+        )
+    return ids
+
+
 class COCODetectionDataModule(L.LightningDataModule):
-    """COCO-format instance segmentation data (see the module docstring for what is skipped).
+    """COCO-format detection data, with or without instance masks (see the module docstring for
+    what is skipped).
 
     ``test`` evaluates the validation split (COCO's test-dev has no public annotations).  The
     resize itself runs inside the detector (torchvision's transform, which also maps predictions
@@ -231,8 +305,16 @@ class COCODetectionDataModule(L.LightningDataModule):
             (multi-scale training); evaluation uses the last one.
         max_size: cap on the long side of the resized images.
         hflip: probability of a horizontal flip of a training image.
+        with_masks: read instance masks (``None``: when the annotation files have any
+            ``segmentation``).  Without masks only the box-only detectors train; set it to
+            ``false`` to keep the boxes of annotations without a mask in a file that has some.
         predict_path: an image or a folder of images for ``predict`` (default: the validation
             split).
+        predict_ann: a COCO annotation file listing the images of ``predict_path`` (relative to
+            ``root``, or absolute): the predictions keep its image ids (matched by
+            ``file_name``), so ``COCOeval`` reads them against that file as they are.  Without
+            it the images are numbered 1…N in sorted order (each result also names its
+            ``file_name``).
     """
 
     def __init__(
@@ -247,7 +329,9 @@ class COCODetectionDataModule(L.LightningDataModule):
         train_scales: tuple[int, ...] = (800,),
         max_size: int = 1333,
         hflip: float = 0.5,
+        with_masks: bool | None = None,
         predict_path: str | None = None,
+        predict_ann: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -282,6 +366,14 @@ class COCODetectionDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.categories)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether targets hold instance masks: ``with_masks``, else whether the validation
+        annotations have any ``segmentation`` (linked to the model's ``data_masks``)."""
+        if self.hparams.with_masks is not None:
+            return bool(self.hparams.with_masks)
+        return has_segmentation(self._read("val"))
+
     def _split(self, split: str, train: bool) -> COCOInstances:
         h = self.hparams
         coco = self._read(split)
@@ -291,8 +383,9 @@ class COCODetectionDataModule(L.LightningDataModule):
                 "same category ids and names"
             )
         dataset = COCOInstances(
-            coco, self.root / getattr(h, f"{split}_images"), self.category_ids, train, h.hflip
-        )
+            coco, self.root / getattr(h, f"{split}_images"), self.category_ids, train, h.hflip,
+            masks=self.has_masks, source=self.root / getattr(h, f"{split}_ann"),
+        )  # fmt: skip
         if dataset.skipped:
             warnings.warn(
                 f"{self.root / getattr(h, f'{split}_ann')}: {len(dataset)} images kept; skipped "
@@ -326,7 +419,12 @@ class COCODetectionDataModule(L.LightningDataModule):
         h = self.hparams
         if h.predict_path is None:
             return self._loader(self.val_set, False)
+        files = InputFiles(Path(h.predict_path), IMAGE_EXTENSIONS, image_tensor)
+        collate: Any = collate_files
+        if h.predict_ann is not None:
+            source = self.root / h.predict_ann
+            names = [str(path.relative_to(files.root)) for path in files.files]
+            collate = CollateWithIds(image_ids_by_name(read_coco(source), names, source))
         return DataLoader(
-            InputFiles(Path(h.predict_path), IMAGE_EXTENSIONS, image_tensor),
-            batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=collate_files,
-        )  # fmt: skip
+            files, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=collate
+        )

@@ -1,4 +1,5 @@
-"""LightningModule for instance segmentation: Mask R-CNN + FPN on an FFNet (or any timm) backbone.
+"""LightningModule for detection and instance segmentation: a torchvision detector (Mask R-CNN by
+default; Faster R-CNN, RetinaNet, FCOS) + FPN on an FFNet (or any timm) backbone.
 
 Optimisation follows the authors' FFNet detection recipe: AdamW (lr 1e-4 for 16 images per step,
 weight decay 0.05, none on norms / biases / layer-scales) with mmdetection's step schedule: linear
@@ -22,7 +23,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from metamixer.vision.backbone import StartsFromFiles, load_backbone_weights
-from metamixer.vision.detection.models import build_mask_rcnn
+from metamixer.vision.detection.models import DETECTORS, IMAGE_ARGS, build_detector
 
 #: torchmetrics' result keys → our metric names (``{prefix}/{iou_type}_{name}``)
 METRIC_NAMES = {
@@ -55,31 +56,28 @@ def step_with_warmup(
 
 
 class Detector(StartsFromFiles, L.LightningModule):
-    """Train / evaluate Mask R-CNN on COCO-format data (boxes + instance masks).
+    """Train / evaluate a torchvision detector on COCO-format data: boxes, and instance masks with
+    ``mask_rcnn``.
 
     Args:
         arch: backbone: a timm model with ``features_only`` (``ffnet_1`` … ``ffnet_4``,
             ``ffnet_test``, or a peer such as ``convnext_tiny``).
         num_classes: object categories, background not counted (linked from the data module).
         arch_args: overrides of the backbone architecture's arguments (e.g. ``drop_path_rate``).
+        detector: the detector on the backbone: ``mask_rcnn`` (boxes + masks), ``faster_rcnn``,
+            ``retinanet`` or ``fcos`` (boxes only); see ``metamixer.vision.detection.models``.
+        detector_args: overrides of the detector's arguments (its one spec, checked by name):
+            the pyramid (``fpn_channels``, ``out_norm``, ``norm_eval``, ``out_indices``,
+            ``extra_levels``), ``score_thresh``, ``nms_thresh``, ``detections_per_image`` and
+            each detector's own (``box_head_dim``, ``mask_head_dim``, ``rpn_proposals``,
+            ``anchor_scale``, ``center_sampling_radius``, …).
         init_backbone: local classification weights for the backbone (authors' release, our export
             or an ``ImageClassifier`` checkpoint); ``None`` = from scratch.  Read to start training
             only, not when the module is rebuilt from its own checkpoint.
-        fpn_channels: channels of the feature pyramid.
-        out_norm: LayerNorm on each backbone stage output before the FPN (as the authors' detection
-            backbone).
-        norm_eval: keep the backbone's BatchNorm statistics frozen while training (default: trained,
-            as the authors do with SyncBatchNorm; set ``trainer.sync_batchnorm`` on several GPUs).
         min_size: short side(s) of the resized images (linked from ``data.train_scales``).
         max_size: cap on the long side (linked from ``data.max_size``).
-        box_head_dim: width of the box head's two fully connected layers (torchvision: 1024).
-        mask_head_dim: channels of the mask head's four convolutions (torchvision: 256).
-        rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
-        rpn_proposals: region proposals kept per image (and per pyramid level before NMS) in
-            training and in evaluation (torchvision: 2000, 1000).
-        box_batch_size_per_image: proposals sampled per image for the box / mask losses.
-        box_score_thresh: minimum score of a returned detection.
-        detections_per_image: detections kept per image (COCO evaluates 100).
+        data_masks: whether the data has instance masks (linked from ``data.has_masks``); a
+            detector that predicts masks refuses data without them.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to norms, biases and layer-scales).
         betas: AdamW betas.
@@ -94,19 +92,12 @@ class Detector(StartsFromFiles, L.LightningModule):
         arch: str = "ffnet_2",
         num_classes: int = 80,
         arch_args: dict[str, Any] | None = None,
+        detector: str = "mask_rcnn",
+        detector_args: dict[str, Any] | None = None,
         init_backbone: str | None = None,
-        fpn_channels: int = 256,
-        out_norm: bool = True,
-        norm_eval: bool = False,
         min_size: tuple[int, ...] = (800,),
         max_size: int = 1333,
-        box_head_dim: int = 1024,
-        mask_head_dim: int = 256,
-        rpn_batch_size_per_image: int = 256,
-        rpn_proposals: tuple[int, int] = (2000, 1000),
-        box_batch_size_per_image: int = 512,
-        box_score_thresh: float = 0.05,
-        detections_per_image: int = 100,
+        data_masks: bool = True,
         lr: float = 1e-4,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -119,16 +110,27 @@ class Detector(StartsFromFiles, L.LightningModule):
         self.save_hyperparameters()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.model = build_mask_rcnn(
-            arch, num_classes, arch_args, fpn_channels=fpn_channels,
-            out_norm=out_norm, norm_eval=norm_eval, min_size=min_size, max_size=max_size,
-            box_head_dim=box_head_dim, mask_head_dim=mask_head_dim,
-            rpn_batch_size_per_image=rpn_batch_size_per_image, rpn_proposals=rpn_proposals,
-            box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=box_score_thresh,
-            box_detections_per_img=detections_per_image,
+        given = sorted(set(detector_args or {}) & set(IMAGE_ARGS))
+        if given:
+            raise ValueError(
+                f"detector_args.{given[0]} is set by the data (data.train_scales, data.max_size)"
+            )
+        if detector in DETECTORS and DETECTORS[detector][0].masks and not data_masks:
+            box_only = ", ".join(n for n, (cls, _) in DETECTORS.items() if not cls.masks)
+            raise ValueError(
+                f"{detector} predicts instance masks but the data gives none (its annotations "
+                "have no 'segmentation', or data.with_masks is false); choose a box-only "
+                f"detector: --model.detector one of {box_only}"
+            )
+        self.model = build_detector(
+            detector, arch, num_classes, arch_args,
+            {**(detector_args or {}), "min_size": tuple(min_size), "max_size": max_size},
         )  # fmt: skip
-        self.val_map = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
-        self.test_map = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
+        #: whether the detector predicts instance masks (then mask AP is evaluated too)
+        self.masks = bool(getattr(self.model, "masks", False))
+        iou_types = ("bbox", "segm") if self.masks else ("bbox",)
+        self.val_map = MeanAveragePrecision(iou_type=iou_types, backend="pycocotools")
+        self.test_map = MeanAveragePrecision(iou_type=iou_types, backend="pycocotools")
 
     def load_start_files(self) -> None:
         """``init_backbone`` into the backbone, when a run starts without a checkpoint."""
@@ -137,13 +139,14 @@ class Detector(StartsFromFiles, L.LightningModule):
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in the image's own pixels, ``labels``
-        1…K, ``scores``, ``masks`` ``(N, 1, H, W)`` probabilities."""
+        1…K, ``scores`` and (Mask R-CNN) ``masks`` ``(N, 1, H, W)`` probabilities."""
         return self.model(images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         images = batch["images"]
+        keys = ("boxes", "labels", "masks") if self.masks else ("boxes", "labels")
         targets = [
-            {k: t[k] for k in ("boxes", "labels", "masks")} for t in batch["targets"]
+            {k: t[k] for k in keys} for t in batch["targets"]
         ]  # crowd annotations never reach the training split
         losses = self.model(images, targets)
         loss = sum(losses.values())
@@ -158,29 +161,31 @@ class Detector(StartsFromFiles, L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=n)
         return loss
 
-    @staticmethod
     def _metric_inputs(
-        detections: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
+        self, detections: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-        preds = [
+        preds: list[dict[str, Tensor]] = [
             {
                 "boxes": d["boxes"].float().cpu(),
                 "scores": d["scores"].float().cpu(),
                 "labels": d["labels"].cpu(),
-                "masks": (d["masks"][:, 0] > 0.5).cpu(),
             }
             for d in detections
         ]
-        truth = [
+        truth: list[dict[str, Tensor]] = [
             {
                 "boxes": t["boxes"].cpu(),
                 "labels": t["labels"].cpu(),
-                "masks": t["masks"].bool().cpu(),
                 "iscrowd": t["iscrowd"].cpu(),
                 "area": t["area"].cpu(),
             }
             for t in targets
         ]
+        if self.masks:
+            for p, d in zip(preds, detections, strict=True):
+                p["masks"] = (d["masks"][:, 0] > 0.5).cpu()
+            for t, target in zip(truth, targets, strict=True):
+                t["masks"] = target["masks"].bool().cpu()
         return preds, truth
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -193,9 +198,11 @@ class Detector(StartsFromFiles, L.LightningModule):
         with contextlib.redirect_stdout(io.StringIO()):  # COCOeval's tables
             values = metric.compute()
         metric.reset()
-        for iou_type in ("bbox", "segm"):
+        iou_types = ("bbox", "segm") if self.masks else ("bbox",)
+        for iou_type in iou_types:
             for key, name in METRIC_NAMES.items():
-                value = values.get(f"{iou_type}_{key}")
+                # torchmetrics prefixes its keys with the IoU type only when it computes several
+                value = values.get(f"{iou_type}_{key}" if len(iou_types) > 1 else key)
                 if value is not None:
                     self.log(
                         f"{prefix}/{iou_type}_{name}", value.float(), prog_bar=name == "mAP",

@@ -1,4 +1,4 @@
-"""``predict``'s files for detection: a COCO results file."""
+"""``predict``'s files for detection: a COCO results file (boxes, and RLE masks from Mask R-CNN)."""
 
 from __future__ import annotations
 
@@ -16,34 +16,40 @@ from metamixer.lab.writers import PredictionFiles
 def coco_results(
     detection: dict[str, Any], image_id: int, category_ids: list[int], mask_threshold: float = 0.5
 ) -> list[dict[str, Any]]:
-    """One image's detections (``boxes`` xyxy, ``labels`` 1…K, ``scores``, ``masks``
-    ``(N, 1, H, W)``) as COCO result entries."""
+    """One image's detections (``boxes`` xyxy, ``labels`` 1…K, ``scores`` and, from a detector
+    that predicts them, ``masks`` ``(N, 1, H, W)``) as COCO result entries (``segmentation`` as
+    RLE only with masks)."""
     from pycocotools import mask as mask_utils
 
     boxes = detection["boxes"].detach().float().cpu()
     boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-    masks = (detection["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
-    results = []
-    for box, label, score, rle in zip(
-        boxes.tolist(), detection["labels"].tolist(), detection["scores"].tolist(), rles,
-        strict=True,
-    ):  # fmt: skip
-        results.append(
-            {
-                "image_id": image_id,
-                "category_id": category_ids[label - 1],
-                "bbox": [round(v, 2) for v in box],
-                "score": round(float(score), 5),
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-            }
+    results: list[dict[str, Any]] = [
+        {
+            "image_id": image_id,
+            "category_id": category_ids[label - 1],
+            "bbox": [round(v, 2) for v in box],
+            "score": round(float(score), 5),
+        }
+        for box, label, score in zip(
+            boxes.tolist(), detection["labels"].tolist(), detection["scores"].tolist(),
+            strict=True,
         )
+    ]  # fmt: skip
+    if "masks" in detection:
+        masks = (detection["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+        for entry, rle in zip(results, rles, strict=True):
+            entry["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
     return results
 
 
 class COCOResultsWriter(PredictionFiles):
-    """``predictions/results.json``: COCO results (boxes and RLE masks) of every predicted image;
-    each process of a distributed run writes ``results.rank<N>.json`` instead."""
+    """``predictions/results.json``: COCO results (boxes, and RLE masks from Mask R-CNN) of every
+    predicted image; each process of a distributed run writes ``results.rank<N>.json`` instead.
+
+    Image ids: a split of the dataset keeps its own; the user's files keep those of the
+    annotation file given as ``data.predict_ann`` (matched by ``file_name``), else they are
+    numbered 1…N in sorted order.  The user's files' entries also name their ``file_name``."""
 
     def __init__(self, category_ids: Sequence[int]) -> None:
         super().__init__()
@@ -59,6 +65,9 @@ class COCOResultsWriter(PredictionFiles):
         if "targets" in batch:  # a split of the dataset: its own image ids
             ids = [int(t["image_id"]) for t in batch["targets"]]
             names = [None] * len(ids)
+        elif "image_id" in batch:  # the user's files, listed in an annotation file
+            names = batch["name"]
+            ids = list(batch["image_id"])
         else:  # the user's files, numbered in sorted order
             names = batch["name"]
             ids = list(range(self.files + 1, self.files + 1 + len(names)))
