@@ -109,7 +109,7 @@ def test_dry_run_lists_cells_and_a_failed_cell_is_recorded_and_retried(tmp_path)
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("log.txt"))
     first = sweep_cmd()
     assert first.returncode != 0 and "1 of 1 cells failed" in first.stderr
-    cell = "timeseries__token_mixer-no_such_mixer"
+    cell = "timeseries__baseline"  # the first value of an axis is its baseline
     assert f"started {cell}" in first.stdout  # one line per cell as it starts and ends
     assert f"[1/1] {cell} failed: exit 2: error: unknown token mixer" in first.stdout
     result = json.loads(next((tmp_path / "bad").glob("*/result.json")).read_text())
