@@ -164,6 +164,19 @@ def test_every_task_lists_its_typed_knobs(modality, knobs, own, tmp_path):
     assert "Literal['attention', 'ffnified', 'identity', 'pooling']" in " ".join(listed.split())
 
 
+def test_detector_settings_are_typed_and_a_moved_one_points_to_its_new_place(tmp_path):
+    cmd = [sys.executable, "-m", "metamixer.vision.detection", "fit"]
+    listed = subprocess.run([*cmd, "--model.detector_args.help", "DetectorArgs"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path).stdout  # fmt: skip
+    for knob in ("box_head_dim", "mask_head_dim", "anchor_scale", "center_sampling_radius"):
+        assert f"--model.detector_args.{knob} " in listed, knob  # every detector's settings
+    old = subprocess.run([*cmd, "--config", str(EXP / "vision/detection/scenes_mask_rcnn.yaml"),
+                          "--model.box_head_dim=64"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # fmt: skip
+    (line,) = error_lines(old.stderr)
+    assert "did you mean --model.detector_args.box_head_dim?" in line
+
+
 def test_a_nested_override_updates_one_key_and_keeps_the_rest_of_the_config():
     """``--model.arch_args.encoder_args.token_mixers X`` changes that key only: the config's
     depths, dims and stem width below ``encoder_args`` stay (the small network, not FFNet-1)."""

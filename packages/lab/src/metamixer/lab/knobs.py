@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict, Union
 
 from metamixer.core import ACTIVATIONS, CHANNEL_MIXERS, TOKEN_MIXERS, MixerSettings
@@ -36,22 +36,48 @@ def mixer_types() -> dict[str, Any]:
     }
 
 
+def _knob_types(name: str, types: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Architecture ``name``'s arguments but its task arguments, with their types."""
+    entry = get_architecture(name)
+    hints = {**typing.get_type_hints(MixerSettings), **typing.get_type_hints(entry.cls.__init__)}
+    hints |= {**mixer_types(), **(types or {})}
+    return {p: hints.get(p, Any) for p in entry.parameters() if p not in entry.task_args}
+
+
+def _args_section(classes: Sequence[type]) -> str:
+    docs = [inspect.cleandoc(c.__doc__ or "") for c in classes]
+    args = "\n".join(d[d.find("Args:") :].removeprefix("Args:") for d in docs if "Args:" in d)
+    return f"Args:{args}" if args else ""
+
+
 def architecture_knobs(name: str, types: Mapping[str, Any] | None = None) -> type:
     """The arguments of architecture ``name``'s class, except its task arguments, as a ``TypedDict``
     (for ``arch_args``): every key optional (an absent one keeps the variant's value), typed by the
     constructor's annotations, the mixer names' choices or ``types``, documented by the class's
     docstring.  The names and defaults stay in the one spec of each variant
     (``metamixer.core.ARCHITECTURES``)."""
-    entry = get_architecture(name)
-    hints = {**typing.get_type_hints(MixerSettings), **typing.get_type_hints(entry.cls.__init__)}
-    hints |= {**mixer_types(), **(types or {})}
-    fields = {p: hints.get(p, Any) for p in entry.parameters() if p not in entry.task_args}
-    knobs = TypedDict(f"{entry.cls.__name__}Args", fields, total=False)  # type: ignore[misc]
-    docs = [inspect.cleandoc(c.__doc__ or "") for c in (entry.cls, MixerSettings)]
-    args = "\n".join(d[d.find("Args:") :].removeprefix("Args:") for d in docs if "Args:" in d)
-    args = f"Args:{args}" if args else ""
+    cls = get_architecture(name).cls
+    knobs = TypedDict(f"{cls.__name__}Args", _knob_types(name, types), total=False)  # type: ignore[misc]
     knobs.__doc__ = (
-        f"{entry.cls.__name__} knobs (an absent one keeps the variant's value)\n\n{args}"
+        f"{cls.__name__} knobs (an absent one keeps the variant's value)\n\n"
+        f"{_args_section([cls, MixerSettings])}"
     )
-    knobs.__module__ = entry.cls.__module__
+    knobs.__module__ = cls.__module__
+    return knobs
+
+
+def family_knobs(title: str, names: Sequence[str], exclude: Sequence[str] = ()) -> type:
+    """The knobs of several architectures chosen by another option (e.g. the detectors of
+    ``--model.detector``) as one ``TypedDict`` named ``title``: the union of their keys, so that
+    ``--model.<option>.help <title>`` lists them all and a misspelled key is refused while
+    parsing; which keys the chosen one takes is checked by its registry entry."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        fields |= {k: v for k, v in _knob_types(name).items() if k not in exclude}
+    knobs = TypedDict(title, fields, total=False)  # type: ignore[misc]
+    classes = list(dict.fromkeys(get_architecture(n).cls for n in names))
+    knobs.__doc__ = (
+        f"{title} (an absent one keeps the chosen spec's value)\n\n{_args_section(classes)}"
+    )
+    knobs.__module__ = classes[0].__module__
     return knobs

@@ -98,6 +98,18 @@ def _typed_dict_keys(parser: Any, key: str) -> list[str] | None:
     return None
 
 
+def _key_of_a_mapping_option(parser: Any, option: str) -> str | None:
+    """``--a.b.KEY`` for an unknown ``--a.KEY`` where ``KEY`` is a key of the ``TypedDict`` option
+    ``--a.b`` (a setting that moved into ``arch_args`` / ``detector_args``)."""
+    head, _, key = option.removeprefix("--").rpartition(".")
+    for action in getattr(parser, "_actions", ()):
+        if action.dest.rpartition(".")[0] == head and key in (
+            _typed_dict_keys(parser, action.dest) or ()
+        ):
+            return f"--{action.dest}.{key}"
+    return None
+
+
 def _is_mapping_hint(hint: Any) -> bool:
     """Whether ``hint`` (or a member of its union) is a dict / mapping / ``TypedDict`` type."""
     options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) in _UNIONS else (hint,)
@@ -158,6 +170,9 @@ class MetaMixerArgumentParser(LightningArgumentParser):
         if unknown:
             options = [o for a in parser._actions for o in a.option_strings]
             close = difflib.get_close_matches(unknown[1], options, n=1)
+            moved = _key_of_a_mapping_option(parser, unknown[1])
+            if moved:  # e.g. a setting that now lives in --model.detector_args
+                close = [moved]
             line += f"; did you mean {close[0]}?" if close else ""
         prog = parser.prog.replace(" [options]", "").split(" ")
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)

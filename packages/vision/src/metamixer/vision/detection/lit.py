@@ -22,8 +22,12 @@ from timm.optim import param_groups_weight_decay
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
+from metamixer.lab.knobs import family_knobs
 from metamixer.vision.backbone import StartsFromFiles, load_backbone_weights
 from metamixer.vision.detection.models import DETECTORS, IMAGE_ARGS, build_detector
+
+#: ``detector_args`` of every detector (``fit --model.detector_args.help DetectorArgs`` lists them)
+DetectorArgs = family_knobs("DetectorArgs", list(DETECTORS), exclude=IMAGE_ARGS)
 
 #: torchmetrics' result keys → our metric names (``{prefix}/{iou_type}_{name}``)
 METRIC_NAMES = {
@@ -93,7 +97,7 @@ class Detector(StartsFromFiles, L.LightningModule):
         num_classes: int = 80,
         arch_args: dict[str, Any] | None = None,
         detector: str = "mask_rcnn",
-        detector_args: dict[str, Any] | None = None,
+        detector_args: DetectorArgs | None = None,
         init_backbone: str | None = None,
         min_size: tuple[int, ...] = (800,),
         max_size: int = 1333,
