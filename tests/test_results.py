@@ -230,3 +230,12 @@ def test_only_code_changes_make_a_record_dirty_not_results_or_docs(tmp_path):
     assert code_version(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("1\n")
     assert code_version(tmp_path)["dirty"] is True
+
+
+def test_tables_and_figures_show_a_fraction_metric_in_the_same_unit():
+    from metamixer.lab.results import display_scale, mean_std
+
+    assert display_scale("test/acc1", [0.91, 0.92]) == 100.0  # recorded as fractions: in %
+    assert display_scale("test/acc1", [91.0]) == 1.0  # already in %
+    assert display_scale("test/mse", [0.4, 0.6]) == 1.0
+    assert mean_std("test/acc1", [0.91, 0.93]).startswith("92.0")

@@ -236,7 +236,7 @@ def stats(values: Sequence[float]) -> tuple[float, float, int]:
 def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()) -> str:
     """``mean ± std (n)`` (sample std; accuracies, IoUs and APs in %); with ``reference`` values
     also the difference of the means (untested: a study's tests are ``metamixer.lab.study``)."""
-    scale = 100.0 if _is_percent(name) and max(map(abs, [*values, *reference])) <= 1 else 1.0
+    scale = display_scale(name, [*values, *reference])
     mean, std, n = stats([scale * v for v in values])
     if n == 1:  # a single run is shown to four significant digits; its Δ to the same decimals
         digits = max(0, 3 - math.floor(math.log10(abs(mean) or 1)))
@@ -256,6 +256,12 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
 
 def _is_percent(name: str) -> bool:
     return "acc" in name or "iou" in name.lower() or "AP" in name
+
+
+def display_scale(name: str, values: Sequence[float]) -> float:
+    """100 for a fraction shown in % (accuracies, IoUs, APs recorded in [0, 1]), else 1: every
+    table and figure shows a metric in the same unit."""
+    return 100.0 if _is_percent(name) and max(map(abs, values)) <= 1 else 1.0
 
 
 def grouped_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:

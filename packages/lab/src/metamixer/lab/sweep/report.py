@@ -65,9 +65,12 @@ def plot_axis(records: list[dict], axis: str, spec: dict, path: Path) -> None:
                 by_label.setdefault(r["group"]["value"], []).append(
                     next(iter(r["metrics"].values()))
                 )
-        for i, values in enumerate(by_label.values()):
-            if not values:
+        metric = spec["modalities"][modality]["metric"]
+        scale = results.display_scale(metric, [v for vs in by_label.values() for v in vs])
+        for i, raw in enumerate(by_label.values()):
+            if not raw:
                 continue
+            values = [scale * v for v in raw]
             mean, std, _ = results.stats(values)
             if i == 0:
                 ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
@@ -76,10 +79,11 @@ def plot_axis(records: list[dict], axis: str, spec: dict, path: Path) -> None:
             ax.scatter([i] * len(values), values, s=8, color="tab:gray", zorder=3)
         labels = list(by_label)
         ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
-        metric = spec["modalities"][modality]["metric"]
         goal = spec["modalities"][modality].get("goal", "max")
+        unit = " in %" if scale == 100.0 else ""
         ax.set_title(
-            f"{modality}: {metric} ({'higher' if goal == 'max' else 'lower'} is better)", fontsize=8
+            f"{modality}: {metric}{unit} ({'higher' if goal == 'max' else 'lower'} is better)",
+            fontsize=8,
         )
     fig.suptitle(f"{spec['name']}: {axis} (trained here, seeds as dots)", fontsize=9)
     fig.tight_layout()
