@@ -206,3 +206,29 @@ def test_cells_without_spread_get_no_test_and_fractions_are_tested_in_percent():
     assert cell.comparison.p == pytest.approx(
         stats.ttest_ind(CELLS["token_act", "softmax"], BASE, equal_var=False).pvalue, rel=1e-9
     )
+
+
+#: sweeps whose task must pass both positive controls, from their committed records
+CONTROL_SWEEPS = {"sweep-controls-timeseries": ("timeseries", "test/mse")}
+
+
+@pytest.mark.parametrize("sweep", sorted(CONTROL_SWEEPS))
+def test_committed_control_tasks_pass_both_positive_controls(sweep):
+    from pathlib import Path
+
+    from metamixer.lab.results import load_records
+    from metamixer.lab.study import controls
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "records" / sweep
+    modality, metric = CONTROL_SWEEPS[sweep]
+    (grid,) = grids(load_records([folder]))
+    assert (grid.modality, grid.metric) == (modality, metric)
+    assert grid.baseline.n >= 5 and all(c.n >= 5 for c in grid.cells)
+    assert len({m for a in [grid.baseline, *grid.cells] for m in a.machines}) == 1  # one machine
+    found = {c.part: c for c in controls(grid)}
+    assert sorted(found) == ["channel mixer", "token mixer"]
+    for part, control in found.items():
+        assert control.passed, (
+            f"{sweep}: removing the {part} costs {control.cost} {grid.unit}, "
+            f"not more than the MDE of {grid.mde}"
+        )
