@@ -452,3 +452,12 @@ def test_a_restarted_driver_takes_back_finished_jobs_and_resubmits_lost_ones(tmp
     assert outcomes["lost"].error == "exit 0: lost ran"  # a stand-in cell writes no record
     assert (tmp_path / "lost" / "log.txt").read_text() == "lost ran\n"
     assert not list((tmp_path / "submitit" / "journal").iterdir())
+
+
+def test_local_cells_take_the_threads_the_sweep_was_started_with(monkeypatch):
+    from metamixer.lab.sweep.executors import LocalExecutor
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert LocalExecutor(1, {}).threads() == (os.cpu_count() or 1)  # the cores, shared
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # e.g. to leave a core to something else
+    assert LocalExecutor(1, {}).threads() == 1

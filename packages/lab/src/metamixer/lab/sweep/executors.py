@@ -134,7 +134,13 @@ class LocalExecutor:
         self.time = options.get("time")
 
     def threads(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.parallel)
+        """Each cell's share of the cores, or the ``OMP_NUM_THREADS`` the sweep was started with."""
+        given = os.environ.get("OMP_NUM_THREADS", "")
+        return (
+            int(given)
+            if given.isdigit() and int(given) > 0
+            else max(1, (os.cpu_count() or 1) // self.parallel)
+        )
 
     def timeout_s(self) -> float | None:
         return None if self.time is None else 60.0 * float(self.time)
