@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -20,7 +22,10 @@ from metamixer.lab.knobs import architecture_knobs
 from . import models as _models  # noqa: F401  (registers the sparse FFNet architectures)
 
 #: ``arch_args`` (``fit --model.arch_args.help SparseFFNetArgs`` lists them with their types)
-SparseFFNetArgs = architecture_knobs("sparse_ffnet")
+if TYPE_CHECKING:  # at run time a TypedDict built from the architecture's signature
+    SparseFFNetArgs = Mapping[str, Any]
+else:
+    SparseFFNetArgs = architecture_knobs("sparse_ffnet")
 
 
 def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int = -1) -> Tensor:
@@ -53,6 +58,24 @@ def iou_from_confusion(confusion: Tensor) -> tuple[Tensor, Tensor, Tensor, Tenso
     iou = tp / (truth + pred - tp)
     acc = tp / truth
     return iou, acc, torch.stack([iou.nanmean(), acc.nanmean(), tp.sum() / c.sum()]), truth
+
+
+class SegmenterHparams(Protocol):
+    """``Segmenter.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    arch_args: SparseFFNetArgs | None
+    lr: float
+    block_lr_ratio: float
+    weight_decay: float
+    pct_start: float
+    lovasz_weight: float
+    test_views: int
+    test_fragments: int
+    classes: list[str] | None
+    normal_channels: tuple[int, int] | None
 
 
 class Segmenter(L.LightningModule):
@@ -111,6 +134,11 @@ class Segmenter(L.LightningModule):
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
 
+    @property
+    def hp(self) -> SegmenterHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(SegmenterHparams, self.hparams)
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch["feat"], batch["grid_coord"], batch["batch"])
 
@@ -118,7 +146,7 @@ class Segmenter(L.LightningModule):
         logits = self(batch)
         labels = batch["segment"]
         ce = F.cross_entropy(logits, labels, ignore_index=-1)
-        loss = ce + self.hparams.lovasz_weight * lovasz_softmax(logits.softmax(1), labels)
+        loss = ce + self.hp.lovasz_weight * lovasz_softmax(logits.softmax(1), labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}")
         n = int(batch["offset"].numel())
@@ -141,7 +169,7 @@ class Segmenter(L.LightningModule):
 
     def view_probs(self, batch: dict[str, Tensor], views: int) -> Tensor:
         """Class probabilities of every voxel, summed over ``views`` turns about z."""
-        normals = self.hparams.normal_channels
+        normals = self.hp.normal_channels
         return sum(self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views))
 
     def fragment_votes(self, batch: dict[str, Tensor], views: int, fragments: int) -> Tensor:
@@ -153,7 +181,7 @@ class Segmenter(L.LightningModule):
         fragment chooses gets its voxel's, summed over the fragments; with one fragment (the first
         point of every voxel, the plain input) every point thus gets its voxel's prediction."""
         inverse, feat_full = batch["inverse"], batch["feat_full"]
-        voxels = torch.zeros(len(batch["feat"]), self.hparams.num_classes, device=inverse.device)
+        voxels = torch.zeros(len(batch["feat"]), self.hp.num_classes, device=inverse.device)
         points = voxels.new_zeros(len(inverse), voxels.shape[1])
         chosen = torch.zeros(len(inverse), dtype=torch.bool, device=inverse.device)
         for pick in fragment_picks(inverse, len(voxels), fragments):
@@ -169,7 +197,7 @@ class Segmenter(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Labels of every point of the batch (``row``: their rows in the input file, if any)."""
-        h = self.hparams
+        h = self.hp
         pred, _ = self._point_predictions(batch, h.test_views, h.test_fragments)
         return {"label": pred, **({"row": batch["row"]} if "row" in batch else {})}
 
@@ -177,7 +205,7 @@ class Segmenter(L.LightningModule):
         self.val_confusion.update(*self._point_predictions(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        h = self.hparams
+        h = self.hp
         self.test_confusion.update(*self._point_predictions(batch, h.test_views, h.test_fragments))
 
     def _log_confusion(self, confusion: MulticlassConfusionMatrix, prefix: str) -> Tensor:
@@ -192,15 +220,15 @@ class Segmenter(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_class = self._log_confusion(self.test_confusion, "test")
-        names = self.hparams.classes or [str(i) for i in range(self.hparams.num_classes)]
+        names = self.hp.classes or [str(i) for i in range(self.hp.num_classes)]
         for name, (iou, _) in zip(names, per_class.tolist(), strict=True):
             self.log(f"test/IoU/{name}", float("nan") if iou != iou else iou)
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir and self.trainer.is_global_zero:
             write_class_table(Path(log_dir) / "per_class_iou.csv", names, per_class)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         blocks = [p for n, p in self.named_parameters() if ".blocks." in n]
         others = [p for n, p in self.named_parameters() if ".blocks." not in n]
         optimizer = torch.optim.AdamW(
