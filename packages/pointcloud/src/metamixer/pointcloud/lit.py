@@ -6,7 +6,7 @@ import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 import lightning as L
 import torch
@@ -22,10 +22,7 @@ from metamixer.lab.knobs import architecture_knobs
 from . import models as _models  # noqa: F401  (registers the sparse FFNet architectures)
 
 #: ``arch_args`` (``fit --model.arch_args.help SparseFFNetArgs`` lists them with their types)
-if TYPE_CHECKING:  # at run time a TypedDict built from the architecture's signature
-    SparseFFNetArgs = Mapping[str, Any]
-else:
-    SparseFFNetArgs = architecture_knobs("sparse_ffnet")
+SparseFFNetArgs = architecture_knobs("sparse_ffnet")
 
 
 def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int = -1) -> Tensor:
@@ -66,7 +63,7 @@ class SegmenterHparams(Protocol):
     arch: str
     num_classes: int
     in_channels: int
-    arch_args: SparseFFNetArgs | None
+    arch_args: Mapping[str, Any] | None  # a SparseFFNetArgs
     lr: float
     block_lr_ratio: float
     weight_decay: float
@@ -110,7 +107,8 @@ class Segmenter(L.LightningModule):
         arch: str = "sparse_ffnet",
         num_classes: int = 20,
         in_channels: int = 6,
-        arch_args: SparseFFNetArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: SparseFFNetArgs | None = None,  # type: ignore[valid-type]
         lr: float = 0.006,
         block_lr_ratio: float = 0.1,
         weight_decay: float = 0.05,

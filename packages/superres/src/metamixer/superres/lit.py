@@ -6,7 +6,7 @@ import copy
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
+from typing import Any, Protocol, TypedDict, cast
 
 import lightning as L
 import torch
@@ -21,10 +21,7 @@ from . import models as _models  # noqa: F401  (registers the FFNet-SR architect
 from .inference import psnr_ssim_y, upscale
 
 #: ``arch_args`` (``fit --model.arch_args.help FFNetSRArgs`` lists them with their types)
-if TYPE_CHECKING:  # at run time a TypedDict built from the architecture's signature
-    FFNetSRArgs = Mapping[str, Any]
-else:
-    FFNetSRArgs = architecture_knobs("ffnet_sr_light")
+FFNetSRArgs = architecture_knobs("ffnet_sr_light")
 
 
 class EvalBatch(TypedDict):
@@ -46,7 +43,7 @@ class SuperResolutionHparams(Protocol):
 
     arch: str
     scale: int
-    arch_args: FFNetSRArgs | None
+    arch_args: Mapping[str, Any] | None  # a FFNetSRArgs
     lr: float
     min_lr: float
     betas: tuple[float, float]
@@ -84,7 +81,8 @@ class SuperResolution(L.LightningModule):
         self,
         arch: str = "ffnet_sr_light",
         scale: int = 2,
-        arch_args: FFNetSRArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: FFNetSRArgs | None = None,  # type: ignore[valid-type]
         lr: float = 1e-3,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.99),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import lightning as L
 import torch
@@ -20,10 +20,7 @@ from metamixer.lab.knobs import architecture_knobs
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 
 #: ``arch_args`` (``fit --model.arch_args.help FFNetForecasterArgs`` lists them with their types)
-if TYPE_CHECKING:  # at run time a TypedDict built from the architecture's signature
-    FFNetForecasterArgs = Mapping[str, Any]
-else:
-    FFNetForecasterArgs = architecture_knobs("ffnet_ts")
+FFNetForecasterArgs = architecture_knobs("ffnet_ts")
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
@@ -40,7 +37,7 @@ class ForecasterHparams(Protocol):
     num_vars: int
     seq_len: int
     horizon: int
-    arch_args: FFNetForecasterArgs | None
+    arch_args: Mapping[str, Any] | None  # a FFNetForecasterArgs
     training_passes: tuple[str, ...]
     loss: Literal["mse", "mae"]
     lr: float
@@ -79,7 +76,8 @@ class Forecaster(L.LightningModule):
         num_vars: int = 7,
         seq_len: int = 96,
         horizon: int = 96,
-        arch_args: FFNetForecasterArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: FFNetForecasterArgs | None = None,  # type: ignore[valid-type]
         training_passes: tuple[str, ...] = RECIPES["cpu_training"],
         loss: Literal["mse", "mae"] = "mse",
         lr: float = 1e-4,
