@@ -57,7 +57,7 @@ def export_onnx(
 
     model = reparameterize_model(copy.deepcopy(model).eval())
     with atomic_path(path) as tmp:
-        export = dict(
+        export: dict[str, Any] = dict(
             input_names=[names[0]], output_names=[names[1]], dynamic_axes=dynamic_axes,
             opset_version=opset,
         )  # fmt: skip

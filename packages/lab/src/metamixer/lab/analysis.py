@@ -37,8 +37,13 @@ def effective_receptive_field(
     for x in inputs:
         x = x.detach().clone().requires_grad_(True)
         out = features(x)
-        centre = tuple(s // 2 for s in out.shape[2:])
-        out[(slice(None), slice(None), *centre)].sum().backward()
+        centre: tuple[slice | int, ...] = (
+            slice(None),
+            slice(None),
+            *(s // 2 for s in out.shape[2:]),
+        )
+        out[centre].sum().backward()
+        assert x.grad is not None  # x requires grad and out depends on it
         grad = x.grad.abs().sum((0, 1))
         total = grad if total is None else total + grad
         count += 1

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar, cast
 
 import lightning as L
 import numpy as np
@@ -59,14 +60,18 @@ def collate_points(samples: Sequence[T.Scene]) -> dict[str, Tensor]:
     return batch
 
 
-class SceneDataset(Dataset):
+#: what a ``SceneDataset``'s ``load`` gives its ``transform`` (a scene, or just its name)
+Loaded = TypeVar("Loaded")
+
+
+class SceneDataset(Dataset[T.Scene], Generic[Loaded]):
     """Scenes loaded by ``load(i)`` and turned into model inputs by ``transform(scene, rng)``."""
 
     def __init__(
         self,
         names: list[str],
-        load: Callable[[str], T.Scene],
-        transform: Callable[[T.Scene, np.random.Generator | None], T.Scene],
+        load: Callable[[str], Loaded],
+        transform: Callable[[Loaded, np.random.Generator | None], T.Scene],
         *,
         train: bool,
         repeat: int = 1,
@@ -86,12 +91,12 @@ class SceneDataset(Dataset):
 
     def __getitem__(self, index: int) -> T.Scene:
         scene = self.load(self.names[index % len(self.names)])
-        rng = np.random.default_rng(torch.randint(0, 2**31, ()).item()) if self.train else None
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, ()))) if self.train else None
         return self.transform(scene, rng)
 
 
 def _loader(
-    dataset: Dataset,
+    dataset: SceneDataset,
     batch_size: int,
     num_workers: int,
     train: bool,
@@ -119,6 +124,24 @@ class PointCloudData(L.LightningDataModule):
     normal_channels: tuple[int, int] | None = None
 
 
+def _training_rng(rng: np.random.Generator | None) -> np.random.Generator:
+    """The generator a training transform draws from (``SceneDataset`` gives one when training)."""
+    if rng is None:
+        raise ValueError("a training transform needs a random generator (SceneDataset(train=True))")
+    return rng
+
+
+class IndoorScenesHparams(Protocol):
+    """The constructor arguments every ``IndoorScenes`` saves in its ``hparams``."""
+
+    root: str
+    grid_size: float
+    point_max: int
+    batch_size: int
+    num_workers: int
+    mix_prob: float
+
+
 class IndoorScenes(PointCloudData):
     """Preprocessed indoor scenes (``coord``, ``color``, ``normal``, labels as ``.npy`` per
     scene folder) with the authors' training pipeline, optional Mix3D, and every original point
@@ -136,6 +159,11 @@ class IndoorScenes(PointCloudData):
             raise ValueError(f"mix_prob must be in [0, 1], got {mix_prob}")
         self.root = Path(root)
         self.sets: dict[str, SceneDataset] = {}
+
+    @property
+    def hp(self) -> IndoorScenesHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(IndoorScenesHparams, self.hparams)
 
     def scenes(self, split: str) -> list[str]:
         """Scene folder names (relative to ``root``) of "train", "val" or "test"."""
@@ -163,8 +191,8 @@ class IndoorScenes(PointCloudData):
         return scene
 
     def _train(self, scene: T.Scene, rng: np.random.Generator | None) -> T.Scene:
-        h = self.hparams
-        out = T.scannet_train_transform(scene, rng, h.grid_size, h.point_max)
+        h = self.hp
+        out = T.scannet_train_transform(scene, _training_rng(rng), h.grid_size, h.point_max)
         out["feat"] = np.concatenate([out["color"], out["normal"]], 1)
         return out
 
@@ -173,7 +201,7 @@ class IndoorScenes(PointCloudData):
         feat_full = np.concatenate([full["color"], full["normal"]], 1)
         out = T.scannet_eval_transform(
             {**scene, "segment_full": scene["segment"], "feat_full": feat_full},
-            self.hparams.grid_size,
+            self.hp.grid_size,
         )
         out["feat"] = np.concatenate([out["color"], out["normal"]], 1)
         return out
@@ -187,15 +215,15 @@ class IndoorScenes(PointCloudData):
         self.sets["test"] = SceneDataset(self.scenes("test"), self.load, self._eval, train=False)
 
     def train_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         collate = partial(mix3d_collate, mix_prob=h.mix_prob) if h.mix_prob > 0 else None
         return _loader(self.sets["train"], h.batch_size, h.num_workers, True, collate)
 
     def val_dataloader(self) -> DataLoader:
-        return _loader(self.sets["val"], 1, self.hparams.num_workers, False)
+        return _loader(self.sets["val"], 1, self.hp.num_workers, False)
 
     def test_dataloader(self) -> DataLoader:
-        return _loader(self.sets["test"], 1, self.hparams.num_workers, False)
+        return _loader(self.sets["test"], 1, self.hp.num_workers, False)
 
 
 def mix3d(first: T.Scene, second: T.Scene) -> T.Scene:
@@ -222,6 +250,16 @@ def mix3d_collate(samples: Sequence[T.Scene], mix_prob: float) -> dict[str, Tens
             out.append(samples[i])
             i += 1
     return collate_points(out)
+
+
+class ScanNetHparams(IndoorScenesHparams, Protocol):
+    """``ScanNetDataModule.hparams``: its constructor's arguments."""
+
+    train_list: str
+    val_list: str
+    test_list: str | None
+    num_classes: int
+    label_tsv: str | None
 
 
 class ScanNetDataModule(IndoorScenes):
@@ -265,17 +303,28 @@ class ScanNetDataModule(IndoorScenes):
         self.segment_key = f"segment{num_classes}"
 
     @property
+    def hp(self) -> ScanNetHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(ScanNetHparams, self.hparams)
+
+    @property
     def classes(self) -> list[str]:
         if self.num_classes == 20:
-            if self.hparams.label_tsv:
-                return LabelMap(Path(self.hparams.label_tsv)).class_names20
+            if self.hp.label_tsv:
+                return LabelMap(Path(self.hp.label_tsv)).class_names20
             return list(SCANNET20_NAMES)
         return [f"class{i}" for i in range(self.num_classes)]
 
     def scenes(self, split: str) -> list[str]:
-        h = self.hparams
+        h = self.hp
         lists = {"train": h.train_list, "val": h.val_list, "test": h.test_list or h.val_list}
         return read_scene_list(Path(lists[split]))
+
+
+class S3DISHparams(IndoorScenesHparams, Protocol):
+    """``S3DISDataModule.hparams``: its constructor's arguments."""
+
+    test_area: int
 
 
 class S3DISDataModule(IndoorScenes):
@@ -309,9 +358,14 @@ class S3DISDataModule(IndoorScenes):
         super().__init__(root, grid_size, point_max, batch_size, num_workers, mix_prob)
         self.save_hyperparameters()
 
+    @property
+    def hp(self) -> S3DISHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(S3DISHparams, self.hparams)
+
     def scenes(self, split: str) -> list[str]:
         rooms = sorted(p for p in self.root.glob("Area_*/*") if p.is_dir())
-        test = f"Area_{self.hparams.test_area}"
+        test = f"Area_{self.hp.test_area}"
         if not any(r.parent.name == test for r in rooms):
             raise FileNotFoundError(
                 f"no {test}/<room>/ folders under {self.root}; convert the release with "
@@ -360,7 +414,22 @@ def read_las(path: Path, class_map: dict[int, int]) -> T.Scene:
         "segment": lut[classes],
         "row": np.arange(len(coord)),  # the point's row in the file
     }
-    return T.select(scene, finite)
+    return T.select(scene, np.asarray(finite))
+
+
+class LASHparams(Protocol):
+    """``LASDataModule.hparams``: its constructor's arguments."""
+
+    path: str
+    class_map: dict[int, int] | None
+    class_names: list[str] | None
+    grid_size: float
+    train_fraction: float
+    crop_size: float
+    crops_per_epoch: int
+    batch_size: int
+    num_workers: int
+    predict_path: str | None
 
 
 class LASDataModule(PointCloudData):
@@ -412,10 +481,15 @@ class LASDataModule(PointCloudData):
             raise ValueError(f"{len(self.classes)} class names for {self.num_classes} labels")
         self.parts: dict[str, T.Scene] = {}
 
+    @property
+    def hp(self) -> LASHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(LASHparams, self.hparams)
+
     def setup(self, stage: str) -> None:
-        if self.parts or (stage == "predict" and self.hparams.predict_path is not None):
+        if self.parts or (stage == "predict" and self.hp.predict_path is not None):
             return
-        h = self.hparams
+        h = self.hp
         scene = read_las(Path(h.path), self.class_map)
         cut = scene["coord"][:, 0].min() + h.train_fraction * np.ptp(scene["coord"][:, 0])
         left = scene["coord"][:, 0] < cut
@@ -437,9 +511,10 @@ class LASDataModule(PointCloudData):
         return scene
 
     def _crop(self, name: str, rng: np.random.Generator | None) -> T.Scene:
-        h = self.hparams
+        h = self.hp
         part = self.parts["train"]
         xy = part["coord"][:, :2]
+        rng = _training_rng(rng)
         centre = xy[rng.integers(len(xy))]
         inside = (np.abs(xy - centre) <= h.crop_size / 2).all(1)
         scene = T.select(part, inside)
@@ -452,13 +527,11 @@ class LASDataModule(PointCloudData):
 
     def _whole(self, name: str, rng: np.random.Generator | None) -> T.Scene:
         part = self.parts[name]
-        scene = T.grid_sample(
-            {**part, "segment_full": part["segment"]}, self.hparams.grid_size, None
-        )
+        scene = T.grid_sample({**part, "segment_full": part["segment"]}, self.hp.grid_size, None)
         return self._features(scene, full=part)
 
     def train_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         data = SceneDataset(
             ["train"],
             lambda n: n,
@@ -470,7 +543,7 @@ class LASDataModule(PointCloudData):
 
     def _eval(self) -> DataLoader:
         data = SceneDataset(["test"], lambda n: n, lambda n, rng: self._whole(n, rng), train=False)
-        return _loader(data, 1, self.hparams.num_workers, False)
+        return _loader(data, 1, self.hp.num_workers, False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval()
@@ -479,9 +552,9 @@ class LASDataModule(PointCloudData):
         return self._eval()
 
     def predict_dataloader(self) -> DataLoader:
-        if self.hparams.predict_path is None:
+        if self.hp.predict_path is None:
             return self._eval()
-        return DataLoader(LASChunks(self), batch_size=None, num_workers=self.hparams.num_workers)
+        return DataLoader(LASChunks(self), batch_size=None, num_workers=self.hp.num_workers)
 
 
 class LASChunks(Dataset):
@@ -490,9 +563,11 @@ class LASChunks(Dataset):
     and ``inverse`` (their voxels), so every point gets the label of its voxel."""
 
     def __init__(self, dm: LASDataModule) -> None:
-        self.dm, self.path = dm, Path(dm.hparams.predict_path)
+        if dm.hp.predict_path is None:
+            raise ValueError("LASChunks reads the data module's predict_path, which is not set")
+        self.dm, self.path = dm, Path(dm.hp.predict_path)
         self.scene = read_las(self.path, dm.class_map)  # rows = the file's finite points
-        size = dm.hparams.crop_size
+        size = dm.hp.crop_size
         xy = self.scene["coord"][:, :2]
         self.cell = np.floor(xy / size).astype(np.int64)
         self.cells = np.unique(self.cell, axis=0)
@@ -501,14 +576,14 @@ class LASChunks(Dataset):
         return len(self.cells)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        size, (cx, cy) = self.dm.hparams.crop_size, self.cells[i]
+        size, (cx, cy) = self.dm.hp.crop_size, self.cells[i]
         xy = self.scene["coord"][:, :2]
         lo, margin = np.array([cx, cy]) * size, size / 4
         near = np.nonzero(((xy >= lo - margin) & (xy < lo + size + margin)).all(1))[0]
         core = (self.cell[near] == (cx, cy)).all(1)
         part = T.select(self.scene, near)
         region = T.grid_sample(
-            {**part, "segment_full": part["segment"]}, self.dm.hparams.grid_size, None
+            {**part, "segment_full": part["segment"]}, self.dm.hp.grid_size, None
         )
         batch = collate_points([self.dm._features(region, full=part)])
         keep = torch.from_numpy(core)

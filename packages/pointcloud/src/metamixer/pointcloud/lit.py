@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -55,6 +57,24 @@ def iou_from_confusion(confusion: Tensor) -> tuple[Tensor, Tensor, Tensor, Tenso
     return iou, acc, torch.stack([iou.nanmean(), acc.nanmean(), tp.sum() / c.sum()]), truth
 
 
+class SegmenterHparams(Protocol):
+    """``Segmenter.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    arch_args: Mapping[str, Any] | None  # a SparseFFNetArgs
+    lr: float
+    block_lr_ratio: float
+    weight_decay: float
+    pct_start: float
+    lovasz_weight: float
+    test_views: int
+    test_fragments: int
+    classes: list[str] | None
+    normal_channels: tuple[int, int] | None
+
+
 class Segmenter(L.LightningModule):
     """Train / evaluate ``SparseFFNet``: cross-entropy + Lovász-softmax, AdamW + OneCycle.
 
@@ -87,7 +107,8 @@ class Segmenter(L.LightningModule):
         arch: str = "sparse_ffnet",
         num_classes: int = 20,
         in_channels: int = 6,
-        arch_args: SparseFFNetArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: SparseFFNetArgs | None = None,  # type: ignore[valid-type]
         lr: float = 0.006,
         block_lr_ratio: float = 0.1,
         weight_decay: float = 0.05,
@@ -111,6 +132,11 @@ class Segmenter(L.LightningModule):
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=-1)
 
+    @property
+    def hp(self) -> SegmenterHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(SegmenterHparams, self.hparams)
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch["feat"], batch["grid_coord"], batch["batch"])
 
@@ -118,7 +144,7 @@ class Segmenter(L.LightningModule):
         logits = self(batch)
         labels = batch["segment"]
         ce = F.cross_entropy(logits, labels, ignore_index=-1)
-        loss = ce + self.hparams.lovasz_weight * lovasz_softmax(logits.softmax(1), labels)
+        loss = ce + self.hp.lovasz_weight * lovasz_softmax(logits.softmax(1), labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}")
         n = int(batch["offset"].numel())
@@ -141,7 +167,7 @@ class Segmenter(L.LightningModule):
 
     def view_probs(self, batch: dict[str, Tensor], views: int) -> Tensor:
         """Class probabilities of every voxel, summed over ``views`` turns about z."""
-        normals = self.hparams.normal_channels
+        normals = self.hp.normal_channels
         return sum(self(rotate_about_z(batch, k, views, normals)).softmax(1) for k in range(views))
 
     def fragment_votes(self, batch: dict[str, Tensor], views: int, fragments: int) -> Tensor:
@@ -153,7 +179,7 @@ class Segmenter(L.LightningModule):
         fragment chooses gets its voxel's, summed over the fragments; with one fragment (the first
         point of every voxel, the plain input) every point thus gets its voxel's prediction."""
         inverse, feat_full = batch["inverse"], batch["feat_full"]
-        voxels = torch.zeros(len(batch["feat"]), self.hparams.num_classes, device=inverse.device)
+        voxels = torch.zeros(len(batch["feat"]), self.hp.num_classes, device=inverse.device)
         points = voxels.new_zeros(len(inverse), voxels.shape[1])
         chosen = torch.zeros(len(inverse), dtype=torch.bool, device=inverse.device)
         for pick in fragment_picks(inverse, len(voxels), fragments):
@@ -169,7 +195,7 @@ class Segmenter(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Labels of every point of the batch (``row``: their rows in the input file, if any)."""
-        h = self.hparams
+        h = self.hp
         pred, _ = self._point_predictions(batch, h.test_views, h.test_fragments)
         return {"label": pred, **({"row": batch["row"]} if "row" in batch else {})}
 
@@ -177,7 +203,7 @@ class Segmenter(L.LightningModule):
         self.val_confusion.update(*self._point_predictions(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        h = self.hparams
+        h = self.hp
         self.test_confusion.update(*self._point_predictions(batch, h.test_views, h.test_fragments))
 
     def _log_confusion(self, confusion: MulticlassConfusionMatrix, prefix: str) -> Tensor:
@@ -192,15 +218,15 @@ class Segmenter(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_class = self._log_confusion(self.test_confusion, "test")
-        names = self.hparams.classes or [str(i) for i in range(self.hparams.num_classes)]
+        names = self.hp.classes or [str(i) for i in range(self.hp.num_classes)]
         for name, (iou, _) in zip(names, per_class.tolist(), strict=True):
             self.log(f"test/IoU/{name}", float("nan") if iou != iou else iou)
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir and self.trainer.is_global_zero:
             write_class_table(Path(log_dir) / "per_class_iou.csv", names, per_class)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         blocks = [p for n, p in self.named_parameters() if ".blocks." in n]
         others = [p for n, p in self.named_parameters() if ".blocks." not in n]
         optimizer = torch.optim.AdamW(

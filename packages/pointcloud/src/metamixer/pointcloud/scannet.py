@@ -140,7 +140,7 @@ def convert_scene(scene_dir: Path, out_root: Path, labels: LabelMap) -> Path:
         )
     if "label" not in label_props:
         raise ValueError(f"{scene}_vh_clean_2.labels.ply has no 'label' vertex property")
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "coord": coord,
         "color": color,
         "normal": normal,

@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Protocol, TypedDict, cast
 
 import cv2
 import lightning as L
@@ -135,6 +136,14 @@ def image_tensor(path: Path) -> Tensor:
     return to_tensor(read_image(path))
 
 
+class PairedItem(TypedDict):
+    """One ``PairedImages`` pair: LR and HR ``(3, H, W)`` tensors in [0, 1], and the file stem."""
+
+    lr: Tensor
+    hr: Tensor
+    name: str
+
+
 class PairedImages(Dataset):
     """LR / HR pairs of a folder; training samples are random aligned crops with flips and 90°
     rotations (``gt_size`` HR pixels), evaluation samples are whole images.
@@ -162,15 +171,17 @@ class PairedImages(Dataset):
     def __len__(self) -> int:
         return len(self.pairs) * self.repeat
 
-    def __getitem__(self, index: int) -> dict[str, Tensor | str]:
+    def __getitem__(self, index: int) -> PairedItem:
         i = index % len(self.pairs)
         lr, hr = self.pairs[i]
         if self.gt_size is not None:
-            lr, hr = self._random_crop(lr, hr)
+            lr, hr = self._random_crop(lr, hr, self.gt_size)
         return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": self.files[i].stem}
 
-    def _random_crop(self, lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, size = self.scale, self.gt_size // self.scale
+    def _random_crop(
+        self, lr: np.ndarray, hr: np.ndarray, gt_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        s, size = self.scale, gt_size // self.scale
         y = random.randint(0, lr.shape[0] - size)
         x = random.randint(0, lr.shape[1] - size)
         lr = lr[y : y + size, x : x + size]
@@ -182,6 +193,20 @@ class PairedImages(Dataset):
         if random.random() < 0.5:  # transpose = 90° rotation combined with the flips
             lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
         return lr, hr
+
+
+class PairedImageHparams(Protocol):
+    """``PairedImageDataModule.hparams``: its constructor's arguments."""
+
+    train_root: str
+    val_roots: list[str]
+    test_roots: list[str] | None
+    scale: int
+    gt_size: int
+    batch_size: int
+    repeat: int
+    num_workers: int
+    predict_path: str | None
 
 
 class PairedImageDataModule(L.LightningDataModule):
@@ -217,29 +242,34 @@ class PairedImageDataModule(L.LightningDataModule):
         self.sets: dict[str, list[PairedImages]] = {}
 
     @property
+    def hp(self) -> PairedImageHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(PairedImageHparams, self.hparams)
+
+    @property
     def scale(self) -> int:
-        return self.hparams.scale
+        return self.hp.scale
 
     @property
     def val_names(self) -> list[str]:
-        return [Path(r).name for r in self.hparams.val_roots]
+        return [Path(r).name for r in self.hp.val_roots]
 
     @property
     def test_names(self) -> list[str]:
-        return [Path(r).name for r in (self.hparams.test_roots or self.hparams.val_roots)]
+        return [Path(r).name for r in (self.hp.test_roots or self.hp.val_roots)]
 
     def _roots(self) -> list[Path]:  # folders whose LR images may need generating
-        h = self.hparams
+        h = self.hp
         return [Path(r) for r in [h.train_root, *h.val_roots, *(h.test_roots or [])]]
 
     def prepare_data(self) -> None:
-        if self.hparams.predict_path is not None:
+        if self.hp.predict_path is not None:
             return  # only the user's files are read
         for root in self._roots():
-            ensure_lr(root, self.hparams.scale)
+            ensure_lr(root, self.hp.scale)
 
     def setup(self, stage: str) -> None:
-        h = self.hparams
+        h = self.hp
         if stage == "predict" and h.predict_path is not None:
             return
         if stage == "fit" and "train" not in self.sets:
@@ -254,14 +284,13 @@ class PairedImageDataModule(L.LightningDataModule):
             ]
 
     def train_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         train = self.sets["train"][0]
         return split_loader(train, h.batch_size, h.num_workers, train=True)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         return [
-            DataLoader(d, batch_size=1, num_workers=self.hparams.num_workers)
-            for d in self.sets[split]
+            DataLoader(d, batch_size=1, num_workers=self.hp.num_workers) for d in self.sets[split]
         ]
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -271,8 +300,8 @@ class PairedImageDataModule(L.LightningDataModule):
         return self._eval_loaders("test")
 
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
-        if self.hparams.predict_path is None:
+        if self.hp.predict_path is None:
             return self._eval_loaders("test")
         from metamixer.lab.inputs import input_files_loader
 
-        return input_files_loader(self.hparams.predict_path, IMAGE_EXTENSIONS, image_tensor)
+        return input_files_loader(self.hp.predict_path, IMAGE_EXTENSIONS, image_tensor)

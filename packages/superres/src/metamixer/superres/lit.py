@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from metamixer.core import build_network
@@ -22,10 +24,36 @@ from .inference import psnr_ssim_y, upscale
 FFNetSRArgs = architecture_knobs("ffnet_sr_light")
 
 
+class EvalBatch(TypedDict):
+    """A validation / test batch of ``PairedImages``."""
+
+    lr: Tensor
+    hr: Tensor
+    name: list[str]
+
+
 def fft_l1_loss(sr: Tensor, hr: Tensor) -> Tensor:
     """L1 distance between the 2D FFTs (real and imaginary parts) of output and target."""
     a, b = torch.fft.fft2(sr.float()), torch.fft.fft2(hr.float())
     return F.l1_loss(torch.view_as_real(a), torch.view_as_real(b))
+
+
+class SuperResolutionHparams(Protocol):
+    """``SuperResolution.hparams``: its constructor's arguments."""
+
+    arch: str
+    scale: int
+    arch_args: Mapping[str, Any] | None  # a FFNetSRArgs
+    lr: float
+    min_lr: float
+    betas: tuple[float, float]
+    fft_weight: float
+    ema_decay: float | None
+    tile: int | None
+    save_images: bool
+    channels_last: bool
+    val_names: list[str] | None
+    test_names: list[str] | None
 
 
 class SuperResolution(L.LightningModule):
@@ -53,7 +81,8 @@ class SuperResolution(L.LightningModule):
         self,
         arch: str = "ffnet_sr_light",
         scale: int = 2,
-        arch_args: FFNetSRArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: FFNetSRArgs | None = None,  # type: ignore[valid-type]
         lr: float = 1e-3,
         min_lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.99),
@@ -75,15 +104,20 @@ class SuperResolution(L.LightningModule):
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self._scores: dict[str, list[tuple[float, float, float, float]]] = {}
 
+    @property
+    def hp(self) -> SuperResolutionHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(SuperResolutionHparams, self.hparams)
+
     def forward(self, lr: Tensor) -> Tensor:
-        if self.hparams.channels_last:
+        if self.hp.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         return self.model(lr)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         sr = self(batch["lr"])
         l1 = F.l1_loss(sr, batch["hr"])
-        loss = l1 + self.hparams.fft_weight * fft_l1_loss(sr, batch["hr"])
+        loss = l1 + self.hp.fft_weight * fft_l1_loss(sr, batch["hr"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}; lower the lr")
         self.log_dict({"train/loss": loss, "train/l1": l1}, prog_bar=True, batch_size=len(sr))
@@ -93,9 +127,9 @@ class SuperResolution(L.LightningModule):
         """The step, then the EMA update (here rather than in ``on_train_batch_end``, which runs
         after callbacks: a step checkpoint would miss the step's EMA update)."""
         super().optimizer_step(*args, **kwargs)
-        if self.ema is None:
+        d = self.hp.ema_decay
+        if self.ema is None or d is None:  # both set together, by ``ema_decay``
             return
-        d = self.hparams.ema_decay
         with torch.no_grad():
             pairs = zip(
                 self.ema.state_dict().values(), self.model.state_dict().values(), strict=True
@@ -106,13 +140,13 @@ class SuperResolution(L.LightningModule):
                 else:
                     ema.copy_(live)
 
-    def _evaluate(self, batch: dict[str, Tensor], split: str, names: list[str], idx: int) -> None:
+    def _evaluate(self, batch: EvalBatch, split: str, names: list[str], idx: int) -> None:
         net = self.ema if self.ema is not None else self.model
         lr, hr = batch["lr"], batch["hr"]
-        if self.hparams.channels_last:
+        if self.hp.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
-        s = self.hparams.scale
-        sr = upscale(net, lr, s, tile=self.hparams.tile).clamp(0, 1)
+        s = self.hp.scale
+        sr = upscale(net, lr, s, tile=self.hp.tile).clamp(0, 1)
         bicubic = F.interpolate(lr, scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1)
         name = names[idx] if idx < len(names) else f"set{idx}"
         for i in range(len(sr)):
@@ -121,20 +155,18 @@ class SuperResolution(L.LightningModule):
             self._scores.setdefault(f"{split}/{name}", []).append(
                 (psnr, ssim, base_psnr, base_ssim)
             )
-            if split == "test" and self.hparams.save_images and self.trainer.log_dir:
+            if split == "test" and self.hp.save_images and self.trainer.log_dir:
                 from .plots import save_comparison
 
                 out = Path(self.trainer.log_dir) / "images" / name
                 save_comparison(out, batch["name"][i], bicubic[i], sr[i], hr[i])
 
-    def validation_step(
-        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        names = self.hparams.val_names or []
+    def validation_step(self, batch: EvalBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        names = self.hp.val_names or []
         self._evaluate(batch, "val", names, dataloader_idx)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        names = self.hparams.test_names or []
+    def test_step(self, batch: EvalBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        names = self.hp.test_names or []
         self._evaluate(batch, "test", names, dataloader_idx)
 
     def _log_scores(self) -> None:
@@ -155,12 +187,12 @@ class SuperResolution(L.LightningModule):
         lr = batch["input"] if "input" in batch else batch["lr"]  # own files / a test set
         if lr.numel() == 0:  # an unreadable file
             return None
-        if self.hparams.channels_last:
+        if self.hp.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
-        return upscale(self.model, lr, self.hparams.scale, tile=self.hparams.tile).clamp(0, 1)
+        return upscale(self.model, lr, self.hp.scale, tile=self.hp.tile).clamp(0, 1)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         optimizer = torch.optim.Adam(self.model.parameters(), lr=h.lr, betas=h.betas, foreach=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         ratio = h.min_lr / h.lr

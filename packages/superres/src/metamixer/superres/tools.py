@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -44,21 +45,21 @@ from .data import (
     write_image,
 )
 from .inference import psnr_ssim_y, upscale
-from .models import VARIANTS
+from .models import VARIANTS, FFNetSR
 from .plots import save_comparison
 from .weights import load_sr_weights
 
 
-def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> nn.Module:
+def load_model(checkpoint: str, arch: str | None = None, scale: int | None = None) -> FFNetSR:
     """FFNet-SR from a Lightning checkpoint (architecture inside) or a basicsr release file."""
     path = Path(checkpoint)
     if isinstance(read_checkpoint(path).get("hyper_parameters"), dict):
-        return network_from_checkpoint(path)
+        return cast(FFNetSR, network_from_checkpoint(path))
     if arch not in VARIANTS or scale is None:
         raise ValueError(
             f"{path} is a plain weights file: give --arch ({', '.join(VARIANTS)}) and --scale"
         )
-    return load_sr_weights(build_network(arch, {"scale": scale}), path).eval()
+    return cast(FFNetSR, load_sr_weights(build_network(arch, {"scale": scale}), path).eval())
 
 
 def evaluate(
@@ -122,7 +123,7 @@ def calibration_reader(scale: int, size: int = 64) -> Callable[[Path], Tensor]:
     return load
 
 
-def export_runtime(model: nn.Module, args: argparse.Namespace) -> dict:
+def export_runtime(model: FFNetSR, args: argparse.Namespace) -> dict:
     """ONNX Runtime / OpenVINO (fp32, bf16, int8) with dynamic image size; accuracy = the
     checkpoint's test PSNR (its held-out photos)."""
     modality_main = alias("superres")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint, args.arch, args.scale)
     if args.command != "export":
-        model = deploy(model, args.target)
+        deploy(model, args.target)  # in place
     if args.command == "evaluate":
         roots = [Path(args.benchmark_root) / d for d in args.datasets]
         save = Path(args.save_images) if args.save_images else None

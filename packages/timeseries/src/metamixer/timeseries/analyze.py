@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,12 +25,14 @@ from metamixer.lab.plots import plot_erf_1d
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
 from .data import TSLibDataModule
+from .models import FFNetForecaster
 
 
 def lookback_erf(model: nn.Module, histories: Tensor) -> Tensor:
     """Mean |gradient| of the summed forecast w.r.t. each look-back step: ``(L,)``."""
     x = histories.detach().clone().requires_grad_(True)
     model(x).sum().backward()
+    assert x.grad is not None  # x requires grad and the forecast depends on it
     return x.grad.abs().sum(2).mean(0)
 
 
@@ -42,9 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--out", default="runs/analysis")
     args = parser.parse_args(argv)
-    model = network_from_checkpoint(args.checkpoint)
+    model = cast(FFNetForecaster, network_from_checkpoint(args.checkpoint))
     saved = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters") or {}
-    data = {k: getattr(args, k) or saved.get(k) for k in ("root", "data_path", "dataset")}
+    data: dict[str, Any] = {
+        k: getattr(args, k) or saved.get(k) for k in ("root", "data_path", "dataset")
+    }
     missing = [k for k, v in data.items() if v is None]
     if missing:
         raise ValueError(

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from metamixer.lab.loaders import EpochShuffle, ResumableLoader
 
@@ -137,6 +138,23 @@ def future_dates(dates: pd.DatetimeIndex, steps: int) -> pd.DatetimeIndex:
     return pd.DatetimeIndex([dates[-1] + step * (k + 1) for k in range(steps)])
 
 
+class TSLibHparams(Protocol):
+    """``TSLibDataModule.hparams``: its constructor's arguments."""
+
+    root: str
+    data_path: str
+    dataset: str
+    features: str
+    target: str
+    seq_len: int
+    pred_len: int
+    batch_size: int
+    num_workers: int
+    scale: bool
+    shuffle: bool
+    predict_path: str | None
+
+
 class TSLibDataModule(L.LightningDataModule):
     """A TSLib long-term forecasting dataset.
 
@@ -181,13 +199,26 @@ class TSLibDataModule(L.LightningDataModule):
         self.predict_dates: pd.DatetimeIndex | None = None  # set by the predict_path loader
 
     @property
+    def hp(self) -> TSLibHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(TSLibHparams, self.hparams)
+
+    @property
+    def fitted_scaler(self) -> StandardScaler:
+        if self.scaler is None:
+            raise RuntimeError(
+                "the scaler is fitted on the training rows by setup(); call it first"
+            )
+        return self.scaler
+
+    @property
     def variables(self) -> list[str]:
         """Variable names (reads the CSV header only)."""
         if self._columns is None:
             if not self.path.is_file():
                 raise FileNotFoundError(f"no CSV at {self.path}; give its folder as data.root")
             header = list(pd.read_csv(self.path, nrows=0).columns)
-            h = self.hparams
+            h = self.hp
             if "date" not in header:
                 raise ValueError(f"{self.path} has no 'date' column (header: {header[:8]})")
             if h.target not in header:
@@ -207,16 +238,16 @@ class TSLibDataModule(L.LightningDataModule):
 
     @property
     def seq_len(self) -> int:
-        return self.hparams.seq_len
+        return self.hp.seq_len
 
     @property
     def pred_len(self) -> int:
-        return self.hparams.pred_len
+        return self.hp.pred_len
 
     def setup(self, stage: str) -> None:
         if self.windows:
             return
-        h = self.hparams
+        h = self.hp
         _, values, _ = read_series_csv(self.path, h.features, h.target)
         borders = split_borders(h.dataset, len(values), h.seq_len)
         train_start, train_end = borders["train"]
@@ -231,19 +262,19 @@ class TSLibDataModule(L.LightningDataModule):
     def forecast_dates(self) -> pd.DatetimeIndex | None:
         """The dates a forecast of ``predict_path`` covers (known once its loader is built);
         ``None`` when predicting the test windows."""
-        return self.predict_dates if self.hparams.predict_path else None
+        return self.predict_dates if self.hp.predict_path else None
 
     def inverse_transform(self, values: Tensor) -> Tensor:
-        return self.scaler.inverse(values) if self.hparams.scale else values
+        return self.fitted_scaler.inverse(values) if self.hp.scale else values
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         return (ResumableLoader if train else DataLoader)(
             self.windows[split],
-            batch_size=self.hparams.batch_size,
-            sampler=EpochShuffle(len(self.windows[split]), self.hparams.shuffle) if train else None,
+            batch_size=self.hp.batch_size,
+            sampler=EpochShuffle(len(self.windows[split]), self.hp.shuffle) if train else None,
             drop_last=False,
-            num_workers=self.hparams.num_workers,
+            num_workers=self.hp.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -256,7 +287,7 @@ class TSLibDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         if h.predict_path is None:
             return self._loader("test")
         dates, values, names = read_series_csv(Path(h.predict_path), h.features, h.target)
@@ -271,7 +302,8 @@ class TSLibDataModule(L.LightningDataModule):
             )
         history = values[-h.seq_len :]
         if h.scale:
-            history = self.scaler.transform(history)
+            history = self.fitted_scaler.transform(history)
         window = torch.from_numpy(np.ascontiguousarray(history))[None]
         self.predict_dates = future_dates(dates, h.pred_len)
-        return DataLoader([(window[0], torch.zeros(h.pred_len, len(names)))], batch_size=1)
+        future = torch.zeros(1, h.pred_len, len(names))
+        return DataLoader(TensorDataset(window, future), batch_size=1)

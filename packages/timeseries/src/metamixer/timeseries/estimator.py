@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from metamixer.core import build_network, deploy
 
 from . import models as _models  # noqa: F401  (registers the forecaster architectures)
+from .models import FFNetForecaster
 
 PREDICTION_INPUTS = ["past_target", "past_observed_values"]
 TRAINING_INPUTS = [*PREDICTION_INPUTS, "future_target", "future_observed_values"]
@@ -73,7 +74,10 @@ class FFNetDistributionModel(nn.Module):
         self.distr_output = distr_output
         self.scaler = SCALERS[scaling](keepdim=True)
         task = {"num_vars": 1, "seq_len": context_length, "horizon": prediction_length}
-        self.backbone = build_network(arch, task, {"revin": False, **(arch_args or {})})
+        # every registered forecaster architecture is an FFNetForecaster (its features feed the head)
+        self.backbone = cast(
+            FFNetForecaster, build_network(arch, task, {"revin": False, **(arch_args or {})})
+        )
         deploy(self.backbone, "cpu_training")
         self.head_dim = head_dim
         features = self.backbone.dim * self.backbone.num_patches

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
@@ -26,6 +28,23 @@ LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 def held_then_decayed(epoch: int, *, hold: int, gamma: float) -> float:
     """LR multiplier: 1 for the first ``hold`` epochs, then ``gamma`` per epoch."""
     return 1.0 if epoch < hold else gamma ** (epoch - hold + 1)
+
+
+class ForecasterHparams(Protocol):
+    """``Forecaster.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_vars: int
+    seq_len: int
+    horizon: int
+    arch_args: Mapping[str, Any] | None  # a FFNetForecasterArgs
+    training_passes: tuple[str, ...]
+    loss: Literal["mse", "mae"]
+    lr: float
+    lr_hold_epochs: int
+    lr_gamma: float
+    patience: int
+    plot_series: int
 
 
 class Forecaster(L.LightningModule):
@@ -57,7 +76,8 @@ class Forecaster(L.LightningModule):
         num_vars: int = 7,
         seq_len: int = 96,
         horizon: int = 96,
-        arch_args: FFNetForecasterArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: FFNetForecasterArgs | None = None,  # type: ignore[valid-type]
         training_passes: tuple[str, ...] = RECIPES["cpu_training"],
         loss: Literal["mse", "mae"] = "mse",
         lr: float = 1e-4,
@@ -84,21 +104,26 @@ class Forecaster(L.LightningModule):
         self.test_metrics_original = metrics("test/original_")
         self._plot: tuple[Tensor, Tensor, Tensor] | None = None
 
+    @property
+    def hp(self) -> ForecasterHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(ForecasterHparams, self.hparams)
+
     def forward(self, history: Tensor) -> Tensor:
         return self.model(history)
 
     def _check_batch(self, history: Tensor, future: Tensor) -> None:
         if not torch.isfinite(history).all():
             raise ValueError("the input window holds NaN or inf values; clean the series first")
-        if future.shape[1] != self.hparams.horizon:
+        if future.shape[1] != self.hp.horizon:
             raise ValueError(
                 f"data pred_len ({future.shape[1]}) differs from the model horizon "
-                f"({self.hparams.horizon})"
+                f"({self.hp.horizon})"
             )
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        h = self.hparams
+        h = self.hp
         if datamodule is None or not hasattr(datamodule, "num_vars"):
             return
         found = (datamodule.num_vars, datamodule.seq_len, datamodule.pred_len)
@@ -112,7 +137,7 @@ class Forecaster(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         history, future = batch
         self._check_batch(history, future)
-        loss = LOSSES[self.hparams.loss](self(history), future)
+        loss = LOSSES[self.hp.loss](self(history), future)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}; lower the lr")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(history))
@@ -143,10 +168,10 @@ class Forecaster(L.LightningModule):
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if self._plot is None or log_dir is None or not self.trainer.is_global_zero:
             return
-        if self.hparams.plot_series > 0:
+        if self.hp.plot_series > 0:
             from .plots import plot_forecasts
 
-            plot_forecasts(*self._plot, Path(log_dir) / "forecasts.png", self.hparams.plot_series)
+            plot_forecasts(*self._plot, Path(log_dir) / "forecasts.png", self.hp.plot_series)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         self._check_batch(*batch)
@@ -157,12 +182,12 @@ class Forecaster(L.LightningModule):
         callbacks: list[L.Callback] = [
             ModelCheckpoint(monitor="val/mse", mode="min", save_last=True, filename="best-{epoch}"),
         ]
-        if self.hparams.patience > 0:
-            callbacks.append(EarlyStopping("val/mse", patience=self.hparams.patience, mode="min"))
+        if self.hp.patience > 0:
+            callbacks.append(EarlyStopping("val/mse", patience=self.hp.patience, mode="min"))
         return callbacks
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         optimizer = torch.optim.Adam(self.parameters(), lr=h.lr, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import timm
@@ -365,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         maps, ratios = {}, {}
         for m in models:
             images = load_images(args.images, sizes[m.spec], in_chans(m.model), args.count)
-            maps[m.spec] = effective_receptive_field(m.model.forward_features, images)
+            features = cast(Callable[[Tensor], Tensor], m.model.forward_features)
+            maps[m.spec] = effective_receptive_field(features, images)
             ratios[m.spec] = erf_area_ratios(maps[m.spec])
             summary[m.spec] = {str(t): round(v, 4) for t, v in ratios[m.spec].items()}
             summary[m.spec]["weights"] = m.weights
@@ -410,11 +413,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{m.spec} has no token MetaMixer; name one with --layer")
             layer = args.layer or names[len(names) // 2]
             image = load_images(args.images, sizes[m.spec], in_chans(m.model), 1)[0]
-            maps, channels = coefficient_maps(m.model, image, layer, args.top_k)
+            coef_maps, channels = coefficient_maps(m.model, image, layer, args.top_k)
             print(
                 plot_coefficient_maps(
                     image[0] * (STD.view(3, 1, 1) if image.shape[1] == 3 else 1),
-                    maps,
+                    coef_maps,
                     channels,
                     out / f"coefmaps_{m.name}.png",
                     layer,

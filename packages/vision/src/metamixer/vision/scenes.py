@@ -58,7 +58,9 @@ def background(rng: np.random.Generator, photos: list[np.ndarray], size: int) ->
     h, w = image.shape[:2]
     side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR)
+    crop = Image.fromarray(image[y : y + side, x : x + side]).resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
     out = np.asarray(crop, dtype=np.float32)
     if out.ndim == 2:
         out = out[..., None] * rng.uniform(0.5, 1.0, 3).astype(np.float32)
@@ -80,7 +82,7 @@ def compose(
     for _ in range(int(rng.integers(1, max_items + 1))):
         k = int(rng.integers(len(items)))
         side = int(rng.integers(size // 6, size // 2 + 1))
-        item = Image.fromarray(items[k]).resize((side, side), Image.BILINEAR)
+        item = Image.fromarray(items[k]).resize((side, side), Image.Resampling.BILINEAR)
         alpha = np.asarray(item, np.float32) / 255.0
         y, x = (int(v) for v in rng.integers(0, size - side + 1, 2))
         tint = rng.uniform(40, 255, 3).astype(np.float32)
@@ -158,7 +160,8 @@ def write_scenes(
         for folder in (ade / "images" / ade_split, ade / "annotations" / ade_split):
             folder.mkdir(parents=True, exist_ok=True)
         (out / "coco" / coco_split).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
+        images: list[dict] = []
+        annotations: list[dict] = []
         for i in range(1, n + 1):
             image, label, placed = compose(rng, photos, items, labels, size, max_items)
             stem = f"ADE_{split}_{i:08d}"

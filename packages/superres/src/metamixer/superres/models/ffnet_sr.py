@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +97,7 @@ FFNET_SR = dict(
     channel_mixers="convnext", channel_acts=None, token_kernels=3, token_value_kernels=None,
     channel_kernels=3,
 )  # fmt: skip
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "ffnet_sr": dict(FFNET_SR, depth=48),
     "ffnet_sr_light": dict(FFNET_SR, depth=36),
     # a hybrid: FFNified attention in the first half of the blocks, self-attention in the second

@@ -12,6 +12,8 @@ RevIN⁻¹ → ``(B, H, M)`` forecast.  A block is
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -123,7 +125,7 @@ class FFNetForecaster(nn.Module):
         b = x.shape[0]
         flat = features.reshape(b, self.num_vars, self.dim * self.num_patches)
         y = self.head_dropout(self.head(flat)).transpose(1, 2)  # (B, H, M)
-        if stats is not None:
+        if self.revin is not None and stats is not None:
             y = self.revin.denormalize(y, stats)
         return y
 
@@ -151,7 +153,8 @@ VARIANTS = {
 
 
 def _example(network: nn.Module) -> tuple[Tensor]:
-    return (torch.randn(4, network.seq_len, network.num_vars),)
+    forecaster = cast(FFNetForecaster, network)  # registered for FFNetForecaster only
+    return (torch.randn(4, forecaster.seq_len, forecaster.num_vars),)
 
 
 for _name, _args in VARIANTS.items():

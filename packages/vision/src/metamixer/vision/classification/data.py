@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import lightning as L
 import numpy as np
@@ -74,13 +75,32 @@ class ImageFolder(Dataset):
 
 def collate_skipping(batch: Sequence[tuple[Tensor, int, int]]) -> dict[str, Tensor]:
     """Stack a batch; ``skipped`` counts the unreadable files its samples replaced."""
-    images, labels, skipped = default_collate(batch)
+    images, labels, skipped = default_collate(list(batch))
     return {"image": images, "label": labels, "skipped": skipped.sum()}
 
 
 class ClassificationData(L.LightningDataModule):
     """The base of the image classification data modules (``--data NAME`` picks a subclass, yours
     included); a subclass provides ``num_classes``, ``in_chans`` and ``classes``."""
+
+
+class ImageFolderHparams(Protocol):
+    """``ImageFolderDataModule.hparams``: its constructor's arguments."""
+
+    root: str
+    batch_size: int
+    num_workers: int
+    img_size: int
+    crop_pct: float
+    interpolation: str
+    auto_augment: str
+    re_prob: float
+    hflip: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_split: str
+    val_split: str
+    predict_path: str | None
 
 
 class ImageFolderDataModule(ClassificationData):
@@ -131,12 +151,17 @@ class ImageFolderDataModule(ClassificationData):
         self.val_set: ImageFolder | None = None
 
     @property
+    def hp(self) -> ImageFolderHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(ImageFolderHparams, self.hparams)
+
+    @property
     def classes(self) -> list[str]:
-        train = self.root / self.hparams.train_split
+        train = self.root / self.hp.train_split
         if not train.is_dir():
             raise FileNotFoundError(
-                f"dataset root {self.root} has no '{self.hparams.train_split}' folder; expected "
-                f"{self.root}/{self.hparams.train_split}/<class>/<image> (the ImageNet layout)"
+                f"dataset root {self.root} has no '{self.hp.train_split}' folder; expected "
+                f"{self.root}/{self.hp.train_split}/<class>/<image> (the ImageNet layout)"
             )
         return sorted(p.name for p in train.iterdir() if p.is_dir())
 
@@ -145,8 +170,8 @@ class ImageFolderDataModule(ClassificationData):
         return len(self.classes)
 
     def _transform(self, training: bool) -> Callable:
-        h = self.hparams
-        common = dict(mean=h.mean, std=h.std, interpolation=h.interpolation)
+        h = self.hp
+        common: dict[str, Any] = dict(mean=h.mean, std=h.std, interpolation=h.interpolation)
         if training:
             return create_transform(
                 h.img_size,
@@ -159,7 +184,7 @@ class ImageFolderDataModule(ClassificationData):
         return create_transform(h.img_size, is_training=False, crop_pct=h.crop_pct, **common)
 
     def setup(self, stage: str) -> None:
-        h = self.hparams
+        h = self.hp
         if stage == "fit":
             self.train_set = ImageFolder(self.root / h.train_split, self._transform(True))
         self.val_set = ImageFolder(self.root / h.val_split, self._transform(False))
@@ -169,8 +194,10 @@ class ImageFolderDataModule(ClassificationData):
                 "both splits need the same <class> sub-folders"
             )
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        h = self.hparams
+    def _loader(self, dataset: ImageFolder | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("the image folders are read by setup(); call it first")
+        h = self.hp
         return split_loader(
             dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_skipping
         )
@@ -185,7 +212,7 @@ class ImageFolderDataModule(ClassificationData):
         return self._loader(self.val_set, False)
 
     def predict_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         if h.predict_path is None:
             return self._loader(self.val_set, False)
         rgb = self._transform(False)
@@ -265,7 +292,7 @@ class PadShiftFlip:
         self.pad, self.augment, self.mean, self.std = pad, augment, mean, std
 
     def __call__(self, batch: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-        images, labels = default_collate(batch)
+        images, labels = default_collate(list(batch))
         x = (images.float() / 255.0 - self.mean) / self.std
         p = self.pad
         x = torch.nn.functional.pad(x, [p] * 4, value=-self.mean / self.std)
@@ -279,6 +306,18 @@ class PadShiftFlip:
             shifted = x[torch.arange(b)[:, None, None], rows, cols]
             x = torch.nn.functional.pad(shifted, [p] * 4, value=-self.mean / self.std)
         return {"image": x[:, None], "label": labels, "skipped": torch.tensor(0)}
+
+
+class FashionMNISTHparams(Protocol):
+    """``FashionMNISTDataModule.hparams``: its constructor's arguments."""
+
+    root: str
+    batch_size: int
+    num_workers: int
+    val_size: int
+    pad: int
+    augment: bool
+    predict_path: str | None
 
 
 class FashionMNISTDataModule(ClassificationData):
@@ -319,6 +358,11 @@ class FashionMNISTDataModule(ClassificationData):
         self.in_chans = 1
         self.splits: dict[str, TensorImages] = {}
 
+    @property
+    def hp(self) -> FashionMNISTHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(FashionMNISTHparams, self.hparams)
+
     def _read(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         def find(kind: str) -> Path:
             for name in (f"{prefix}-{kind}-ubyte.gz", f"{prefix}-{kind}-ubyte"):
@@ -336,7 +380,7 @@ class FashionMNISTDataModule(ClassificationData):
     def setup(self, stage: str) -> None:
         if self.splits:
             return
-        h = self.hparams
+        h = self.hp
         images, labels = self._read("train")
         if not 0 < h.val_size < len(images):
             raise ValueError(f"val_size must be in (0, {len(images)}), got {h.val_size}")
@@ -350,7 +394,7 @@ class FashionMNISTDataModule(ClassificationData):
         log.info("Fashion-MNIST: %s", {k: len(v) for k, v in self.splits.items()})
 
     def _loader(self, split: str) -> DataLoader:
-        h, train = self.hparams, split == "train"
+        h, train = self.hp, split == "train"
         collate = PadShiftFlip(pad=h.pad, augment=h.augment and train, mean=self.mean, std=self.std)
         return split_loader(
             self.splits[split], h.batch_size, h.num_workers, train=train, collate_fn=collate
@@ -366,7 +410,7 @@ class FashionMNISTDataModule(ClassificationData):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         if h.predict_path is None:
             return self._loader("test")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -38,10 +38,10 @@ def ffnet_block(
     token: nn.Module, channel: nn.Module, dim: int, drop_path: float, layer_scale: float | None
 ) -> nn.Sequential:
     """One FFNet block: a token mixer then a channel mixer, each a residual ``MetaBlock``."""
-    residual = dict(drop_path=drop_path, layer_scale=layer_scale)
     return nn.Sequential(
         OrderedDict(
-            token=MetaBlock(dim, token, **residual), channel=MetaBlock(dim, channel, **residual)
+            token=MetaBlock(dim, token, drop_path=drop_path, layer_scale=layer_scale),
+            channel=MetaBlock(dim, channel, drop_path=drop_path, layer_scale=layer_scale),
         )
     )
 
@@ -133,7 +133,7 @@ class FFNet(TimmClassifier, nn.Module):
             self.feature_info.append(
                 dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}")
             )
-        self.norm = nn.BatchNorm2d(dims[-1])
+        self.norm: nn.Module = nn.BatchNorm2d(dims[-1])
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -289,7 +289,8 @@ def _build(variant: str, pretrained: bool = False, **args: Any) -> FFNet:
 
 
 def _example(network: nn.Module) -> tuple[Tensor]:
-    return (torch.randn(2, network.in_chans, 64, 64),)
+    in_chans = cast(FFNet, network).in_chans  # registered for FFNet only
+    return (torch.randn(2, in_chans, 64, 64),)
 
 
 def _register(variant: str) -> None:
@@ -304,7 +305,10 @@ def _register(variant: str) -> None:
         task = {k: kwargs.pop(k) for k in TASK_ARGS if k in kwargs}
         arch = {k: kwargs.pop(k) for k in entry.parameters() if k in kwargs}
         # what is left is timm's (pretrained_cfg, features_only, …) and goes to its builder
-        return entry.construct(network_args(variant, task, arch), pretrained=pretrained, **kwargs)
+        network = entry.construct(
+            network_args(variant, task, arch), pretrained=pretrained, **kwargs
+        )
+        return cast(FFNet, network)
 
     entrypoint.__name__ = entrypoint.__qualname__ = variant
     entrypoint.__doc__ = f"timm entry point of ``{variant}`` (keyword arguments: its arch_args)."

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import reduce
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +101,8 @@ class StripRepDWConv(FusableConv):
             [] if self.small is None else [self.small]
         )
         pairs = [branch.kernel_bias() for branch in branches]
-        weight = sum(pad_kernel(w, self.kernel_size) for w, _ in pairs)
-        return weight, sum(b for _, b in pairs)
+        weight = reduce(torch.add, [pad_kernel(w, self.kernel_size) for w, _ in pairs])
+        return weight, reduce(torch.add, [b for _, b in pairs])
 
 
 def strip_ffnified_attention(dim: int, kernel_size: int, small_kernel: int | None) -> MetaMixer:
@@ -392,7 +394,8 @@ SEG_VARIANTS: dict[str, dict] = {
 
 
 def _example(network: nn.Module) -> tuple[Tensor]:
-    return (torch.randn(2, network.in_chans, 64, 64),)
+    in_chans = cast(FFNetSeg, network).in_chans  # registered for FFNetSeg only
+    return (torch.randn(2, in_chans, 64, 64),)
 
 
 for _variant, _args in SEG_VARIANTS.items():

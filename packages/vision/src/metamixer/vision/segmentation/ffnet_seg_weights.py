@@ -139,7 +139,7 @@ def load_ffnet_seg_backbone(network: nn.Module, path: str | Path) -> nn.Module:
     """Initialise ``network``'s stem and stages from a local classification checkpoint (the
     authors' ``ffnet_seg.pth.tar`` or our layout); the head is left as it is.  Returns ``network``."""
     state = convert_official_ffnet_seg_backbone(read_checkpoint(path))
-    load_state_dict_strict(network.backbone, state, str(path))
+    load_state_dict_strict(network.get_submodule("backbone"), state, str(path))
     return network
 
 

@@ -36,11 +36,12 @@ def slide(network: Network, images: Tensor, crop: int, stride: int) -> Tensor:
     for top in _starts(ph, crop, stride):
         for left in _starts(pw, crop, stride):
             window = network(padded[..., top : top + crop, left : left + crop])
-            if logits is None:
+            if logits is None or count is None:
                 logits = window.new_zeros(*window.shape[:2], ph, pw)
                 count = window.new_zeros(1, 1, ph, pw)
             logits[..., top : top + crop, left : left + crop] += window
             count[..., top : top + crop, left : left + crop] += 1
+    assert logits is not None and count is not None  # _starts gives at least one window per axis
     return (logits / count)[..., :h, :w]
 
 
@@ -80,6 +81,8 @@ def segment(
                 logits = logits.flip(-1)
             probs = _resize(logits, (h, w)).softmax(1)
             total = probs if total is None else total + probs
+    if total is None:
+        raise ValueError("ratios is empty: give at least one scale ratio")
     return total / (len(ratios) * (2 if flip else 1))
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.ops import Conv2dNormActivation
@@ -55,11 +56,57 @@ def layer_ids(backbone: nn.Module, num_layers: int) -> dict[str, int]:
             index = order[(int(m[1]), int(m[2]))]
             current = 1 + index * (num_layers - 1) // max(len(blocks), 1)
         elif "stages." in name and blocks:  # a downsample: the next block's layer
-            stage = int(re.search(r"stages\.(\d+)\.", name)[1])
+            found = re.search(r"stages\.(\d+)\.", name)
+            if found is None:
+                raise ValueError(f"cannot tell the stage of backbone parameter {name!r}")
+            stage = int(found[1])
             first = next((order[b] for b in blocks if b[0] == stage), len(blocks) - 1)
             current = 1 + first * (num_layers - 1) // len(blocks)
         ids[name] = current
     return ids
+
+
+class SegmentationModel(Protocol):
+    """What ``SemanticSegmenter`` uses of its network (``SegmentationNetwork``, ``FFNetSeg``)."""
+
+    feature_channels: list[int]
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+    def forward_with_features(self, images: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+
+    def load_backbone(self, path: str) -> None: ...
+
+
+class SemanticSegmenterHparams(Protocol):
+    """``SemanticSegmenter.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_classes: int
+    in_chans: int
+    arch_args: dict[str, Any] | None
+    init_backbone: str | None
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    head_lr_mult: float
+    layer_decay: float
+    num_layers: int
+    warmup_steps: int
+    warmup_ratio: float
+    poly_power: float
+    aux_channels: int | None
+    aux_weight: float
+    test_mode: str
+    test_scale: int | None
+    test_crop: int
+    test_stride: int
+    test_ratios: tuple[float, ...]
+    test_flip: bool
+    classes: list[str] | None
 
 
 class SemanticSegmenter(StartsFromFiles, L.LightningModule):
@@ -125,28 +172,32 @@ class SemanticSegmenter(StartsFromFiles, L.LightningModule):
         self.save_hyperparameters()
         if test_mode not in ("whole", "slide"):
             raise ValueError(f"test_mode must be 'whole' or 'slide', got {test_mode!r}")
-        self.model = build_network(
-            arch, {"num_classes": num_classes, "in_chans": in_chans}, arch_args
-        )
-        if not hasattr(self.model, "forward_with_features"):
+        network = build_network(arch, {"num_classes": num_classes, "in_chans": in_chans}, arch_args)
+        if not hasattr(network, "forward_with_features"):
             raise ValueError(
                 f"{arch} is not a segmentation architecture (no forward_with_features)"
             )
-        self.aux_head = None
+        self.model = cast(SegmentationModel, network)
+        self.aux_head: FCNHead | None = None
         if aux_channels is not None:
             stride16 = self.model.feature_channels[-2]
             self.aux_head = FCNHead(stride16, aux_channels, num_classes, dropout=0.1)
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
 
+    @property
+    def hp(self) -> SemanticSegmenterHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(SemanticSegmenterHparams, self.hparams)
+
     # --- steps ------------------------------------------------------------------------------------
     def load_start_files(self) -> None:
         """``init_backbone`` into the encoder, when a run starts without a checkpoint."""
-        if self.hparams.init_backbone is not None:
-            self.model.load_backbone(self.hparams.init_backbone)
+        if self.hp.init_backbone is not None:
+            self.model.load_backbone(self.hp.init_backbone)
 
     def forward(self, images: Tensor) -> Tensor:
         """Class probabilities at the input size (the evaluation protocol of ``test_*``)."""
-        h = self.hparams
+        h = self.hp
         return segment(
             self.model, images, mode=h.test_mode, scale=h.test_scale, ratios=h.test_ratios,
             flip=h.test_flip, crop=h.test_crop, stride=h.test_stride,
@@ -161,7 +212,7 @@ class SemanticSegmenter(StartsFromFiles, L.LightningModule):
                 self.aux_head(features[-2]), size=labels.shape[-2:], mode="bilinear",
                 align_corners=False,
             )  # fmt: skip
-            loss = loss + self.hparams.aux_weight * segmentation_loss(aux, labels)
+            loss = loss + self.hp.aux_weight * segmentation_loss(aux, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at step {self.global_step}; lower the "
@@ -195,7 +246,7 @@ class SemanticSegmenter(StartsFromFiles, L.LightningModule):
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         if log_dir is None or not self.trainer.is_global_zero:
             return
-        names = self.hparams.classes or [str(i) for i in range(self.hparams.num_classes)]
+        names = self.hp.classes or [str(i) for i in range(self.hp.num_classes)]
         with open(Path(log_dir) / "per_class.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["class", "IoU", "Acc"])
@@ -210,7 +261,7 @@ class SemanticSegmenter(StartsFromFiles, L.LightningModule):
     def param_groups(self) -> list[dict[str, Any]]:
         """AdamW groups: weight decay off for 1-D parameters; backbone lr by layer-wise decay,
         everything else × ``head_lr_mult``."""
-        h = self.hparams
+        h = self.hp
         backbone = self.model.backbone
         owned = {id(p): n for n, p in backbone.named_parameters()}
         ids = layer_ids(backbone, h.num_layers)
@@ -229,8 +280,8 @@ class SemanticSegmenter(StartsFromFiles, L.LightningModule):
             for (scale, decay), ps in groups.items()
         ]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         optimizer = torch.optim.AdamW(self.param_groups(), lr=h.lr, betas=h.betas)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
 

@@ -15,7 +15,7 @@ initialises it from a classification checkpoint.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -100,7 +100,10 @@ class SegmentationNetwork(nn.Module):
 
 
 def _example(network: nn.Module) -> tuple[Tensor]:
-    return (torch.randn(2, network.in_chans, 64, 64),)
+    in_chans = cast(
+        SegmentationNetwork, network
+    ).in_chans  # registered for SegmentationNetwork only
+    return (torch.randn(2, in_chans, 64, 64),)
 
 
 #: Every argument of each variant.  UperNet FFNet-2/3/4: the paper's ADE20K models (with the
