@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from metamixer.core.atomic import write_text
+from metamixer.lab.machine import machine
 
 RECORD = "record.json"
 #: argument names whose values are files or folders a data module reads
@@ -124,14 +125,6 @@ def hardware() -> dict[str, Any]:
             "simd": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picked
             "threads": torch.get_num_threads(),
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
-
-
-def machine(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What identifies the machine a run's floats came from: the CPU model, torch's thread count
-    and the torch version (``unknown`` CPU where the hardware does not name it)."""
-    hardware = hardware or {}
-    return {"cpu": hardware.get("cpu") or "unknown", "threads": hardware.get("threads"),
-            "torch": hardware.get("torch")}  # fmt: skip
 
 
 def save_record(folder: Path, record: Mapping[str, Any]) -> Path:

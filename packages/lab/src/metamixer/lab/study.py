@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metamixer.lab import results, stats
+from metamixer.lab import stats
+from metamixer.lab.machine import machine
 
 #: parts whose removal is a positive control: (name, axis, the values that remove it)
 REMOVALS = (
@@ -48,7 +49,7 @@ def machine_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The machine a record ran on (``machine``: CPU model, torch's thread count, torch version);
     records written before records named it fall back on their ``hardware``, and an unnamed CPU
     is ``unknown``."""
-    return dict(record.get("machine") or results.machine(record.get("hardware")))
+    return dict(record.get("machine") or machine(record.get("hardware")))
 
 
 def machine_label(record: Mapping[str, Any]) -> str:

@@ -24,16 +24,12 @@ from typing import Any, Protocol
 
 import yaml
 
-from metamixer.lab.sweep.job import CellJob, Outcome, execute
+from metamixer.lab.sweep.job import CellJob, ExecutorError, Outcome, execute
 
 NAMES = ("local", "slurm", "submitit-local", "ray")
 SECTIONS = {"local": "local", "slurm": "slurm", "submitit-local": "slurm", "ray": "ray"}
 EXTRAS = {"slurm": ("submitit", "slurm"), "submitit-local": ("submitit", "slurm"),
           "ray": ("ray", "ray")}  # fmt: skip
-
-
-class ExecutorError(RuntimeError):
-    """The executor cannot run here (not installed, cluster unreachable); nothing was started."""
 
 
 class Executor(Protocol):

@@ -21,6 +21,10 @@ from pathlib import Path
 RECORD = "record.json"  # a run's record (metamixer.lab.results.RECORD)
 
 
+class ExecutorError(RuntimeError):
+    """The executor cannot run here (not installed, cluster unreachable); nothing was started."""
+
+
 @dataclass(frozen=True)
 class CellJob:
     """What a worker needs to run one cell: its name, its command after the interpreter (the

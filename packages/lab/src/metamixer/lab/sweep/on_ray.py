@@ -25,8 +25,7 @@ from typing import Any
 
 import ray
 
-from metamixer.lab.sweep.executors import ExecutorError
-from metamixer.lab.sweep.job import CellJob, Outcome, execute
+from metamixer.lab.sweep.job import CellJob, ExecutorError, Outcome, execute
 
 OURS = {"address", "time", "runtime_env"}
 

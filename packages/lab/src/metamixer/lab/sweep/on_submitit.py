@@ -26,8 +26,7 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from metamixer.core.atomic import write_text
-from metamixer.lab.sweep.executors import ExecutorError
-from metamixer.lab.sweep.job import CellJob, Outcome, execute, last_line
+from metamixer.lab.sweep.job import CellJob, ExecutorError, Outcome, execute, last_line
 
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout"}
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
