@@ -148,6 +148,16 @@ def test_conclusions_name_the_verdict_with_its_interval_and_corrected_p():
     assert "superres: contradicted (token_act=softmax: Δ +1.000 dB" in contradicted
     larger = report(study({("kernel", "7"): [11.0, 11.1, 11.2]}))  # larger kernel, better
     assert "superres: supported (kernel=7" in larger
+    smaller = study({("kernel", "1"): [9.0, 9.1, 9.2], ("token_act", "softmax"): BASE})
+    for r in smaller:  # the baseline's seeds were recorded before the grid had a kernel axis
+        r["setting"] = {"kernel": 1} if r["group"]["axis"] == "kernel" else {}
+    assert "superres: not testable here (kernel=1: the baseline's kernel is not recorded" in report(
+        smaller
+    )
+    for r in smaller:  # a cell on another axis keeps the baseline's kernel
+        if r["group"]["axis"] == "token_act":
+            r["setting"] = {"kernel": 3}
+    assert "superres: supported (kernel=1" in report(smaller)  # smaller kernel, worse
     null = report(study({("token_act", "softmax"): [10.0, 10.2, 10.1]}))
     assert re.search(r"superres: no effect larger than [0-9.]+ dB at this scale", null)
     assert "its positive control fails" not in null  # no removal cell: no control to qualify it

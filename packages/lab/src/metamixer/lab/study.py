@@ -231,8 +231,11 @@ def verdict(grid: Grid, claim: Claim, cell: Arm) -> str:
 
 
 def grid_setting(grid: Grid, axis: str) -> Any:
-    """The baseline's value of ``axis`` (from its records' ``setting``)."""
-    for r in grid.baseline.records:
+    """The baseline's value of ``axis``: from its records' ``setting``, else from those of a cell
+    that varies another axis (one at a time, it keeps the baseline's value of this one), e.g. where
+    the baseline's seeds were recorded before the grid had the axis."""
+    others = [r for c in grid.cells if c.axis != axis for r in c.records]
+    for r in [*grid.baseline.records, *others]:
         setting = r.get("setting") or {}
         if axis in setting:
             return setting[axis]
