@@ -210,6 +210,16 @@ def claim_text(grid: Grid, claim_index: int) -> str:
                 f"not resolved: the estimate exceeds the MDE of {mde_text(grid)} but the "
                 f"corrected test does not reject ({evidence(grid, cell)})"
             )
+        elif (
+            kind == "null"
+            and grid.mde is not None
+            and cell.comparison is not None
+            and max(abs(cell.comparison.low), abs(cell.comparison.high)) > grid.mde
+        ):
+            parts.append(
+                f"no difference found, but the 95 % interval still admits effects beyond the "
+                f"MDE of {mde_text(grid)} ({evidence(grid, cell)})"
+            )
         elif kind == "null":
             parts.append(
                 f"no effect larger than {mde_text(grid)} at this scale ({evidence(grid, cell)})"
