@@ -13,7 +13,8 @@ from typing import Any
 
 from jsonargparse import Namespace
 from jsonargparse._util import import_object
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from metamixer.core.atomic import write_text
@@ -351,22 +352,26 @@ class MetaMixerCLI(LightningCLI):
         if self.run_dir is not None:
             kwargs.setdefault("default_root_dir", str(self.run_dir))
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(RestoreLoaderState())
-        trainer.callbacks.append(RunProvenance(self.task.name, list(config.get("imports") or [])))
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set in Trainer.__init__, undeclared
+        callbacks.append(RestoreLoaderState())
+        callbacks.append(RunProvenance(self.task.name, list(config.get("imports") or [])))
         writer = self.task.writer_class()
         if self.subcommand == "predict" and writer is not None:
             given = {arg: getattr(self.datamodule, attr, None) for attr, arg in self.task.handoffs}
-            trainer.callbacks.append(writer(**given))
+            callbacks.append(writer(**given))
         if self._earlier_rows is not None:
-            trainer.callbacks.append(KeepEarlierRows(self._earlier_rows))
+            callbacks.append(KeepEarlierRows(self._earlier_rows))
         return trainer
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
             return
-        ckpt = "best" if self.trainer.checkpoint_callback is not None else None
-        if ckpt == "best" and not self.trainer.checkpoint_callback.best_model_path:
-            ckpt = None
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt = (
+            "best"
+            if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path
+            else None
+        )
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         self.after_test()
 
@@ -382,7 +387,7 @@ class MetaMixerCLI(LightningCLI):
         saved = folder / "config.yaml"
         results.write_record(
             folder, modality=self.modality, experiment=config.get("name") or "default",
-            subcommand=self.subcommand, metrics=metrics,
+            subcommand=str(self.subcommand), metrics=metrics,
             config_yaml=saved.read_text() if saved.is_file() else self.parser.dump(self.config),
             seed=config.get("seed_everything"), datamodule=self.datamodule, started=self.started,
             task=self.task.name, imports=config.get("imports") or [],
