@@ -337,3 +337,36 @@ def test_an_lr_sweep_trains_full_yamls_token_mixer_networks_at_its_lr(
     for tag, (network, rate, epochs) in ours.items():
         assert network == theirs[tag][0] and epochs == theirs[tag][2] == 8
         assert rate == lr and theirs[tag][1] == 0.004
+
+
+def test_a_metric_the_runs_do_not_log_stops_the_sweep_naming_what_they_log(tmp_path):
+    """After the first cell: every other cell would fail the same way."""
+    from metamixer.lab.sweep.job import Outcome
+    from metamixer.lab.sweep.run import run_cells
+
+    spec = load_sweep(write_sweep(tmp_path))
+    todo = cells(spec)
+
+    class Ran:  # an executor whose cells all exit 0 with a record that lacks the metric
+        name = "local"
+
+        def check(self):
+            pass
+
+        def threads(self):
+            return 1
+
+        def timeout_s(self):
+            return None
+
+        def describe(self):
+            return "stand-in"
+
+        def run(self, jobs):
+            for job in jobs:
+                yield job, Outcome(0, run={"metrics": {"test/mae": 0.5}})
+
+    with pytest.raises(ValueError, match=r"metric 'test/mse' is not in the run's record \(it "
+                       r"logged: test/mae\).*\(no further cells run\)"):  # fmt: skip
+        run_cells(todo, spec, tmp_path / "out", Ran())
+    assert len(list((tmp_path / "out").rglob("result.json"))) == 1

@@ -233,7 +233,7 @@ def run_cells(todo: list[Cell], spec: dict, out: Path, runner: Executor) -> list
             else f"failed: {row['error']}"
         )
         print(f"[{k}/{len(jobs)}] {job.name} {state}", flush=True)
-        if row["error"] is not None and "is not in the run's record" in row["error"]:
+        if outcome.run is not None and row["value"] is None:  # the run ran; its metric is absent
             raise ValueError(f"{job.name}: {row['error']} (no further cells run)")
     return [r for r in rows if r is not None]
 
