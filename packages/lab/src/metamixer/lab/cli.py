@@ -325,6 +325,8 @@ class MetaMixerCLI(LightningCLI):
             if cause is err or os.environ.get("METAMIXER_DEBUG"):
                 raise
             raise cause from None
+        for attr, name in self.task.model_handoffs:
+            setattr(self.model, name, getattr(self.datamodule, attr))
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:

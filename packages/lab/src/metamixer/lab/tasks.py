@@ -46,6 +46,9 @@ class Task:
         writer: the prediction writer (``BasePredictionWriter``) added to ``predict``.
         handoffs: ``(data attribute, writer argument)`` pairs: what the writer is given from the
             data module (class names, a palette).
+        model_handoffs: ``(data attribute, model attribute)`` pairs set on the model once both
+            are built (a data module's inverse transform), so the model never reads the trainer's
+            data module.
         subclass_mode_data: whether ``--data`` selects a subclass of ``data``.
         modality: the run folder's first level (``runs/<modality>/<experiment>/…``).
         tools: further verbs: verb -> ``"module:function"``, a function taking the arguments.
@@ -59,6 +62,7 @@ class Task:
     links: tuple[tuple[str, str], ...] = ()
     writer: type | str | None = None
     handoffs: tuple[tuple[str, str], ...] = ()
+    model_handoffs: tuple[tuple[str, str], ...] = ()
     subclass_mode_data: bool = True
     modality: str = ""
     tools: Mapping[str, str] = field(default_factory=dict)
@@ -131,6 +135,7 @@ def register_task(
     links: Sequence[tuple[str, str]] = (),
     writer: type | str | None = None,
     handoffs: Sequence[tuple[str, str]] = (),
+    model_handoffs: Sequence[tuple[str, str]] = (),
     subclass_mode_data: bool = True,
     modality: str | None = None,
     tools: Mapping[str, str] | None = None,
@@ -151,6 +156,7 @@ def register_task(
         tuple(links),
         writer,
         tuple(handoffs),
+        tuple(model_handoffs),
         subclass_mode_data,
         modality or module.split(".")[1],
         dict(tools or {}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
@@ -103,6 +103,9 @@ class Forecaster(L.LightningModule):
         self.test_metrics = metrics("test/")
         self.test_metrics_original = metrics("test/original_")
         self._plot: tuple[Tensor, Tensor, Tensor] | None = None
+        #: scaled values -> the data's units, for the ``test/original_*`` metrics; handed over by
+        #: whoever holds the data (the CLI: the data module's ``inverse_transform``), else None
+        self.inverse_transform: Callable[[Tensor], Tensor] | None = None
 
     @property
     def hp(self) -> ForecasterHparams:
@@ -113,26 +116,18 @@ class Forecaster(L.LightningModule):
         return self.model(history)
 
     def _check_batch(self, history: Tensor, future: Tensor) -> None:
-        if not torch.isfinite(history).all():
-            raise ValueError("the input window holds NaN or inf values; clean the series first")
-        if future.shape[1] != self.hp.horizon:
-            raise ValueError(
-                f"data pred_len ({future.shape[1]}) differs from the model horizon "
-                f"({self.hp.horizon})"
-            )
-
-    def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        """Refuse windows the network was not built for, naming both (the CLI links the sizes
+        from the data; a model built by hand may disagree)."""
         h = self.hp
-        if datamodule is None or not hasattr(datamodule, "num_vars"):
-            return
-        found = (datamodule.num_vars, datamodule.seq_len, datamodule.pred_len)
+        found = (history.shape[-1], history.shape[1], future.shape[1])
         if found != (h.num_vars, h.seq_len, h.horizon):
             raise ValueError(
                 f"the data has {found[0]} variables, seq_len {found[1]}, pred_len {found[2]} but the "
                 f"model was built with num_vars={h.num_vars}, seq_len={h.seq_len}, "
                 f"horizon={h.horizon}; let the CLI link them or build the model to match"
             )
+        if not torch.isfinite(history).all():
+            raise ValueError("the input window holds NaN or inf values; clean the series first")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         history, future = batch
@@ -145,18 +140,19 @@ class Forecaster(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         history, future = batch
+        self._check_batch(history, future)
         prediction = self(history)
         self.val_metrics.update(prediction.flatten(), future.flatten())
         self.log_dict(self.val_metrics, prog_bar=True, batch_size=len(history))
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         history, future = batch
+        self._check_batch(history, future)
         prediction = self(history)
         self.test_metrics.update(prediction.flatten(), future.flatten())
         self.log_dict(self.test_metrics, batch_size=len(history))
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "inverse_transform"):
-            inverse = datamodule.inverse_transform
+        inverse = self.inverse_transform
+        if inverse is not None:
             self.test_metrics_original.update(
                 inverse(prediction).flatten(), inverse(future).flatten()
             )

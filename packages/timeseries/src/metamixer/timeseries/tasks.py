@@ -19,6 +19,7 @@ register_task(
         ("inverse_transform", "inverse_transform"),
         ("forecast_dates", "forecast_dates"),
     ],
+    model_handoffs=[("inverse_transform", "inverse_transform")],
     subclass_mode_data=False,
     tools={
         "prepare": f"{T}.prepare:main",
