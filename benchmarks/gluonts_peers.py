@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -56,6 +55,7 @@ from gluonts.model import evaluate_forecasts
 from gluonts.model.seasonal_naive import SeasonalNaivePredictor
 from gluonts.torch.model.deepar import DeepAREstimator
 from gluonts.torch.model.patch_tst import PatchTSTEstimator
+from records import slug
 
 from metamixer.lab.results import RECORD, grouped_table, load_records, save_record
 from metamixer.timeseries.estimator import FFNetEstimator
@@ -218,10 +218,6 @@ def score(forecasts: list, test, season: int) -> dict[str, float]:
         "MASE": float(row["MASE[0.5]"]),
         "wQL": float(row["mean_weighted_sum_quantile_loss"]),
     }
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
 def run_cells(

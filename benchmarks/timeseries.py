@@ -1,7 +1,7 @@
 """Forecasting peer table on real offline data: FFNet vs gluonts PatchTST / DLinear vs seasonal naive.
 
-    .venv/bin/python benchmarks/timeseries.py            # elecdemand, horizons 96 192 336 720
-    .venv/bin/python benchmarks/timeseries.py --epochs 2 --horizons 96   # quick look
+    .venv/bin/python benchmarks/timeseries.py            # elecdemand, horizons 96 192 336 720, 3 seeds
+    .venv/bin/python benchmarks/timeseries.py --epochs 2 --horizons 96 --out runs/x   # quick look
     .venv/bin/python benchmarks/timeseries.py --csv my.csv --target OT --season 24   # another series
 
 Protocol (TSLib's): one series (by default Demand of fpp2/elecdemand, half-hourly, 2014), custom
@@ -34,13 +34,23 @@ from gluonts.dataset.common import ListDataset
 from gluonts.torch.model.d_linear import DLinearEstimator
 from gluonts.torch.model.patch_tst import PatchTSTEstimator
 from gluonts.transform import InstanceSampler
+from records import slug
 
 from metamixer.core import deploy
+from metamixer.lab.results import (
+    RECORD,
+    checksum,
+    grouped_table,
+    load_records,
+    markdown,
+    save_record,
+)
 from metamixer.timeseries.data import TSLibDataModule
 from metamixer.timeseries.lit import Forecaster
 from metamixer.timeseries.prepare import elecdemand_frame, write_csv
 
 ELECDEMAND = "data/timeseries/elecdemand.csv"
+OUT = "results/records/timeseries-point-peers"
 PEERS = ["seasonal naive", "FFNet", "PatchTST", "DLinear"]
 
 
@@ -147,9 +157,11 @@ def fit_model(name: str, dm: TSLibDataModule, args, run_dir: Path):
     return fit_gluonts(DLinearEstimator, dm, args, run_dir)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Run the benchmark; returns the records written by this call."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -161,13 +173,17 @@ def main() -> None:
     parser.add_argument("--csv", default=ELECDEMAND, help="TSLib-layout CSV (date + variables)")
     parser.add_argument("--target", default="Demand", help="the series (column) to forecast")
     parser.add_argument("--season", type=int, default=48, help="seasonal naive period (steps)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--run_dir", default="runs/benchmarks/timeseries")
-    args = parser.parse_args()
+    parser.add_argument("--out", default=OUT, help="records folder")
+    parser.add_argument("--force", action="store_true", help="redo existing records")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     csv = Path(args.csv)
     if args.csv == ELECDEMAND and not csv.exists():
         write_csv(elecdemand_frame(), csv)
-    run_dir = Path(args.run_dir)
-    rows = []
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    written = []
     for horizon in args.horizons:
         dm = TSLibDataModule(
             str(csv.parent), csv.name, "custom", features="S", target=args.target,
@@ -176,27 +192,48 @@ def main() -> None:
         dm.setup("fit")
         test = dm.windows["test"]
         for name in args.models:
-            L.seed_everything(0, workers=True)  # each model's result independent of the others
-            predict, train_s = fit_model(name, dm, args, run_dir)
-            mse, mae, infer_s = score(predict, test)
-            rows.append((horizon, name, mse, mae, train_s, infer_s))
-            print(
-                f"H={horizon:4d} {name:15s} MSE {mse:.4f} MAE {mae:.4f} "
-                f"train {train_s:6.1f}s infer {infer_s:5.2f}s",
-                flush=True,
-            )
-    print(
-        f"\n{csv.stem} ({args.target}, scaled), look-back 96, {args.epochs} epochs, batch "
-        f"{args.batch_size}, Adam lr {args.lr}, {torch.get_num_threads()} CPU threads\n"
-    )
-    print("| horizon | model | MSE | MAE | train (s) | inference (s) |")
-    print("|---|---|---|---|---|---|")
-    for horizon, name, mse, mae, train_s, infer_s in rows:
-        best = min(r[2] for r in rows if r[0] == horizon)
-        mark = "**" if mse == best else ""
-        print(
-            f"| {horizon} | {name} | {mark}{mse:.4f}{mark} | {mae:.4f} | {train_s:.1f} | {infer_s:.2f} |"
-        )
+            # seasonal naive has no seed: one record
+            for seed in args.seeds[:1] if name == "seasonal naive" else args.seeds:
+                folder = out / f"H{horizon}" / slug(name) / f"seed-{seed}"
+                if (folder / RECORD).exists() and not args.force:
+                    print(f"H={horizon:4d} {name:15s} seed {seed}: recorded, skipped", flush=True)
+                    continue
+                L.seed_everything(seed, workers=True)  # each result independent of the others
+                predict, train_s = fit_model(name, dm, args, run_dir / f"seed-{seed}")
+                mse, mae, infer_s = score(predict, test)
+                record = {
+                    "group": {"horizon": horizon, "model": name},
+                    "metrics": {
+                        "MSE": mse,
+                        "MAE": mae,
+                        "train (s)": round(train_s, 1),
+                        "inference (s)": round(infer_s, 2),
+                    },
+                    "seed": seed,
+                    "config": {
+                        k: v
+                        for k, v in vars(args).items()
+                        if k not in ("horizons", "seeds", "models", "force", "out")
+                    },
+                    "data": {
+                        "csv": csv.name,
+                        "target": args.target,
+                        "seq_len": 96,
+                        "checksum": checksum([csv]),
+                    },
+                    "order": 10 * horizon + PEERS.index(name),
+                    "threads": torch.get_num_threads(),
+                }
+                written.append(save_record(folder, record))
+                print(
+                    f"H={horizon:4d} {name:15s} seed {seed}: MSE {mse:.4f} MAE {mae:.4f} "
+                    f"train {train_s:6.1f}s infer {infer_s:5.2f}s",
+                    flush=True,
+                )
+    found = load_records([out])
+    if found:
+        print(markdown(grouped_table(found)))
+    return written
 
 
 if __name__ == "__main__":
