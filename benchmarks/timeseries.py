@@ -45,6 +45,7 @@ from metamixer.lab.results import (
     markdown,
     save_record,
 )
+from metamixer.lab.stats import correct, welch
 from metamixer.timeseries.data import TSLibDataModule
 from metamixer.timeseries.lit import Forecaster
 from metamixer.timeseries.prepare import elecdemand_frame, write_csv
@@ -233,7 +234,28 @@ def main(argv: list[str] | None = None) -> list[Path]:
     found = load_records([out])
     if found:
         print(markdown(grouped_table(found)))
+        compare(found)
     return written
+
+
+def compare(records: list[dict]) -> None:
+    """FFNet's test MSE against each trained peer's at each horizon: Welch's difference (FFNet −
+    peer) with its 95 % interval, Holm-corrected over all the comparisons printed."""
+    mse: dict[tuple[int, str], list[float]] = {}
+    for r in records:
+        mse.setdefault((r["group"]["horizon"], r["group"]["model"]), []).append(r["metrics"]["MSE"])
+    pairs = [
+        (h, peer) for (h, peer) in sorted(mse)
+        if peer not in ("FFNet", "seasonal naive") and len(mse[h, peer]) > 1
+        and len(mse.get((h, "FFNet"), [])) > 1
+    ]  # fmt: skip
+    tests = [welch(mse[h, "FFNet"], mse[h, peer]) for h, peer in pairs]
+    _, holm = correct([t.p for t in tests])
+    for (h, peer), t, p in zip(pairs, tests, holm, strict=True):
+        print(
+            f"H={h}: FFNet − {peer} MSE {t.delta:+.4f} [{t.low:+.4f}, {t.high:+.4f}], "
+            f"Holm p {p:.3g} (n {len(mse[h, 'FFNet'])} / {len(mse[h, peer])})"
+        )
 
 
 if __name__ == "__main__":
