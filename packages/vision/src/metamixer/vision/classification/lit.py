@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from metamixer.lab.knobs import architecture_knobs
@@ -29,6 +31,44 @@ from metamixer.vision.models.state_dicts import load_state_dict_strict, load_wei
 
 #: ``arch_args`` of the FFNet classifiers (``fit --model.arch_args.help FFNetArgs`` lists them)
 FFNetArgs = architecture_knobs("ffnet_1")
+
+
+class ClassifierNetwork(Protocol):
+    """What ``ImageClassifier`` uses of its network beyond ``nn.Module``: timm's classifier
+    interface (FFNet, PoolFormer and every timm model have it)."""
+
+    num_features: int
+
+    def forward_features(self, x: Tensor) -> Tensor: ...
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+
+    def get_classifier(self) -> nn.Module: ...
+
+
+class ImageClassifierHparams(Protocol):
+    """``ImageClassifier.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_classes: int
+    in_chans: int
+    arch_args: Mapping[str, Any] | None  # a FFNetArgs
+    init_weights: str | None
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_epochs: float
+    min_lr: float
+    label_smoothing: float
+    mixup: float
+    cutmix: float
+    mixup_prob: float
+    ema_decay: float | None
+    teacher: str | None
+    teacher_weights: str | None
+    distillation_weight: float
+    channels_last: bool
+    classes: list[str] | None
 
 
 class ImageClassifier(StartsFromFiles, L.LightningModule):
@@ -69,7 +109,8 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
         arch: str = "ffnet_1",
         num_classes: int = 1000,
         in_chans: int = 3,
-        arch_args: FFNetArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        arch_args: FFNetArgs | None = None,  # type: ignore[valid-type]
         init_weights: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -109,11 +150,13 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
                 raise ValueError("distillation needs teacher_weights: a local file of the teacher")
             self.teacher = timm.create_model(teacher, num_classes=num_classes, in_chans=in_chans)
             self.teacher.requires_grad_(False).eval()
-            self.head_dist = nn.Linear(self.model.num_features, num_classes)
+            self.head_dist = nn.Linear(self.network.num_features, num_classes)
         self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay is not None else None
 
         def metrics(prefix: str) -> MetricCollection:
-            top = {"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+            top: dict[str, Metric | MetricCollection] = {
+                "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            }
             if num_classes > 5:
                 top["acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
             return MetricCollection(top, prefix=prefix)
@@ -123,20 +166,32 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
         self.test_metrics = metrics("test/")
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
+    @property
+    def hp(self) -> ImageClassifierHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(ImageClassifierHparams, self.hparams)
+
+    @property
+    def network(self) -> ClassifierNetwork:
+        """``self.model`` (the same module), typed as the timm classifier it is."""
+        return cast(ClassifierNetwork, self.model)
+
     def load_start_files(self) -> None:
         """``init_weights`` into the network (and its EMA copy), ``teacher_weights`` into the
         teacher: read when a run starts without a checkpoint (``StartsFromFiles``)."""
-        h = self.hparams
+        h = self.hp
         if h.init_weights is not None:
             self._load_initial_weights(h.init_weights)
             if self.ema is not None:
                 self.ema.module.load_state_dict(self.model.state_dict())
         if self.teacher is not None:
+            if h.teacher_weights is None:  # __init__ refuses it too
+                raise ValueError("distillation needs teacher_weights: a local file of the teacher")
             self.teacher.load_state_dict(load_weights_file(h.teacher_weights))
 
     def _load_initial_weights(self, path: str) -> None:
         state = convert_official_state_dict(load_weights_file(path))
-        head = self.model.get_classifier()
+        head = self.network.get_classifier()
         own = self.model.state_dict()
         for name in ("weight", "bias"):
             key = f"head.{name}"
@@ -146,12 +201,12 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
 
     # --- forward / steps --------------------------------------------------------------------------
     def _prepare(self, images: Tensor) -> Tensor:
-        if images.dim() != 4 or images.shape[1] != self.hparams.in_chans:
+        if images.dim() != 4 or images.shape[1] != self.hp.in_chans:
             raise ValueError(
-                f"expected image batches of shape (B, {self.hparams.in_chans}, H, W), got "
+                f"expected image batches of shape (B, {self.hp.in_chans}, H, W), got "
                 f"{tuple(images.shape)}: the data's channels and model.in_chans must agree"
             )
-        if self.hparams.channels_last:
+        if self.hp.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
@@ -159,8 +214,9 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
         images = self._prepare(images)
         if self.teacher is None:
             return self.model(images)
-        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
-        return (self.model.get_classifier()(features) + self.head_dist(features)) / 2
+        net = self.network
+        features = net.forward_head(net.forward_features(images), pre_logits=True)
+        return (net.get_classifier()(features) + self.head_dist(features)) / 2
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         images, labels = self._prepare(batch["image"]), batch["label"]
@@ -178,12 +234,13 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
         if self.teacher is None:
             loss = self._classification_loss(self.model(images), targets)
         else:
-            features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+            net = self.network
+            features = net.forward_head(net.forward_features(images), pre_logits=True)
             with torch.no_grad():
                 teacher_labels = self.teacher(images).argmax(1)
-            w = self.hparams.distillation_weight
+            w = self.hp.distillation_weight
             loss = (1 - w) * self._classification_loss(
-                self.model.get_classifier()(features), targets
+                net.get_classifier()(features), targets
             ) + w * F.cross_entropy(self.head_dist(features), teacher_labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -196,7 +253,7 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
     def _classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if targets.dim() == 2:  # soft targets from mixup / cutmix
             return SoftTargetCrossEntropy()(logits, targets)
-        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, targets, label_smoothing=self.hp.label_smoothing)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The step, then the EMA update (here rather than in ``on_train_batch_end``, which runs
@@ -212,7 +269,7 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
         self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, batch_size=n)
         self.val_metrics.update(logits, labels)
         self.log_dict(self.val_metrics, prog_bar=True, batch_size=n)
-        if self.ema is not None:
+        if self.ema is not None and self.val_ema_metrics is not None:  # both or neither
             self.val_ema_metrics.update(self.ema.module(images), labels)
             self.log_dict(self.val_ema_metrics, batch_size=n)
 
@@ -231,18 +288,18 @@ class ImageClassifier(StartsFromFiles, L.LightningModule):
             return
         from metamixer.lab.plots import plot_confusion_matrix
 
-        names = self.hparams.classes
+        names = self.hp.classes
         plot_confusion_matrix(matrix, names, Path(log_dir) / "confusion_matrix.png")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images = batch["input"] if "input" in batch else batch["image"]  # own files / a split
         if images.numel() == 0:  # every file of this batch was unreadable
-            return {"prob": torch.empty(0, self.hparams.num_classes)}
+            return {"prob": torch.empty(0, self.hp.num_classes)}
         return {"prob": self(images).softmax(1)}
 
     # --- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         params = param_groups_weight_decay(self, h.weight_decay)  # 1-D params: no decay
         optimizer = torch.optim.AdamW(params, lr=h.lr, betas=h.betas, foreach=True)
         total = self.trainer.estimated_stepping_batches

@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import numpy as np
@@ -285,6 +285,24 @@ def image_ids_by_name(coco: Any, names: Sequence[str], source: str | Path) -> di
     return ids
 
 
+class COCODetectionHparams(Protocol):
+    """``COCODetectionDataModule.hparams``: its constructor's arguments."""
+
+    root: str
+    train_ann: str
+    train_images: str
+    val_ann: str
+    val_images: str
+    batch_size: int
+    num_workers: int
+    train_scales: tuple[int, ...]
+    max_size: int
+    hflip: float
+    with_masks: bool | None
+    predict_path: str | None
+    predict_ann: str | None
+
+
 class COCODetectionDataModule(L.LightningDataModule):
     """COCO-format detection data, with or without instance masks (see the module docstring for
     what is skipped).
@@ -344,9 +362,14 @@ class COCODetectionDataModule(L.LightningDataModule):
         self.train_set: COCOInstances | None = None
         self.val_set: COCOInstances | None = None
 
+    @property
+    def hp(self) -> COCODetectionHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(COCODetectionHparams, self.hparams)
+
     def _read(self, split: str) -> Any:
         if split not in self._coco:
-            self._coco[split] = read_coco(self.root / getattr(self.hparams, f"{split}_ann"))
+            self._coco[split] = read_coco(self.root / getattr(self.hp, f"{split}_ann"))
         return self._coco[split]
 
     @property
@@ -370,12 +393,12 @@ class COCODetectionDataModule(L.LightningDataModule):
     def has_masks(self) -> bool:
         """Whether targets hold instance masks: ``with_masks``, else whether the validation
         annotations have any ``segmentation`` (linked to the model's ``data_masks``)."""
-        if self.hparams.with_masks is not None:
-            return bool(self.hparams.with_masks)
+        if self.hp.with_masks is not None:
+            return bool(self.hp.with_masks)
         return has_segmentation(self._read("val"))
 
     def _split(self, split: str, train: bool) -> COCOInstances:
-        h = self.hparams
+        h = self.hp
         coco = self._read(split)
         if split != "val" and categories_of(coco) != self.categories:
             raise ValueError(
@@ -397,11 +420,13 @@ class COCODetectionDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
             self.train_set = self._split("train", train=True)
-        if stage != "predict" or self.hparams.predict_path is None:
+        if stage != "predict" or self.hp.predict_path is None:
             self.val_set = self.val_set or self._split("val", train=False)
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        h = self.hparams
+    def _loader(self, dataset: COCOInstances | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("the annotation files are read by setup(); call it first")
+        h = self.hp
         return split_loader(
             dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_detection
         )
@@ -416,7 +441,7 @@ class COCODetectionDataModule(L.LightningDataModule):
         return self._loader(self.val_set, False)
 
     def predict_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         if h.predict_path is None:
             return self._loader(self.val_set, False)
         files = InputFiles(Path(h.predict_path), IMAGE_EXTENSIONS, image_tensor)

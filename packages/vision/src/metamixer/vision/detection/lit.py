@@ -13,18 +13,24 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from timm.optim import param_groups_weight_decay
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from metamixer.lab.knobs import family_knobs
 from metamixer.vision.backbone import StartsFromFiles, load_backbone_weights
-from metamixer.vision.detection.models import DETECTORS, IMAGE_ARGS, build_detector
+from metamixer.vision.detection.models import (
+    DETECTORS,
+    IMAGE_ARGS,
+    DetectionNetwork,
+    build_detector,
+)
 
 #: ``detector_args`` of every detector (``fit --model.detector_args.help DetectorArgs`` lists them)
 DetectorArgs = family_knobs("DetectorArgs", list(DETECTORS), exclude=IMAGE_ARGS)
@@ -57,6 +63,33 @@ def step_with_warmup(
     if step < warmup:
         factor *= warmup_ratio + (1 - warmup_ratio) * step / warmup
     return factor
+
+
+def _predicts_masks(detector: str) -> bool:
+    """Whether the registered detector ``detector`` predicts instance masks."""
+    # every registered detector is a DetectionNetwork
+    return cast(type[DetectionNetwork], DETECTORS[detector][0]).masks
+
+
+class DetectorHparams(Protocol):
+    """``Detector.hparams``: its constructor's arguments."""
+
+    arch: str
+    num_classes: int
+    arch_args: dict[str, Any] | None
+    detector: str
+    detector_args: Mapping[str, Any] | None  # a DetectorArgs
+    init_backbone: str | None
+    min_size: tuple[int, ...]
+    max_size: int
+    data_masks: bool
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_steps: int
+    warmup_ratio: float
+    milestones: tuple[int, ...]
+    gamma: float
 
 
 class Detector(StartsFromFiles, L.LightningModule):
@@ -97,7 +130,8 @@ class Detector(StartsFromFiles, L.LightningModule):
         num_classes: int = 80,
         arch_args: dict[str, Any] | None = None,
         detector: str = "mask_rcnn",
-        detector_args: DetectorArgs | None = None,
+        # a TypedDict built at run time (jsonargparse reads it for the CLI), not a static type
+        detector_args: DetectorArgs | None = None,  # type: ignore[valid-type]
         init_backbone: str | None = None,
         min_size: tuple[int, ...] = (800,),
         max_size: int = 1333,
@@ -114,13 +148,13 @@ class Detector(StartsFromFiles, L.LightningModule):
         self.save_hyperparameters()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        given = sorted(set(detector_args or {}) & set(IMAGE_ARGS))
+        given: list[str] = sorted(set(detector_args or {}) & set(IMAGE_ARGS))
         if given:
             raise ValueError(
                 f"detector_args.{given[0]} is set by the data (data.train_scales, data.max_size)"
             )
-        if detector in DETECTORS and DETECTORS[detector][0].masks and not data_masks:
-            box_only = ", ".join(n for n, (cls, _) in DETECTORS.items() if not cls.masks)
+        if detector in DETECTORS and _predicts_masks(detector) and not data_masks:
+            box_only = ", ".join(n for n in DETECTORS if not _predicts_masks(n))
             raise ValueError(
                 f"{detector} predicts instance masks but the data gives none (its annotations "
                 "have no 'segmentation', or data.with_masks is false); choose a box-only "
@@ -132,14 +166,23 @@ class Detector(StartsFromFiles, L.LightningModule):
         )  # fmt: skip
         #: whether the detector predicts instance masks (then mask AP is evaluated too)
         self.masks = bool(getattr(self.model, "masks", False))
-        iou_types = ("bbox", "segm") if self.masks else ("bbox",)
+        iou_types: tuple[Literal["bbox", "segm"], ...] = (
+            ("bbox", "segm") if self.masks else ("bbox",)
+        )
         self.val_map = MeanAveragePrecision(iou_type=iou_types, backend="pycocotools")
         self.test_map = MeanAveragePrecision(iou_type=iou_types, backend="pycocotools")
 
+    @property
+    def hp(self) -> DetectorHparams:
+        """``self.hparams`` (the same object, which the LR finder may change), typed."""
+        return cast(DetectorHparams, self.hparams)
+
     def load_start_files(self) -> None:
         """``init_backbone`` into the backbone, when a run starts without a checkpoint."""
-        if self.hparams.init_backbone is not None:
-            load_backbone_weights(self.model.backbone.body, self.hparams.init_backbone)
+        if self.hp.init_backbone is not None:
+            # build_detector builds a DetectionNetwork (a registered detector)
+            backbone = cast(DetectionNetwork, self.model).backbone
+            load_backbone_weights(backbone.body, self.hp.init_backbone)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in the image's own pixels, ``labels``
@@ -222,8 +265,8 @@ class Detector(StartsFromFiles, L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         return self(batch["images"]) if batch["images"] else []
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        h = self.hp
         params = param_groups_weight_decay(self.model, h.weight_decay)  # 1-D params: no decay
         optimizer = torch.optim.AdamW(params, lr=h.lr, betas=h.betas)
         total = self.trainer.estimated_stepping_batches

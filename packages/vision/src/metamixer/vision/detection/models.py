@@ -33,10 +33,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import timm
 from timm.layers import LayerNorm2d
+from timm.models import FeatureInfo
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -96,8 +97,9 @@ class TimmFPNBackbone(nn.Module):
         self.body = timm.create_model(
             arch, pretrained=False, features_only=True, out_indices=tuple(out_indices), **overrides
         )
-        channels = self.body.feature_info.channels()
-        self.strides = self.body.feature_info.reduction()
+        info = cast(FeatureInfo, self.body.feature_info)  # every features_only model has one
+        channels = info.channels()
+        self.strides = info.reduction()
         self.norms = nn.ModuleList(LayerNorm2d(c) if out_norm else nn.Identity() for c in channels)
         extra: ExtraFPNBlock = (
             LastLevelMaxPool()
@@ -451,5 +453,6 @@ def build_detector(
     entry = get_architecture(detector)
     network = entry.construct(network_args(detector, task, detector_args))
     if init_backbone is not None:
-        load_backbone_weights(network.backbone.body, init_backbone)
+        # every registered detector is a DetectionNetwork (DETECTORS)
+        load_backbone_weights(cast(DetectionNetwork, network).backbone.body, init_backbone)
     return network

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol, cast
 
 import lightning as L
 import numpy as np
@@ -152,6 +153,19 @@ def collate(batch: Sequence[dict]) -> dict:
     }
 
 
+class SegmentationDataHparams(Protocol):
+    """``SegmentationDataModule.hparams``: its constructor's arguments."""
+
+    root: str
+    crop_size: int
+    scale: int
+    ratio_range: tuple[float, float]
+    batch_size: int
+    val_batch_size: int
+    num_workers: int
+    predict_path: str | None
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Shared loading for the segmentation layouts; subclasses list the file pairs per split.
 
@@ -164,10 +178,11 @@ class SegmentationDataModule(L.LightningDataModule):
         val_batch_size: evaluation batch size (images of different sizes need 1).
         num_workers: data-loading processes.
         predict_path: an image or a folder of images for ``predict`` (default: validation split).
+
+    A subclass gives ``classes`` and ``palette`` (class attributes, or properties computed when
+    first read).
     """
 
-    classes: Sequence[str] = ()
-    palette: Sequence[tuple[int, int, int]] = ()
     reduce_zero_label = False
     in_chans = 3
 
@@ -188,6 +203,21 @@ class SegmentationDataModule(L.LightningDataModule):
         self.splits: dict[str, SegmentationFiles] = {}
 
     @property
+    def hp(self) -> SegmentationDataHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(SegmentationDataHparams, self.hparams)
+
+    @property
+    def classes(self) -> Sequence[str]:
+        """The classes' names (none here: a subclass gives them)."""
+        return ()
+
+    @property
+    def palette(self) -> Sequence[tuple[int, int, int]]:
+        """A colour per class for the written label images (none here: a subclass gives them)."""
+        return ()
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -200,7 +230,7 @@ class SegmentationDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        h = self.hparams
+        h = self.hp
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",)}.get(stage, ())
         for split in wanted:
             if split in self.splits:
@@ -218,7 +248,7 @@ class SegmentationDataModule(L.LightningDataModule):
         log.info("%s: %s", type(self).__name__, {k: len(v) for k, v in self.splits.items()})
 
     def _loader(self, split: str) -> DataLoader:
-        h, train = self.hparams, split == "train"
+        h, train = self.hp, split == "train"
         batch_size = h.batch_size if train else h.val_batch_size
         return split_loader(
             self.splits[split], batch_size, h.num_workers, train=train, collate_fn=collate
@@ -234,7 +264,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader("val")
 
     def predict_dataloader(self) -> DataLoader:
-        h = self.hparams
+        h = self.hp
         if h.predict_path is None:
             self.setup("validate")
             return self._loader("val")
@@ -297,6 +327,12 @@ def matched_pairs(
     return pairs
 
 
+class ADE20KHparams(SegmentationDataHparams, Protocol):
+    """``ADE20KDataModule.hparams``: its constructor's arguments."""
+
+    class_file: str | None
+
+
 class ADE20KDataModule(SegmentationDataModule):
     """ADE20K (``ADEChallengeData2016/images|annotations/{training,validation}``), or a set of
     one's own in that layout: images (JPEG, PNG, …) with same-named PNG labels where 0 = other
@@ -335,9 +371,14 @@ class ADE20KDataModule(SegmentationDataModule):
         self.save_hyperparameters(ignore=["num_classes"])
         self.class_count = num_classes
 
+    @property
+    def hp(self) -> ADE20KHparams:
+        """``self.hparams`` (the same object, which the batch-size finder may change), typed."""
+        return cast(ADE20KHparams, self.hparams)
+
     @cached_property
     def classes(self) -> tuple[str, ...]:
-        h = self.hparams
+        h = self.hp
         info = Path(h.class_file) if h.class_file else self.root / "objectInfo150.txt"
         if h.class_file and not info.is_file():
             raise FileNotFoundError(f"data.class_file {info} does not exist")
