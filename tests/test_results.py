@@ -149,6 +149,22 @@ def test_grouped_records_give_mean_std_and_the_difference_to_the_reference():
     assert relu[3] == "0.5 (1)"  # no reference for this metric, a single run
 
 
+def test_seeds_of_one_experiment_give_one_row_with_mean_and_std():
+    from metamixer.lab.results import readme_table
+
+    def record(experiment, seed, psnr, wall):
+        return {"modality": "superres", "experiment": experiment, "seed": seed,
+                "metrics": {"test/psnr": psnr}, "wall_seconds": wall,
+                "code": {"commit": "abc" * 14}}  # fmt: skip
+
+    seeds = [record("x2", s, p, w) for s, p, w in ((1, 34.6, 60), (0, 34.5, 70), (2, 34.7, 80))]
+    header, row, single = readme_table([*seeds, record("x4", 0, 30.25, 61)])
+    assert header == ["modality", "experiment", "metrics", "seed", "wall time", "code"]
+    assert row == ["superres", "x2", "test/psnr 34.60 ± 0.10 (3)", "0, 1, 2", "1 min 10 s",
+                   "abcabcab"]  # fmt: skip
+    assert single[2:4] == ["test/psnr 30.25", "0"]  # a single run: its value, no spread
+
+
 def test_identical_runs_show_three_significant_digits_however_small():
     from metamixer.lab.results import mean_std
 

@@ -19,11 +19,13 @@ def peers():
     spec = importlib.util.spec_from_file_location("gluonts_peers", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks the module up
+    sys.path.insert(0, str(SCRIPT.parent))  # it imports the benchmarks' records helpers
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+        sys.path.remove(str(SCRIPT.parent))
 
 
 @pytest.fixture(scope="module")

@@ -201,16 +201,29 @@ def _metric(name: str, value: Any) -> str:
 
 def readme_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """Header + rows for a README table.  Records with a ``group`` give one row per group (see
-    ``grouped_table``); others one row per record: what ran, its metrics (accuracies, IoUs and APs
-    in %), seed, wall time and code version."""
+    ``grouped_table``); others one row per experiment: what ran, its metrics (accuracies, IoUs and
+    APs in %; over several seeds ``mean ± std (n)``), its seeds, wall time (the mean) and code
+    version."""
     if any("group" in r for r in records):
         return grouped_table(records)
+    runs: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: (r["modality"], r["experiment"], str(r.get("seed")))):
+        runs.setdefault((r["modality"], r["experiment"]), []).append(r)
     rows = [["modality", "experiment", "metrics", "seed", "wall time", "code"]]
-    for r in sorted(records, key=lambda r: (r["modality"], r["experiment"])):
-        metrics = ", ".join(_metric(k, v) for k, v in sorted(r["metrics"].items()))
-        minutes, seconds = divmod(round(r.get("wall_seconds", 0)), 60)
-        rows.append([r["modality"], r["experiment"], metrics, str(r.get("seed")),
-                     f"{minutes} min {seconds} s", _commit(r)])  # fmt: skip
+    for (modality, experiment), members in runs.items():
+        names = sorted({k for r in members for k in r["metrics"]})
+        if len(members) == 1:
+            metrics = ", ".join(_metric(k, members[0]["metrics"][k]) for k in names)
+        else:
+            metrics = ", ".join(
+                f"{k} {mean_std(k, [r['metrics'][k] for r in members if k in r['metrics']])}"
+                for k in names
+            )
+        wall = sum(r.get("wall_seconds", 0) for r in members) / len(members)
+        minutes, seconds = divmod(round(wall), 60)
+        seeds = ", ".join(str(r.get("seed")) for r in members)
+        commits = ", ".join(sorted({_commit(r) for r in members}))
+        rows.append([modality, experiment, metrics, seeds, f"{minutes} min {seconds} s", commits])
     return rows
 
 
