@@ -34,6 +34,17 @@ def dense_reference(features, coords, batch, weight, bias, size):
     return out[batch, :, coords[:, 0], coords[:, 1], coords[:, 2]]
 
 
+def assert_same_values_and_gradients(ours, ref, inputs):
+    """``ours == ref``, and after the same backward pass through both, the gradient of each
+    ``(our input, reference input)`` pair."""
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ours)
+    ours.backward(g)
+    ref.backward(g)
+    for mine, theirs in inputs:
+        torch.testing.assert_close(mine.grad, theirs.grad)
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("density", [0.05, 0.5])
 def test_matches_dense_grouped_conv3d_forward_and_backward(kernel, density):
@@ -51,13 +62,7 @@ def test_matches_dense_grouped_conv3d_forward_and_backward(kernel, density):
     b = conv.bias.detach().clone().requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     ref = dense_reference(x_ref, coords, batch, w, b, size)
-    torch.testing.assert_close(ours, ref)
-    g = torch.randn_like(ours)
-    ours.backward(g)
-    ref.backward(g)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-    torch.testing.assert_close(conv.weight.grad, w.grad)
-    torch.testing.assert_close(conv.bias.grad, b.grad)
+    assert_same_values_and_gradients(ours, ref, [(x, x_ref), (conv.weight, w), (conv.bias, b)])
 
 
 def test_neighbour_maps_are_computed_once_per_structure():
@@ -158,9 +163,4 @@ def test_torch_scatter_backend_equals_dense_forward_and_backward():
     x_ref = x.detach().clone().requires_grad_()
     w_ref = weight.detach().clone().requires_grad_()
     ref = dense_reference(x_ref, coords, batch, w_ref, None, size)
-    torch.testing.assert_close(ours, ref)
-    g = torch.randn_like(ours)
-    ours.backward(g)
-    ref.backward(g)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-    torch.testing.assert_close(weight.grad, w_ref.grad)
+    assert_same_values_and_gradients(ours, ref, [(x, x_ref), (weight, w_ref)])

@@ -222,21 +222,33 @@ SMALL_MODEL = [
 ]
 
 
-def cli_args(root, out, subcommand="fit", *extra):
+def coco_data_args(root, max_size):
     return [
-        subcommand,
         "--data=COCODetectionDataModule",
         f"--data.root={root}",
         "--data.batch_size=2",
         "--data.num_workers=0",
         "--data.train_scales=[64]",
-        "--data.max_size=128",
-        *SMALL_MODEL,
+        f"--data.max_size={max_size}",
+    ]
+
+
+def cpu_trainer_args(out):
+    return [
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.log_every_n_steps=1",
         f"--trainer.default_root_dir={out}",
+    ]
+
+
+def cli_args(root, out, subcommand="fit", *extra):
+    return [
+        subcommand,
+        *coco_data_args(root, max_size=128),
+        *SMALL_MODEL,
+        *cpu_trainer_args(out),
         *extra,
     ]
 
@@ -346,21 +358,12 @@ def box_only_root(tmp_path_factory, coco_root):
 def box_cli(root, out, subcommand, detector, *extra):
     return [
         subcommand,
-        "--data=COCODetectionDataModule",
-        f"--data.root={root}",
-        "--data.batch_size=2",
-        "--data.num_workers=0",
-        "--data.train_scales=[64]",
-        "--data.max_size=64",
+        *coco_data_args(root, max_size=64),
         "--model.arch=ffnet_test",
         f"--model.detector={detector}",
         f"--model.detector_args={json.dumps(SMALL[detector])}",
         "--model.warmup_steps=1",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=1",
-        f"--trainer.default_root_dir={out}",
+        *cpu_trainer_args(out),
         *extra,
     ]
 

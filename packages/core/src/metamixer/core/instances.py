@@ -104,16 +104,17 @@ def ffn(
     act: str | nn.Module = "gelu",
     drop: float = 0.0,
     proj_drop: float = 0.0,
+    query: nn.Module | None = None,
 ) -> MetaMixer:
     """The feed-forward network: static keys ``W1`` and values ``W2`` over channels.
 
     ``drop`` is dropout on the hidden coefficients (before the activation), ``proj_drop`` on the
-    output.
+    output; ``query``: a module the input passes first (``None``: the identity).
     """
     hidden = int(dim * expansion)
     return MetaMixer(
         dim,
-        query=None,
+        query=query,
         key=_then_dropout(ops.pointwise(dim, hidden), drop),
         act=act,
         value=_then_dropout(ops.project(hidden, dim), proj_drop),
@@ -148,15 +149,8 @@ def convnext_mixer(
     query = ops.depthwise(dim, kernel_size, small_kernel=small_kernel, norm=conv_norm)
     if query_norm is not None:
         query = nn.Sequential(query, ops.norm(dim, query_norm))
-    hidden = int(dim * expansion)
-    return MetaMixer(
-        dim,
-        query=query,
-        key=_then_dropout(ops.pointwise(dim, hidden), drop),
-        act=act,
-        value=_then_dropout(ops.project(hidden, dim), proj_drop),
-        act_axis=ops.channel_axis,
-        mixes="channels",
+    return ffn(
+        dim, ops=ops, expansion=expansion, act=act, drop=drop, proj_drop=proj_drop, query=query
     )
 
 

@@ -133,6 +133,23 @@ class RestoreLoaderState(Callback):
         trainer.fit_loop._load_combined_loader_states()
 
 
+class LoadersBySplit:
+    """A data module's ``train`` / ``val`` / ``test_dataloader``: its ``_loader(split)`` of each
+    split (a base listed before ``LightningDataModule``)."""
+
+    def _loader(self, split: str) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
 def split_loader(
     dataset: Sized, batch_size: int, num_workers: int, *, train: bool,
     collate_fn: Callable | None = None,

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from metamixer.lab.loaders import EpochShuffle, ResumableLoader
+from metamixer.lab.loaders import EpochShuffle, LoadersBySplit, ResumableLoader
 
 HOURS_PER_MONTH = 30 * 24
 ETT_STEPS_PER_HOUR = {"ETTh1": 1, "ETTh2": 1, "ETTm1": 4, "ETTm2": 4}
@@ -155,7 +155,7 @@ class TSLibHparams(Protocol):
     predict_path: str | None
 
 
-class TSLibDataModule(L.LightningDataModule):
+class TSLibDataModule(LoadersBySplit, L.LightningDataModule):
     """A TSLib long-term forecasting dataset.
 
     Args:
@@ -276,15 +276,6 @@ class TSLibDataModule(L.LightningDataModule):
             drop_last=False,
             num_workers=self.hp.num_workers,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         h = self.hp

@@ -5,16 +5,18 @@ from metamixer.lab.tasks import register_task
 
 V = "metamixer.vision"
 SCENES = f"{V}.scenes:main"
+#: what the image classifier and the segmenter take from their data modules
+IMAGE_LINKS = [
+    ("data.num_classes", "model.num_classes"),
+    ("data.in_chans", "model.in_chans"),
+    ("data.classes", "model.classes"),
+]
 
 register_task(
     "vision",
     model=f"{V}.classification.lit:ImageClassifier",
     data=f"{V}.classification.data:ClassificationData",
-    links=[
-        ("data.num_classes", "model.num_classes"),
-        ("data.in_chans", "model.in_chans"),
-        ("data.classes", "model.classes"),
-    ],
+    links=IMAGE_LINKS,
     writer=f"{V}.classification.writer:ClassificationWriter",
     handoffs=[("classes", "classes")],
     tools={"export": f"{V}.export:main", "analyze": f"{V}.analyze:main"},
@@ -24,11 +26,7 @@ register_task(
     "segmentation",
     model=f"{V}.segmentation.lit:SemanticSegmenter",
     data=f"{V}.segmentation.data:SegmentationDataModule",
-    links=[
-        ("data.num_classes", "model.num_classes"),
-        ("data.in_chans", "model.in_chans"),
-        ("data.classes", "model.classes"),
-    ],
+    links=IMAGE_LINKS,
     writer=f"{V}.segmentation.writer:PaletteWriter",
     handoffs=[("palette", "palette"), ("label_offset", "label_offset")],
     tools={"export": f"{V}.export:main", "prepare": SCENES},

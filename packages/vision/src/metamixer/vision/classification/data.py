@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from metamixer.lab.inputs import input_files_loader
-from metamixer.lab.loaders import split_loader
+from metamixer.lab.loaders import LoadersBySplit, split_loader
 from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ class FashionMNISTHparams(Protocol):
     predict_path: str | None
 
 
-class FashionMNISTDataModule(ClassificationData):
+class FashionMNISTDataModule(LoadersBySplit, ClassificationData):
     """Fashion-MNIST from its idx files (60k train / 10k test, 28×28 grey, 10 classes).
 
     The last ``val_size`` training images are held out for validation; ``test`` is the official
@@ -399,15 +399,6 @@ class FashionMNISTDataModule(ClassificationData):
         return split_loader(
             self.splits[split], h.batch_size, h.num_workers, train=train, collate_fn=collate
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         h = self.hp

@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any, cast
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from metamixer.core import (
     network_args,
     register_architecture,
 )
-from metamixer.vision.models.classifier import TimmClassifier
+from metamixer.vision.models.classifier import TimmClassifier, check_images, stage_count
 
 OPS = DenseOps(ndim=2)
 
@@ -83,17 +82,13 @@ class FFNet(TimmClassifier, nn.Module):
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        n = len(depths)
-        if len(dims) != n:
-            raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
+        n = stage_count(depths, dims)
         mixers = mixers or MixerSettings(  # FFNet-1's
             token_kernels=(3, 3, 7, 7), token_small_kernels=(None, None, 3, 3), mlp_ratio=3.0
         )
         stages = mixers.stages(n)
-        self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.num_features = self.head_hidden_size = dims[-1]
 
         self.stem = nn.Sequential(
             ConvBN(in_chans, stem_dim, 3, stride=2),
@@ -134,24 +129,12 @@ class FFNet(TimmClassifier, nn.Module):
                 dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}")
             )
         self.norm: nn.Module = nn.BatchNorm2d(dims[-1])
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(dims[-1], num_classes, drop_rate=drop_rate, global_pool=global_pool)
         self.apply(init_trunc_normal)
 
     # --- timm interface -------------------------------------------------------------------------
     def check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"FFNet expects images of shape (batch, {self.in_chans}, height, width), got "
-                f"{tuple(x.shape)}; convert grey/RGBA inputs or build the model with "
-                f"in_chans={x.shape[1] if x.dim() == 4 else '?'}"
-            )
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} is too small: FFNet downsamples by 32, so height and "
-                "width must be at least 32 (resize or pad the images)"
-            )
+        check_images(x, self.in_chans, "FFNet", min_size=32)
 
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -17,6 +17,7 @@ from metamixer.core.checkpoint import read_checkpoint
 from metamixer.vision.models.state_dicts import (
     load_state_dict_strict,
     rename_official_keys,
+    substitute_first,
     unwrap_state_dict,
 )
 
@@ -43,14 +44,9 @@ _DOWNSAMPLE_RULES = [
 ]
 
 
-def _apply(rules: list[tuple[str, str]], key: str, full_key: str) -> str:
-    for pattern, replacement in rules:
-        new, n = re.subn(pattern, replacement, key)
-        if n:
-            return re.sub(
-                r"\.c\.weight$", ".conv.weight", new
-            )  # their Conv2d_BN names its conv "c"
-    raise KeyError(full_key)
+def _apply(rules: list[tuple[str, str]], key: str) -> str:
+    # their Conv2d_BN names its conv "c"
+    return re.sub(r"\.c\.weight$", ".conv.weight", substitute_first(key, rules))
 
 
 def _map_key(key: str) -> str:
@@ -65,13 +61,13 @@ def _map_key(key: str) -> str:
     stage, index, rest = int(m[1]), int(m[2]), m[3]
     if stage > 0:  # their stages 2-4 hold the downsample as entry 0
         if index == 0:
-            return f"stages.{stage}.downsample." + _apply(_DOWNSAMPLE_RULES, rest, key)
+            return f"stages.{stage}.downsample." + _apply(_DOWNSAMPLE_RULES, rest)
         index -= 1
     block = f"stages.{stage}.blocks.{index}."
     if rest.startswith("token_mixer.0.main."):
-        return block + "token.mixer." + _apply(_TOKEN_RULES, rest[19:], key)
+        return block + "token.mixer." + _apply(_TOKEN_RULES, rest[19:])
     if rest.startswith("channel_mixer.main."):
-        return block + "channel.mixer." + _apply(_CHANNEL_RULES, rest[19:], key)
+        return block + "channel.mixer." + _apply(_CHANNEL_RULES, rest[19:])
     if rest in ("token_mixer.0.layer_scale", "channel_mixer.layer_scale"):
         return block + rest.split("_")[0] + ".layer_scale.weight"
     raise KeyError(key)

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 
 from metamixer.core import (
@@ -28,7 +27,7 @@ from metamixer.core import (
     init_trunc_normal,
     register_architecture,
 )
-from metamixer.vision.models.classifier import TimmClassifier
+from metamixer.vision.models.classifier import TimmClassifier, check_images, stage_count
 from metamixer.vision.models.ffnet import _example
 
 OPS = DenseOps(ndim=2)
@@ -66,13 +65,9 @@ class PoolFormer(TimmClassifier, nn.Module):
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        n = len(depths)
-        if len(dims) != n:
-            raise ValueError(f"depths ({len(depths)} stages) and dims ({len(dims)}) must match")
+        n = stage_count(depths, dims)
         stages = (mixers or MixerSettings(token_mixers="pooling", channel_mixers="ffn")).stages(n)
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Conv2d(in_chans, dims[0], 7, stride=4, padding=2)
         rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
         self.stages = nn.ModuleList()
@@ -104,18 +99,12 @@ class PoolFormer(TimmClassifier, nn.Module):
             self.stages.append(
                 nn.Sequential(OrderedDict(downsample=downsample, blocks=nn.Sequential(*blocks)))
             )
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(dims[-1], num_classes, drop_rate=drop_rate, global_pool=global_pool)
         self.apply(init_trunc_normal)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"PoolFormer expects images of shape (batch, {self.in_chans}, height, width), got "
-                f"{tuple(x.shape)}"
-            )
+        check_images(x, self.in_chans, "PoolFormer")
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from metamixer.vision.models.state_dicts import unwrap_state_dict
+from metamixer.vision.models.state_dicts import (
+    KeyRule,
+    rename_key,
+    rename_official_keys,
+    substitute_first,
+    unwrap_state_dict,
+)
 
 _POOLFORMER_BLOCK_RULES = [
     (r"^norm1\.", "token.norm."),
@@ -19,24 +24,18 @@ _POOLFORMER_BLOCK_RULES = [
 ]
 
 
-def _map_poolformer_key(key: str) -> str:
-    fixed = {"stem.conv.weight": "stem.weight", "stem.conv.bias": "stem.bias"}
-    if key in fixed:
-        return fixed[key]
-    head = re.fullmatch(r"head\.(norm|fc)\.(weight|bias)", key)
-    if head:
-        return f"{'norm' if head[1] == 'norm' else 'head'}.{head[2]}"
-    down = re.fullmatch(r"stages\.(\d+)\.downsample\.conv\.(weight|bias)", key)
-    if down:
-        return f"stages.{down[1]}.downsample.{down[2]}"
-    block = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", key)
-    if not block:
-        raise KeyError(key)
-    for pattern, replacement in _POOLFORMER_BLOCK_RULES:
-        new, n = re.subn(pattern, replacement, block[3])
-        if n:
-            return f"stages.{block[1]}.blocks.{block[2]}.{new}"
-    raise KeyError(key)
+_POOLFORMER_RULES: list[KeyRule] = [
+    (r"stem\.conv\.(weight|bias)", lambda m: f"stem.{m[1]}"),
+    (r"head\.(norm|fc)\.(weight|bias)", lambda m: f"{'norm' if m[1] == 'norm' else 'head'}.{m[2]}"),
+    (
+        r"stages\.(\d+)\.downsample\.conv\.(weight|bias)",
+        lambda m: f"stages.{m[1]}.downsample.{m[2]}",
+    ),
+    (
+        r"stages\.(\d+)\.blocks\.(\d+)\.(.+)",
+        lambda m: f"stages.{m[1]}.blocks.{m[2]}.{substitute_first(m[3], _POOLFORMER_BLOCK_RULES)}",
+    ),
+]
 
 
 def convert_timm_poolformer_state_dict(
@@ -57,14 +56,9 @@ def convert_timm_poolformer_state_dict(
             "poolformer_s12 (pretrained_cfg_overlay=dict(file=PATH)) and save its state_dict() "
             "to get timm's layout, which converts here"
         )
-    converted, unknown = {}, []
-    for key, value in state_dict.items():
-        try:
-            converted[_map_poolformer_key(key)] = value
-        except KeyError:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} keys are not in timm's PoolFormer layout, e.g. {unknown[:5]}"
-        )
-    return converted
+    return rename_official_keys(
+        state_dict,
+        lambda key: rename_key(key, _POOLFORMER_RULES),
+        "PoolFormer layout",
+        source="timm's",
+    )

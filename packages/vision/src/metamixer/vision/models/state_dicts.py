@@ -4,7 +4,7 @@ training checkpoint, renaming another layout's keys and loading strictly with a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -26,12 +26,38 @@ def unwrap_state_dict(checkpoint: Mapping[str, object]) -> dict[str, Tensor]:
     return tensors
 
 
+def substitute_first(key: str, rules: Sequence[tuple[str, str]]) -> str:
+    """``key`` through the first ``(pattern, replacement)`` substitution that applies to it; none:
+    ``KeyError``."""
+    for pattern, replacement in rules:
+        new, n = re.subn(pattern, replacement, key)
+        if n:
+            return new
+    raise KeyError(key)
+
+
+#: ``(pattern, rename)``: a key that ``pattern`` matches in full is named ``rename(match)``
+KeyRule = tuple[str, Callable[[re.Match[str]], str]]
+
+
+def rename_key(key: str, rules: Sequence[KeyRule]) -> str:
+    """``key`` renamed by the first rule whose pattern matches all of it; no rule: ``KeyError``."""
+    for pattern, rename in rules:
+        m = re.fullmatch(pattern, key)
+        if m:
+            return rename(m)
+    raise KeyError(key)
+
+
 def rename_official_keys(
-    state_dict: Mapping[str, Tensor], rename: Callable[[str], str], layout: str
+    state_dict: Mapping[str, Tensor],
+    rename: Callable[[str], str],
+    layout: str,
+    source: str = "the authors'",
 ) -> dict[str, Tensor]:
-    """Every key through ``rename`` (a ``KeyError`` marks a key outside the authors' layout);
+    """Every key through ``rename`` (a ``KeyError`` marks a key outside ``source``'s layout);
     their ``(dim, 1, 1)`` layer-scales become our flat ones.  Unknown keys: a ValueError naming
-    them and ``layout``."""
+    them, ``source`` and ``layout``."""
     converted, unknown = {}, []
     for key, value in state_dict.items():
         try:
@@ -41,9 +67,7 @@ def rename_official_keys(
             continue
         converted[new] = value.flatten() if new.endswith("layer_scale.weight") else value
     if unknown:
-        raise ValueError(
-            f"{len(unknown)} keys are not in the authors' {layout}, e.g. {unknown[:5]}"
-        )
+        raise ValueError(f"{len(unknown)} keys are not in {source} {layout}, e.g. {unknown[:5]}")
     return converted
 
 

@@ -36,6 +36,7 @@ from metamixer.core import (
     stage_values,
 )
 from metamixer.core.reparam import fuse_conv_bn, pad_kernel
+from metamixer.vision.models.classifier import check_images
 from metamixer.vision.models.ffnet import ffnet_block
 
 OPS = DenseOps(ndim=2)
@@ -326,16 +327,7 @@ class FFNetSeg(nn.Module):
         return nn.Sequential(OrderedDict(stem=self.stem, stages=self.stages))
 
     def check_input(self, images: Tensor) -> None:
-        if images.dim() != 4 or images.shape[1] != self.in_chans:
-            raise ValueError(
-                f"FFNetSeg expects images of shape (batch, {self.in_chans}, height, width), got "
-                f"{tuple(images.shape)}"
-            )
-        if min(images.shape[-2:]) < 32:
-            raise ValueError(
-                f"input {tuple(images.shape[-2:])} is too small: FFNet-seg downsamples by 32, so "
-                "height and width must be at least 32"
-            )
+        check_images(images, self.in_chans, "FFNetSeg", min_size=32)
 
     def forward_features(self, images: Tensor) -> list[Tensor]:
         """Backbone outputs of stages 2…n (strides 8, 16, 32 for four stages)."""

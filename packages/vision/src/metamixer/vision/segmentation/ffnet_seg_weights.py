@@ -23,7 +23,9 @@ from torch import Tensor, nn
 
 from metamixer.core.checkpoint import read_checkpoint
 from metamixer.vision.models.state_dicts import (
+    KeyRule,
     load_state_dict_strict,
+    rename_key,
     rename_official_keys,
     unwrap_state_dict,
 )
@@ -85,20 +87,12 @@ def _backbone_key(key: str) -> str:
     return block + _mixer(rest, key)
 
 
-def _head_key(key: str) -> str:
-    m = re.fullmatch(r"squeeze\.(0|2)\.(.+)", key)
-    if m:
-        return f"head.squeeze.{m[1]}.{_conv_bn(m[2], key)}"
-    m = re.fullmatch(r"head_blocks\.(\d+)\.(.+)", key)
-    if m:
-        return f"head.blocks.{m[1]}.{_mixer(m[2], key)}"
-    m = re.fullmatch(r"align\.0\.(.+)", key)
-    if m:
-        return f"head.expand.0.{_conv_bn(m[1], key)}"
-    m = re.fullmatch(r"conv_seg\.(weight|bias)", key)
-    if m:
-        return f"head.classifier.{m[1]}"
-    raise KeyError(key)
+_HEAD_RULES: list[KeyRule] = [
+    (r"squeeze\.(0|2)\.(.+)", lambda m: f"head.squeeze.{m[1]}.{_conv_bn(m[2], m.string)}"),
+    (r"head_blocks\.(\d+)\.(.+)", lambda m: f"head.blocks.{m[1]}.{_mixer(m[2], m.string)}"),
+    (r"align\.0\.(.+)", lambda m: f"head.expand.0.{_conv_bn(m[1], m.string)}"),
+    (r"conv_seg\.(weight|bias)", lambda m: f"head.classifier.{m[1]}"),
+]
 
 
 def _ours(state: Mapping[str, Tensor]) -> bool:
@@ -129,7 +123,7 @@ def convert_official_ffnet_seg(state_dict: Mapping[str, Tensor]) -> dict[str, Te
         if key.startswith("backbone."):
             return _backbone_key(key[9:])
         if key.startswith("decode_head."):
-            return _head_key(key[12:])
+            return rename_key(key[12:], _HEAD_RULES)
         raise KeyError(key)
 
     return rename_official_keys(state, rename, "FFNet-seg (mmseg EncoderDecoder) layout")
