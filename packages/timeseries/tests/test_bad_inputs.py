@@ -92,7 +92,11 @@ CASES = {
         "at least patch_size",
     ),
     "inf in the input window": (nan_window, ValueError, "NaN or inf"),
-    "data horizon differs from the model": (horizon_mismatch, ValueError, "pred_len 12 .*horizon=8"),
+    "data horizon differs from the model": (
+        horizon_mismatch,
+        ValueError,
+        "pred_len 12 .*horizon=8",
+    ),
 }
 
 
