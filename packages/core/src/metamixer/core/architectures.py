@@ -34,7 +34,7 @@ class Architecture:
     #: how to call the network (default ``cls``), e.g. timm's ``create_model`` for its registry
     build: Callable[..., nn.Module] | None = None
     #: a small input for contract tests: ``example(network) -> tuple of forward arguments``
-    example: Callable[[nn.Module], tuple] | None = field(default=None, compare=False)
+    example: Callable[[nn.Module], tuple[Any, ...]] | None = field(default=None, compare=False)
     #: task arguments of a small test instance (e.g. ``{"num_classes": 3}``)
     test_task: Mapping[str, Any] = field(default_factory=dict)
 
@@ -72,7 +72,7 @@ def register_architecture(
     *,
     task_args: tuple[str, ...] = (),
     build: Callable[..., nn.Module] | None = None,
-    example: Callable[[nn.Module], tuple] | None = None,
+    example: Callable[[nn.Module], tuple[Any, ...]] | None = None,
     test_task: Mapping[str, Any] | None = None,
 ) -> Architecture:
     """Register a variant; every constructor argument that is not a task argument must be given."""

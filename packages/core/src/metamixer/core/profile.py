@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from math import prod
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class _CountsMacs(Protocol):
     """A module type passed in ``count_macs``'s ``extra``: it counts its own MACs."""
 
-    def macs(self, inputs: tuple, output: Tensor) -> int: ...
+    def macs(self, inputs: tuple[Any, ...], output: Tensor) -> int: ...
 
 
 def count_params(model: nn.Module) -> int:
@@ -33,7 +33,7 @@ def count_macs(model: nn.Module, *inputs: Tensor, extra: Iterable[type[nn.Module
     """
     total = 0
 
-    def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
         nonlocal total
         if isinstance(module, _CONVS):
             per_out = module.in_channels // module.groups * prod(module.kernel_size)

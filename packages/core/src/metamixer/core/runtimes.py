@@ -261,7 +261,7 @@ def _quantize_ort(
 
     name = onnx_input_name(onnx_path)
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches: Iterator[Array] = iter(calibration.batches)
 
