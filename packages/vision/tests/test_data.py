@@ -46,11 +46,13 @@ def test_not_an_idx_file(tmp_path):
 
 
 def test_image_folder_skips_unreadable_images_with_a_warning(image_folder):
-    dm = ImageFolderDataModule(str(image_folder), batch_size=32, num_workers=0, img_size=64)
+    dm = ImageFolderDataModule(
+        str(image_folder), batch_size=32, num_workers=0, img_size=64, val_split="train"
+    )  # the training images, read in order as an evaluation split
     assert dm.num_classes == 3 and dm.classes == ["cat", "dog", "fish"]
     dm.setup("fit")
     with pytest.warns(UserWarning, match="broken.jpg"):
-        batch = next(iter(dm._loader(dm.train_set, train=False)))
+        batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (19, 3, 64, 64)  # the broken file's place is filled
     assert batch["skipped"].item() == 1
 

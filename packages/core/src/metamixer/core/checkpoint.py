@@ -35,6 +35,11 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
     return checkpoint
 
 
+def folded_copy(model: nn.Module) -> nn.Module:
+    """A folded copy of ``model`` in evaluation mode (the caller's model is left as it is)."""
+    return reparameterize_model(copy.deepcopy(model).eval())
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -55,7 +60,7 @@ def export_onnx(
     import numpy as np
     import onnxruntime as ort
 
-    model = reparameterize_model(copy.deepcopy(model).eval())
+    model = folded_copy(model)
     with atomic_path(path) as tmp:
         export: dict[str, Any] = dict(
             input_names=[names[0]], output_names=[names[1]], dynamic_axes=dynamic_axes,
@@ -87,7 +92,7 @@ def export_coreml(
     Needs the ``coreml`` extra (coremltools).  The package appears only when complete."""
     import coremltools as ct
 
-    model = reparameterize_model(copy.deepcopy(model).eval())
+    model = folded_copy(model)
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
     package = ct.convert(

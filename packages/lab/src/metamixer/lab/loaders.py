@@ -137,6 +137,9 @@ class LoadersBySplit:
     """A data module's ``train`` / ``val`` / ``test_dataloader``: its ``_loader(split)`` of each
     split (a base listed before ``LightningDataModule``)."""
 
+    #: the split that ``test`` reads (``"val"`` where the validation split is also the test set)
+    test_split = "test"
+
     def _loader(self, split: str) -> DataLoader:
         raise NotImplementedError
 
@@ -147,7 +150,31 @@ class LoadersBySplit:
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader(self.test_split)
+
+
+class TrainValLoaders(LoadersBySplit):
+    """``LoadersBySplit`` of a data module whose ``setup`` reads ``train_set`` and ``val_set`` (the
+    validation set is also the test set); ``_batching()`` gives the batch size, the number of
+    workers and the collate function."""
+
+    test_split = "val"
+    #: what ``setup`` reads (named when a loader is asked for before it)
+    reads = "the data"
+    train_set: Sized | None
+    val_set: Sized | None
+
+    def _batching(self) -> tuple[int, int, Callable | None]:
+        raise NotImplementedError
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.train_set if split == "train" else self.val_set
+        if dataset is None:
+            raise RuntimeError(f"{self.reads} are read by setup(); call it first")
+        batch_size, num_workers, collate_fn = self._batching()
+        return split_loader(
+            dataset, batch_size, num_workers, train=split == "train", collate_fn=collate_fn
+        )
 
 
 def split_loader(

@@ -11,7 +11,6 @@ fp32 PyTorch network, and with the exported model run by its runtime in place of
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from metamixer.core import runtimes
-from metamixer.core.checkpoint import export_onnx
-from metamixer.core.reparam import reparameterize_model
+from metamixer.core.checkpoint import export_onnx, folded_copy
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def export_for_runtime(
         )  # fmt: skip
     report: dict[str, Any] = {"format": args.format, "runtime": runtime, "out": str(out),
                               "precision": "int8" if args.int8 else args.precision}  # fmt: skip
-    folded = reparameterize_model(copy.deepcopy(model).eval())
+    folded = folded_copy(model)
     example = torch.randn(task.example_shape)
     check = torch.randn((2, *task.example_shape[1:]))
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from metamixer.lab.inputs import input_files_loader
-from metamixer.lab.loaders import LoadersBySplit, split_loader
+from metamixer.lab.loaders import LoadersBySplit, TrainValLoaders, split_loader
 from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class ImageFolderHparams(Protocol):
     predict_path: str | None
 
 
-class ImageFolderDataModule(ClassificationData):
+class ImageFolderDataModule(TrainValLoaders, ClassificationData):
     """ImageNet layout ``root/{train,validation}/<class>/<image>`` with timm's training transforms.
 
     Args:
@@ -123,6 +123,8 @@ class ImageFolderDataModule(ClassificationData):
         predict_path: an image or a folder of images for ``predict`` (default: the validation
             split); RGB, resized and cropped like the evaluation images.
     """
+
+    reads = "the image folders"
 
     def __init__(
         self,
@@ -194,27 +196,13 @@ class ImageFolderDataModule(ClassificationData):
                 "both splits need the same <class> sub-folders"
             )
 
-    def _loader(self, dataset: ImageFolder | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("the image folders are read by setup(); call it first")
-        h = self.hp
-        return split_loader(
-            dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_skipping
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+    def _batching(self) -> tuple[int, int, Callable | None]:
+        return self.hp.batch_size, self.hp.num_workers, collate_skipping
 
     def predict_dataloader(self) -> DataLoader:
         h = self.hp
         if h.predict_path is None:
-            return self._loader(self.val_set, False)
+            return self._loader("val")
         rgb = self._transform(False)
         return input_files_loader(
             h.predict_path, IMAGE_EXTENSIONS, lambda p: rgb(open_image(p).convert("RGB")),

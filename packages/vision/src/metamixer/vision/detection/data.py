@@ -29,7 +29,7 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from metamixer.lab.inputs import InputFiles
-from metamixer.lab.loaders import split_loader
+from metamixer.lab.loaders import TrainValLoaders
 from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 
@@ -303,7 +303,7 @@ class COCODetectionHparams(Protocol):
     predict_ann: str | None
 
 
-class COCODetectionDataModule(L.LightningDataModule):
+class COCODetectionDataModule(TrainValLoaders, L.LightningDataModule):
     """COCO-format detection data, with or without instance masks (see the module docstring for
     what is skipped).
 
@@ -334,6 +334,8 @@ class COCODetectionDataModule(L.LightningDataModule):
             it the images are numbered 1…N in sorted order (each result also names its
             ``file_name``).
     """
+
+    reads = "the annotation files"
 
     def __init__(
         self,
@@ -423,27 +425,13 @@ class COCODetectionDataModule(L.LightningDataModule):
         if stage != "predict" or self.hp.predict_path is None:
             self.val_set = self.val_set or self._split("val", train=False)
 
-    def _loader(self, dataset: COCOInstances | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("the annotation files are read by setup(); call it first")
-        h = self.hp
-        return split_loader(
-            dataset, h.batch_size, h.num_workers, train=train, collate_fn=collate_detection
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+    def _batching(self) -> tuple[int, int, Callable | None]:
+        return self.hp.batch_size, self.hp.num_workers, collate_detection
 
     def predict_dataloader(self) -> DataLoader:
         h = self.hp
         if h.predict_path is None:
-            return self._loader(self.val_set, False)
+            return self._loader("val")
         files = InputFiles(Path(h.predict_path), IMAGE_EXTENSIONS, image_tensor)
         collate: Any = collate_files
         if h.predict_ann is not None:

@@ -141,21 +141,6 @@ class DetectionNetwork:
     backbone: TimmFPNBackbone
 
 
-def _adapter(
-    backbone: str,
-    backbone_args: Mapping[str, Any] | None,
-    out_indices: Sequence[int],
-    extra_levels: str,
-    fpn_channels: int,
-    out_norm: bool,
-    norm_eval: bool,
-) -> TimmFPNBackbone:
-    return TimmFPNBackbone(
-        backbone, backbone_args, out_indices=out_indices, fpn_channels=fpn_channels,
-        out_norm=out_norm, norm_eval=norm_eval, extra_levels=extra_levels,
-    )  # fmt: skip
-
-
 def _image_sizes(min_size: int | Sequence[int], max_size: int) -> dict[str, Any]:
     sizes = tuple(min_size) if isinstance(min_size, Sequence) else (min_size,)
     return {"min_size": sizes, "max_size": max_size}
@@ -241,8 +226,8 @@ class FasterRCNNDetector(DetectionNetwork, FasterRCNN):
         box_head_dim: int,
     ) -> None:
         super().__init__(
-            _adapter(backbone, backbone_args, out_indices, extra_levels, fpn_channels, out_norm,
-                     norm_eval),
+            TimmFPNBackbone(backbone, backbone_args, out_indices, fpn_channels, out_norm,
+                            norm_eval, extra_levels),
             **_image_sizes(min_size, max_size),
             **_rcnn_args(fpn_channels, num_classes, rpn_batch_size_per_image, rpn_proposals,
                          box_batch_size_per_image, box_head_dim, score_thresh, nms_thresh,
@@ -282,8 +267,8 @@ class MaskRCNNDetector(DetectionNetwork, MaskRCNN):
         mask_head_dim: int,
     ) -> None:
         super().__init__(
-            _adapter(backbone, backbone_args, out_indices, extra_levels, fpn_channels, out_norm,
-                     norm_eval),
+            TimmFPNBackbone(backbone, backbone_args, out_indices, fpn_channels, out_norm,
+                            norm_eval, extra_levels),
             **_image_sizes(min_size, max_size),
             **_rcnn_args(fpn_channels, num_classes, rpn_batch_size_per_image, rpn_proposals,
                          box_batch_size_per_image, box_head_dim, score_thresh, nms_thresh,
@@ -324,8 +309,8 @@ class RetinaNetDetector(DetectionNetwork, RetinaNet):
         bg_iou_thresh: float,
         topk_candidates: int,
     ) -> None:
-        adapter = _adapter(backbone, backbone_args, out_indices, extra_levels, fpn_channels,
-                           out_norm, norm_eval)  # fmt: skip
+        adapter = TimmFPNBackbone(backbone, backbone_args, out_indices, fpn_channels, out_norm,
+                                  norm_eval, extra_levels)  # fmt: skip
         sizes = tuple(
             tuple(int(anchor_scale * s * 2 ** (octave / 3)) for octave in range(3))
             for s in adapter.level_strides
@@ -374,8 +359,8 @@ class FCOSDetector(DetectionNetwork, FCOS):
                 f"fcos needs fpn_channels divisible by 32 (its head's GroupNorm has 32 groups), "
                 f"got {fpn_channels}"
             )
-        adapter = _adapter(backbone, backbone_args, out_indices, extra_levels, fpn_channels,
-                           out_norm, norm_eval)  # fmt: skip
+        adapter = TimmFPNBackbone(backbone, backbone_args, out_indices, fpn_channels, out_norm,
+                                  norm_eval, extra_levels)  # fmt: skip
         anchors = AnchorGenerator(
             tuple((s,) for s in adapter.level_strides), ((1.0,),) * len(adapter.level_strides)
         )

@@ -26,7 +26,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from metamixer.lab.inputs import input_files_loader
-from metamixer.lab.loaders import split_loader
+from metamixer.lab.loaders import LoadersBySplit, split_loader
 from metamixer.vision.images import IMAGE_EXTENSIONS, open_image
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class SegmentationDataHparams(Protocol):
     predict_path: str | None
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(LoadersBySplit, L.LightningDataModule):
     """Shared loading for the segmentation layouts; subclasses list the file pairs per split.
 
     Args:
@@ -185,6 +185,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     reduce_zero_label = False
     in_chans = 3
+    test_split = "val"
 
     def __init__(
         self,
@@ -253,15 +254,6 @@ class SegmentationDataModule(L.LightningDataModule):
         return split_loader(
             self.splits[split], batch_size, h.num_workers, train=train, collate_fn=collate
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("val")
 
     def predict_dataloader(self) -> DataLoader:
         h = self.hp
