@@ -261,7 +261,8 @@ def mean_std(name: str, values: Sequence[float], reference: Sequence[float] = ()
 
 
 def _is_percent(name: str) -> bool:
-    return "acc" in name or "iou" in name.lower() or "AP" in name
+    """Accuracies, IoUs, average precision and recall: fractions shown in %."""
+    return "acc" in name.lower() or "iou" in name.lower() or "AP" in name or "AR" in name
 
 
 def display_scale(name: str, values: Sequence[float]) -> float:
