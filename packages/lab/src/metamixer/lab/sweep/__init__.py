@@ -38,10 +38,35 @@ records are written here as they end.  One driver runs a sweep at a time (``swee
 run folder).
 """
 
-from metamixer.lab.sweep import spec
 from metamixer.lab.sweep.command import main
 from metamixer.lab.sweep.report import plot_axis, write_reports
 from metamixer.lab.sweep.run import rerun, run_cell, run_sweep
-from metamixer.lab.sweep.spec import *  # noqa: F403  (the names of spec.__all__)
+from metamixer.lab.sweep.spec import (
+    Cell,
+    cell_args,
+    cell_command,
+    cells,
+    finished,
+    load_sweep,
+    read_sweep,
+    record_path,
+    records_root,
+)
 
-__all__ = ["main", "plot_axis", "rerun", "run_cell", "run_sweep", "write_reports", *spec.__all__]
+__all__ = [
+    "Cell",
+    "cell_args",
+    "cell_command",
+    "cells",
+    "finished",
+    "load_sweep",
+    "main",
+    "plot_axis",
+    "read_sweep",
+    "record_path",
+    "records_root",
+    "rerun",
+    "run_cell",
+    "run_sweep",
+    "write_reports",
+]

@@ -15,19 +15,6 @@ import yaml
 from metamixer.lab import results
 from metamixer.lab.sweep.executors import check_section
 
-#: what ``metamixer.lab.sweep`` re-exports: the sweep file, its cells and their records
-__all__ = [
-    "Cell",
-    "cell_args",
-    "cell_command",
-    "cells",
-    "finished",
-    "load_sweep",
-    "read_sweep",
-    "record_path",
-    "records_root",
-]
-
 KEYS = {"grid", "modalities", "mode", "parallel", "imports", "seeds", "records", "report",
         "extends", "executor"}  # fmt: skip
 
